@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# lab/tour.sh: the guided tour of ipclab, and the project's main command.
+#
+# It builds the release binaries, then walks through every lab that exists, echoing each
+# command before it runs it, the way a teacher types it in class. Each lab's steps live in
+# lab/NN-*/tour.sh and are run in order. It needs no root, takes under a minute, exits 0 only
+# if every step worked, and leaves the machine's IPC objects exactly as it found them.
+#
+#     $ lab/tour.sh
+#     == 01-shm-writer-reader: a message through a shared memory segment
+#     $ shm_writer -k /tmp/ipclab.x/key hello world &
+#     ...
+#     tour: every step worked; IPC objects as before.
+
+set -u
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$IPCLAB_ROOT" || exit 1
+
+echo "tour: building the release binaries (cargo build --release)"
+cargo build --release --quiet || { echo "tour: the build failed" >&2; exit 1; }
+BIN="$IPCLAB_ROOT/target/release"
+export PATH="$BIN:$PATH"
+unset IPCLAB_TRACE
+
+BEFORE=$(ipc_snapshot)
+ipclab_init
+STEP=0
+
+# say TEXT: narration between commands.
+say() { printf '\n# %s\n' "$*"; }
+
+# run COMMAND...: echo the command as typed, run it, and stop the tour if it fails.
+run() {
+    STEP=$((STEP + 1))
+    printf '$ %s\n' "$*"
+    "$@" || tour_failed "$*"
+}
+
+# run_bg COMMAND...: as run, in the background (its pid is in $BG_PID and tracked for cleanup).
+run_bg() {
+    STEP=$((STEP + 1))
+    printf '$ %s &\n' "$*"
+    "$@" &
+    BG_PID=$!
+    track_pid "$BG_PID"
+}
+
+# expect_output WANT COMMAND...: run and check that stdout is exactly WANT.
+expect_output() {
+    local want=$1 got
+    shift
+    STEP=$((STEP + 1))
+    printf '$ %s\n' "$*"
+    got=$("$@") || tour_failed "$*"
+    printf '%s\n' "$got"
+    [ "$got" = "$want" ] || tour_failed "$* printed '$got', expected '$want'"
+}
+
+# wait_bg: wait for the last background command and stop the tour if it failed.
+wait_bg() {
+    wait "$BG_PID" || tour_failed "background command (pid $BG_PID) exited with $?"
+}
+
+tour_failed() {
+    echo "tour: step $STEP failed: $*" >&2
+    exit 1
+}
+
+for steps in "$IPCLAB_ROOT"/lab/[0-9][0-9]-*/tour.sh; do
+    [ -f "$steps" ] || continue
+    chapter=$(basename "$(dirname "$steps")")
+    printf '\n== %s\n' "$chapter"
+    # shellcheck source=/dev/null
+    source "$steps"
+done
+
+ipclab_cleanup
+AFTER=$(ipc_snapshot)
+if [ "$BEFORE" != "$AFTER" ]; then
+    echo "tour: IPC objects changed during the tour:" >&2
+    diff <(echo "$BEFORE") <(echo "$AFTER") >&2
+    exit 1
+fi
+echo
+echo "tour: all $STEP steps worked; the machine's IPC objects are as they were."

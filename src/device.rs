@@ -1,0 +1,1 @@
+//! Placeholder: the device library is added by its issue.

@@ -1,0 +1,1 @@
+//! Placeholder: the dipc library is added by its issue.

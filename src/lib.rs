@@ -1,0 +1,39 @@
+//! # ipclab: System V inter-process communication, taught by five classic assignments
+//!
+//! Each assignment is a small library module here plus thin programs in `src/bin/`, a lab
+//! chapter in `lab/`, and tests in `tests/` that start the real programs on real kernel objects.
+//! Read a program from its `//!` header down; follow the calls into this library, and from here
+//! into [`sys`], where every system call is made.
+//!
+//! # Layout
+//! - [`sys`]: the system layer; the only code with `unsafe`. Safe, checked wrappers over ftok,
+//!   shm*, sem*, msg*, flock and signals, with owning guards. Serves every seed.
+//! - [`wire`]: every byte layout that crosses a process boundary, with its byte table. Serves
+//!   every seed.
+//! - [`params`]: every default and limit, one commented constant per line.
+//! - [`trace`]: `IPCLAB_TRACE=1` prints one line per IPC step, in every program.
+//! - [`cli`]: argument parsing, `--help`, and the `program: what: errno text` error convention.
+//! - [`xfr`]: seed 002, `shm_writer`/`shm_reader`: a message, then a stream, through a segment.
+//! - [`device`]: seed 003, `device`/`device_client`/`detach`: a simulated I/O device.
+//! - [`shmem`]: seed 004, the `shmem` library: a segment locked with flock.
+//! - [`dipc`]: seed 001, `dipc`/`dipcrm`/`dipc_client`: mailboxes behind a fair RW lock.
+//! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes.
+
+// `unsafe` is refused everywhere but in `sys`, which opts back in; the binaries forbid it.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cli;
+pub mod device;
+pub mod dipc;
+pub mod params;
+pub mod rshm;
+pub mod shmem;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod trace;
+pub mod wire;
+pub mod xfr;
+
+#[cfg(test)]
+mod testutil;

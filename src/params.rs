@@ -1,0 +1,42 @@
+//! Every default and limit in ipclab, one commented constant per line.
+//!
+//! A student who wonders "how big is the segment?" or "how long does it wait?" looks here, and
+//! only here. Each section serves one lab; the seed behind it is named in the section header.
+
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Every program.
+
+/// The environment variable that turns on one trace line per IPC step (see `trace`).
+pub const TRACE_ENV: &str = "IPCLAB_TRACE";
+
+/// Permission bits of every object a program creates unless `--mode` says otherwise: the
+/// owner alone may use it, which is right on a shared lab machine.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+// ---------------------------------------------------------------------------------------------
+// shm_writer / shm_reader (seed 002).
+
+/// `-k/--key-path`: the file that `ftok` turns into the key.
+pub const XFR_KEY_PATH: &str = ".";
+
+/// `-i/--proj-id`: the `ftok` project id, 65 = 'A'.
+pub const XFR_PROJ_ID: u8 = 65;
+
+/// `--timeout`: how long either side waits for the other before giving up.
+pub const XFR_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// device / device_client / detach (seed 003).
+
+// ---------------------------------------------------------------------------------------------
+// shmem library (seed 004).
+
+// ---------------------------------------------------------------------------------------------
+// dipc / dipcrm / dipc_client (seed 001).
+
+// ---------------------------------------------------------------------------------------------
+// rshm_server / client (seed 000).
+
+// ---------------------------------------------------------------------------------------------

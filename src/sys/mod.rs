@@ -1,0 +1,268 @@
+//! The system layer: the only place in ipclab that calls the kernel through `unsafe` FFI.
+//!
+//! Every System V call gets a small wrapper here that returns `io::Result`, and nothing outside
+//! `src/sys/` writes `unsafe`. The rules every wrapper follows:
+//!
+//! - **Checked on the next line.** A `-1` becomes an `io::Error` whose text names the call and its
+//!   arguments, then the kernel's errno text: `semget(key=0x41020304): File exists (os error 17)`.
+//!   A program only has to put its own name in front (see [`crate::cli`]).
+//! - **EINTR is retried** wherever the call can simply be made again (`semop`, `msgsnd`, `msgrcv`,
+//!   `flock`). A timed wait is retried with the time that is left, not the whole timeout again.
+//! - **"Removed" is one distinct error.** When a semaphore set, queue or segment is removed while
+//!   we use it, the kernel answers `EIDRM` (if we were blocked on it) or `EINVAL` (if the id is
+//!   already gone). For an id that was valid a moment ago both mean the same thing, so the
+//!   operation wrappers report both as `EIDRM`, and callers test it with [`is_removed`].
+//! - **Owning guards.** [`Owner`] removes an object when it is dropped; [`shm::Attachment`]
+//!   detaches when dropped. Whoever only opens an object never removes it.
+//! - **Tracing.** With `IPCLAB_TRACE=1`, each wrapper prints one line per IPC step on stderr
+//!   (see [`crate::trace`]).
+//!
+//! # Layout
+//! - [`shm`]: shmget, shmat/shmdt as an [`shm::Attachment`], shmctl(IPC_STAT, IPC_RMID).
+//! - [`sem`]: semget, semop/semtimedop, semctl(SETVAL, GETVAL, GETALL, IPC_STAT, IPC_RMID).
+//! - [`msg`]: msgget, msgsnd/msgrcv of typed messages, a receive with a deadline, msgctl.
+//! - [`flock`]: advisory whole-file locks.
+//! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
+//! - [`process`]: is a pid alive, send it a signal, what program is it.
+//! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
+
+pub mod flock;
+pub mod ipcs;
+pub mod msg;
+pub mod process;
+pub mod sem;
+pub mod shm;
+pub mod signal;
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// A System V IPC key, as `ftok` makes it and `ipcs` prints it (`0x41020304`).
+pub type Key = libc::key_t;
+
+/// `IPC_PRIVATE`: a key that always makes a new object, reachable only through its id.
+pub const IPC_PRIVATE: Key = libc::IPC_PRIVATE;
+
+/// An error from one system call: which call, with which arguments, and the errno it returned.
+///
+/// It travels inside an `io::Error` (of the errno's own kind), so callers keep using `io::Result`
+/// and `?`, while [`errno`] can still find the number.
+#[derive(Debug)]
+pub struct SysError {
+    /// The call and its arguments, e.g. `semop(id=3, [0:-1])`.
+    pub call: String,
+    /// The errno the kernel returned.
+    pub os: io::Error,
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.call, self.os)
+    }
+}
+
+impl std::error::Error for SysError {}
+
+/// Wraps an errno into an `io::Error` that names the call.
+pub fn sys_error(call: impl Into<String>, os: io::Error) -> io::Error {
+    io::Error::new(
+        os.kind(),
+        SysError {
+            call: call.into(),
+            os,
+        },
+    )
+}
+
+/// The errno inside an error from this layer (or inside a plain OS error).
+pub fn errno(e: &io::Error) -> Option<i32> {
+    if let Some(n) = e.raw_os_error() {
+        return Some(n);
+    }
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SysError>())
+        .and_then(|s| s.os.raw_os_error())
+}
+
+/// True when the error means "the object was removed while we were using it" (`EIDRM`).
+pub fn is_removed(e: &io::Error) -> bool {
+    errno(e) == Some(libc::EIDRM)
+}
+
+/// True when a wait gave up because its time ran out, or a non-blocking call would have blocked.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(errno(e), Some(libc::EAGAIN)) || e.kind() == io::ErrorKind::TimedOut
+}
+
+/// Turns a C return value into a result: `-1` means "look at errno".
+fn cvt(ret: libc::c_int, call: impl FnOnce() -> String) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(sys_error(call(), io::Error::last_os_error()))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`cvt`], but calls `f` again while it fails with `EINTR` (a signal arrived meanwhile).
+fn cvt_r(
+    mut f: impl FnMut() -> libc::c_int,
+    call: impl FnOnce() -> String,
+) -> io::Result<libc::c_int> {
+    loop {
+        let ret = f();
+        if ret != -1 {
+            return Ok(ret);
+        }
+        let os = io::Error::last_os_error();
+        if os.raw_os_error() != Some(libc::EINTR) {
+            return Err(sys_error(call(), os));
+        }
+    }
+}
+
+/// An operation on an id that existed: `EINVAL` now means the id is gone, which is `EIDRM`.
+fn removed_if_invalid(e: io::Error) -> io::Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<SysError>()) {
+        Some(s) if s.os.raw_os_error() == Some(libc::EINVAL) => {
+            sys_error(s.call.clone(), io::Error::from_raw_os_error(libc::EIDRM))
+        }
+        _ => e,
+    }
+}
+
+/// `ftok(path, proj_id)`: the same path (the same inode) and id always give the same key.
+///
+/// The key mixes the low 8 bits of `proj_id`, the low 8 bits of the device number and the low
+/// 16 bits of the inode number, so two different files *can* collide; that is why every ipclab
+/// program creates with `IPC_EXCL` and reports `File exists` instead of silently sharing.
+pub fn ftok(path: &Path, proj_id: u8) -> io::Result<Key> {
+    let call = || format!("ftok({}, {proj_id})", path.display());
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| sys_error(call(), io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let key = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(proj_id)) };
+    let key = cvt(key, call)?;
+    crate::trace!("ftok({}, {proj_id}) = key 0x{key:08x}", path.display());
+    Ok(key)
+}
+
+/// An IPC object that can be removed by id: a segment, a semaphore set or a queue.
+pub trait Removable: Copy + fmt::Debug {
+    /// `shmctl`/`semctl`/`msgctl` with `IPC_RMID`.
+    fn remove(self) -> io::Result<()>;
+}
+
+/// The owner of an IPC object: it removes the object when dropped.
+///
+/// Exactly one party owns each object, normally its creator. Everybody else holds the plain id.
+/// Drop never panics: a failed removal (someone removed it first) is traced and ignored.
+#[derive(Debug)]
+pub struct Owner<T: Removable> {
+    obj: Option<T>,
+}
+
+impl<T: Removable> Owner<T> {
+    /// Takes ownership of `obj`: from now on it is removed when this guard is dropped.
+    pub fn new(obj: T) -> Self {
+        Owner { obj: Some(obj) }
+    }
+
+    /// The object itself, to operate on.
+    pub fn get(&self) -> T {
+        self.obj
+            .expect("an Owner always holds its object until dropped")
+    }
+
+    /// Removes the object now, reporting any error (drop would only trace it).
+    pub fn remove(mut self) -> io::Result<()> {
+        match self.obj.take() {
+            Some(obj) => obj.remove(),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up ownership without removing: the object lives on, and someone else must remove
+    /// it. Used when ownership passes to another process, e.g. to a daemon after `fork`.
+    pub fn release(mut self) -> T {
+        self.obj.take().expect("an Owner always holds its object")
+    }
+}
+
+impl<T: Removable> std::ops::Deref for Owner<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.obj
+            .as_ref()
+            .expect("an Owner always holds its object until dropped")
+    }
+}
+
+impl<T: Removable> Drop for Owner<T> {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take() {
+            if let Err(e) = obj.remove() {
+                crate::trace!("owner drop: {e}");
+            }
+        }
+    }
+}
+
+/// Permission bits for a new object, e.g. 0o600, checked to be nothing but rwx bits.
+pub fn check_mode(mode: u32) -> io::Result<libc::c_int> {
+    if mode & !0o777 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mode {mode:o} has bits beyond 0777"),
+        ));
+    }
+    Ok(mode as libc::c_int)
+}
+
+/// Reads a System V limit from `/proc/sys/kernel/NAME` (shmmax, shmall, shmmni, msgmax, ...).
+pub fn kernel_limit(name: &str) -> io::Result<u64> {
+    let path = format!("/proc/sys/kernel/{name}");
+    let text = std::fs::read_to_string(&path)?;
+    text.split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not a number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ftok_is_stable_and_depends_on_the_id() {
+        let dir = crate::testutil::TempDir::new("ftok");
+        let a = ftok(dir.path(), b'A').unwrap();
+        assert_eq!(a, ftok(dir.path(), b'A').unwrap());
+        assert_ne!(a, ftok(dir.path(), b'B').unwrap());
+        // The id sits in the top byte.
+        assert_eq!((a as u32) >> 24, u32::from(b'A'));
+    }
+
+    #[test]
+    fn ftok_of_a_missing_path_names_the_call() {
+        let e = ftok(Path::new("/nonexistent/ipclab"), 1).unwrap_err();
+        assert_eq!(errno(&e), Some(libc::ENOENT));
+        assert!(
+            e.to_string().starts_with("ftok(/nonexistent/ipclab, 1): "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kernel_limits_are_readable() {
+        assert!(kernel_limit("shmmni").unwrap() > 0);
+        assert!(kernel_limit("msgmax").unwrap() > 0);
+    }
+
+    #[test]
+    fn mode_rejects_extra_bits() {
+        assert_eq!(check_mode(0o600).unwrap(), 0o600);
+        assert!(check_mode(0o1600).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder: the device layouts are added by their issue.

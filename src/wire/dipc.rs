@@ -1,0 +1,1 @@
+//! Placeholder: the dipc layouts are added by their issue.

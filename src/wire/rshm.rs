@@ -1,0 +1,1 @@
+//! Placeholder: the rshm layouts are added by their issue.

@@ -1,0 +1,1 @@
+//! Placeholder: the xfr layouts are added by their issue.

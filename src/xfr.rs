@@ -1,0 +1,1 @@
+//! Placeholder: the xfr library is added by its issue.

@@ -1,0 +1,184 @@
+//! Shared helpers for the integration tests: real binaries, private keys, guaranteed cleanup.
+//!
+//! Tests run in parallel, and the machine's IPC namespace is shared with other tests and other
+//! programs. So every test gets a [`Scratch`]: a private directory whose files give `ftok` keys
+//! that nobody else uses, and which on drop (also when the test panics) kills the children it
+//! started and removes every System V object with one of its keys.
+
+#![allow(dead_code)]
+
+use ipclab::sys::{ftok, ipcs, Key};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The directory with the binaries cargo built for this test run (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The path of one of ipclab's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// The project's top directory.
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A test's private directory, keys, children and objects; all cleaned up on drop.
+pub struct Scratch {
+    dir: PathBuf,
+    keys: std::cell::RefCell<Vec<Key>>,
+    children: std::cell::RefCell<Vec<Child>>,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "ipclab-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch {
+            dir,
+            keys: Default::default(),
+            children: Default::default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A file in the scratch directory (created empty if missing), for `-k/--key-path`.
+    pub fn key_file(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        if !p.exists() {
+            std::fs::write(&p, b"").expect("create key file");
+        }
+        p
+    }
+
+    /// `ftok(path, proj)`, remembered so that drop removes whatever uses this key.
+    pub fn key(&self, path: &Path, proj: u8) -> Key {
+        let k = ftok(path, proj).expect("ftok");
+        self.track_key(k);
+        k
+    }
+
+    /// Remember a key that a program derives by itself (from a port, say).
+    pub fn track_key(&self, k: Key) {
+        self.keys.borrow_mut().push(k);
+    }
+
+    /// Starts a child that is killed on drop.
+    pub fn spawn(&self, cmd: &mut Command) -> u32 {
+        let child = cmd.spawn().expect("spawn child");
+        let pid = child.id();
+        self.children.borrow_mut().push(child);
+        pid
+    }
+
+    /// Takes a started child back, to wait for it.
+    pub fn take(&self, pid: u32) -> Child {
+        let mut v = self.children.borrow_mut();
+        let i = v.iter().position(|c| c.id() == pid).expect("known child");
+        v.remove(i)
+    }
+
+    /// The objects now alive with one of this test's keys.
+    pub fn leftovers(&self) -> Vec<ipcs::Object> {
+        let keys = self.keys.borrow();
+        ipcs::list()
+            .expect("read /proc/sysvipc")
+            .into_iter()
+            .filter(|o| keys.contains(&o.key))
+            .collect()
+    }
+
+    /// Asserts that no object with one of this test's keys is alive.
+    pub fn assert_no_leftovers(&self) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "IPC objects left behind: {left:?}");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for mut c in self.children.borrow_mut().drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for o in self.leftovers() {
+            let _ = ipcs::remove(&o);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A command for one of ipclab's binaries, with tracing off whatever the caller's environment.
+pub fn cmd(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("IPCLAB_TRACE");
+    c
+}
+
+/// Runs a command to completion, with piped output, killing it after `limit`.
+pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "command did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; true if it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// Runs a lab's grading script against this build's binaries and asserts that all checks pass.
+pub fn run_grader(script: &str) {
+    let path = project_dir().join("lab/grade").join(script);
+    let out = run_with_limit(
+        Command::new("bash").arg(&path).arg(bin_dir()).env_remove("IPCLAB_TRACE"),
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.lines().last().is_some_and(|l| l.ends_with(" 0 failed")),
+        "grader {script} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(!stdout.contains("FAIL "), "{stdout}");
+}
