@@ -11,7 +11,7 @@
 //! - [`wire`]: every byte layout that crosses a process boundary, with its byte table. Serves
 //!   every seed.
 //! - [`params`]: every default and limit, one commented constant per line.
-//! - [`trace`]: `IPCLAB_TRACE=1` prints one line per IPC step, in every program.
+//! - [`trace`](mod@trace): `IPCLAB_TRACE=1` prints one line per IPC step, in every program.
 //! - [`cli`]: argument parsing, `--help`, and the `program: what: errno text` error convention.
 //! - [`xfr`]: seed 002, `shm_writer`/`shm_reader`: a message, then a stream, through a segment.
 //! - [`device`]: seed 003, `device`/`device_client`/`detach`: a simulated I/O device.

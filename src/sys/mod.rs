@@ -15,7 +15,7 @@
 //! - **Owning guards.** [`Owner`] removes an object when it is dropped; [`shm::Attachment`]
 //!   detaches when dropped. Whoever only opens an object never removes it.
 //! - **Tracing.** With `IPCLAB_TRACE=1`, each wrapper prints one line per IPC step on stderr
-//!   (see [`crate::trace`]).
+//!   (see [`crate::trace`](mod@crate::trace)).
 //!
 //! # Layout
 //! - [`shm`]: shmget, shmat/shmdt as an [`shm::Attachment`], shmctl(IPC_STAT, IPC_RMID).
