@@ -377,10 +377,11 @@ fn get_or_create(key: Key, size: usize) -> io::Result<(ShmId, bool)> {
         match shm::shmget(key, size, Get::Create(DEFAULT_MODE)) {
             Ok(id) => return Ok((id, true)),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-            Err(e) if errno(&e) == Some(libc::EINVAL) => {
+            // EINVAL: beyond SHMMAX; ENOMEM/ENOSPC: beyond SHMALL or SHMMNI (or no memory).
+            Err(e) if matches!(errno(&e), Some(libc::EINVAL | libc::ENOMEM | libc::ENOSPC)) => {
                 return Err(invalid(format!(
-                    "{size} bytes is outside the kernel's segment size limits (see \
-                     /proc/sys/kernel/shmmax): {e}"
+                    "{size} bytes is beyond the kernel's shared memory limits \
+                     (/proc/sys/kernel/shmmax, shmall, shmmni): {e}"
                 )))
             }
             Err(e) => return Err(e),
