@@ -131,9 +131,7 @@ impl Shmem {
         let path = path.as_ref();
         let what = format!("shmem open {}", path.display());
         if size == 0 {
-            return Err(invalid(format!(
-                "{what}: size must be at least 1 byte"
-            )));
+            return Err(invalid(format!("{what}: size must be at least 1 byte")));
         }
         // The file must exist before ftok, which reads its inode number. O_CREAT without
         // O_EXCL: two openers racing here both end up with the same file.
@@ -143,6 +141,8 @@ impl Shmem {
                 .read(true)
                 .write(true)
                 .create(true)
+                // Never truncate: a key file's content is nobody's business but its owner's.
+                .truncate(false)
                 .mode(0o600)
                 .open(path)
                 .map_err(context(format!("{what}: creating the key file")))?,
@@ -219,7 +219,9 @@ impl Shmem {
         }
         // LOCK_SH: other readers may copy at the same time; no writer is between its LOCK_EX
         // and its LOCK_UN, so the bytes do not change under our copy.
-        self.locked(LockKind::Shared, || self.attachment.read_at(0, &mut buf[..n]))??;
+        self.locked(LockKind::Shared, || {
+            self.attachment.read_at(0, &mut buf[..n])
+        })??;
         crate::trace!("shmem read: {n} bytes under LOCK_SH");
         Ok(n)
     }
@@ -288,7 +290,10 @@ impl Shmem {
                 "{what}: the file was replaced since the segment was opened"
             )));
         }
-        crate::trace!("shmem: opened another description of {}", self.path.display());
+        crate::trace!(
+            "shmem: opened another description of {}",
+            self.path.display()
+        );
         Ok(f)
     }
 
@@ -326,7 +331,11 @@ impl Shmem {
                 context(format!("shmem delete {}", self.path.display()))(e)
             }
         })?;
-        crate::trace!("shmem delete {}: shmid {} removed", self.path.display(), id.0);
+        crate::trace!(
+            "shmem delete {}: shmid {} removed",
+            self.path.display(),
+            id.0
+        );
         Ok(())
     }
 

@@ -59,7 +59,9 @@ impl Running {
     }
 
     fn has_exited(&mut self) -> bool {
-        self.0.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some())
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_some())
     }
 
     /// Waits for it and returns its output.
@@ -152,11 +154,15 @@ fn size_mismatches_and_impossible_sizes_are_clear_errors() {
     // Smaller does not match either (shmget alone would accept it silently).
     assert!(Shmem::open(&k, 32).is_err());
     let e = Shmem::open(&k, 0).unwrap_err();
-    assert!(e.to_string().ends_with("size must be at least 1 byte"), "{e}");
+    assert!(
+        e.to_string().ends_with("size must be at least 1 byte"),
+        "{e}"
+    );
     let other = key_file(&s, "huge");
     let e = Shmem::open(&other, usize::MAX / 2).unwrap_err();
     assert!(
-        e.to_string().contains("beyond the kernel's shared memory limits"),
+        e.to_string()
+            .contains("beyond the kernel's shared memory limits"),
         "{e}"
     );
     // The same through the tool: exit 1, `shmem_tool: what: why`.
@@ -247,7 +253,10 @@ fn exactly_one_of_racing_openers_creates_the_segment() {
             "{lines:?}"
         );
         let shmid = |l: &str| l.split_whitespace().nth(1).unwrap().to_string();
-        assert!(lines.iter().all(|l| shmid(l) == shmid(&lines[0])), "{lines:?}");
+        assert!(
+            lines.iter().all(|l| shmid(l) == shmid(&lines[0])),
+            "{lines:?}"
+        );
         assert!(tool(&["delete", path_str(&k)]).status.success());
     }
     s.assert_no_leftovers();
@@ -281,7 +290,10 @@ fn threads_of_one_process_exclude_each_other() {
             wrote.store(true, Ordering::SeqCst);
         });
         std::thread::sleep(Duration::from_millis(300));
-        assert!(!wrote.load(Ordering::SeqCst), "a write got past a held LOCK_EX");
+        assert!(
+            !wrote.load(Ordering::SeqCst),
+            "a write got past a held LOCK_EX"
+        );
         release_tx.send(()).unwrap();
     });
     assert!(wrote.load(Ordering::SeqCst));
@@ -308,7 +320,9 @@ fn a_holder_killed_by_sigkill_does_not_block_the_others() {
     let s = Scratch::new("shmem-kill");
     let k = key_file(&s, "k");
     let k = path_str(&k);
-    assert!(tool(&["write", k, "--size", "32", "before"]).status.success());
+    assert!(tool(&["write", k, "--size", "32", "before"])
+        .status
+        .success());
     for (kind, blocked) in [("--exclusive", "read"), ("--shared", "write")] {
         let out = s.dir().join(format!("hold{kind}.out"));
         let holder = s.spawn(
@@ -366,7 +380,10 @@ fn no_read_is_ever_torn_between_threads() {
     .unwrap();
     assert_eq!(report.torn, 0, "{:?}", report.first_torn);
     assert_eq!((report.reads, report.writes), (9000, 6000));
-    assert!(report.changes > 0, "the readers never saw a writer: {report:?}");
+    assert!(
+        report.changes > 0,
+        "the readers never saw a writer: {report:?}"
+    );
 }
 
 #[test]
@@ -382,8 +399,16 @@ fn no_read_is_ever_torn_between_processes() {
         .map(|i| {
             let first = (10 * (i + 1)).to_string();
             Running::start(&[
-                "hammer", kp, "--writers", "1", "--readers", "1", "--count", "3000",
-                "--first-writer", &first,
+                "hammer",
+                kp,
+                "--writers",
+                "1",
+                "--readers",
+                "1",
+                "--count",
+                "3000",
+                "--first-writer",
+                &first,
             ])
         })
         .collect();
@@ -408,7 +433,13 @@ fn no_read_is_ever_torn_between_processes() {
             line.starts_with("reads=3000 writes=3000 torn=0 changes="),
             "{line}"
         );
-        changes += line.trim_end().rsplit('=').next().unwrap().parse::<u64>().unwrap();
+        changes += line
+            .trim_end()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
     }
     assert!(changes > 0, "no reader ever saw a write");
     shm.delete().unwrap();
@@ -465,7 +496,10 @@ fn delete_removes_the_segment_and_close_detaches() {
     fresh.read(&mut buf).unwrap();
     assert_eq!(buf, [0u8; 64]);
     b.close().unwrap();
-    assert!(old.stat().is_err(), "the old segment outlived its last attachment");
+    assert!(
+        old.stat().is_err(),
+        "the old segment outlived its last attachment"
+    );
     // Through the tool: delete prints what it removed; a second delete is a clear error.
     let o = tool(&["delete", path_str(&k)]);
     assert_eq!(
@@ -524,7 +558,8 @@ fn the_example_server_and_client_talk_when_built() {
     let text = stdout(&o);
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("seq=") && l.contains(&format!("pid={srv} "))),
+        text.lines()
+            .any(|l| l.starts_with("seq=") && l.contains(&format!("pid={srv} "))),
         "{text}"
     );
     // SIGTERM: the server removes its segment and exits 0.

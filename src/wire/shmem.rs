@@ -79,7 +79,11 @@ impl Stamp {
         let mut offset = STAMP_SIZE;
         for chunk in chunks.by_ref() {
             if chunk != &first[..chunk.len()] {
-                let i = chunk.iter().zip(first).position(|(a, b)| a != b).unwrap_or(0);
+                let i = chunk
+                    .iter()
+                    .zip(first)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
                 let other = Stamp::decode_one(chunk);
                 return Err(DecodeError::Invalid(format!(
                     "torn read: bytes 0..8 say writer {} seq {}, byte {} differs{}",
@@ -202,7 +206,9 @@ mod tests {
             assert_eq!(Stamp::decode(&buf), Ok(s));
             if size > 8 {
                 buf[size - 1] ^= 0xff;
-                assert!(matches!(Stamp::decode(&buf), Err(DecodeError::Invalid(m)) if m.contains(&format!("byte {}", size - 1))));
+                assert!(
+                    matches!(Stamp::decode(&buf), Err(DecodeError::Invalid(m)) if m.contains(&format!("byte {}", size - 1)))
+                );
             }
         }
         assert_eq!(Stamp::decode(&[0u8; 5]), Err(DecodeError::NeedMore(3)));
