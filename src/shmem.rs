@@ -15,7 +15,7 @@
 //!
 //! # The interface, as rules
 //! - [`Shmem::open`]`(path, size)` creates the key file if it is missing, then gets the segment
-//!   keyed by `ftok(path, `[`SHMEM_PROJ_ID`](crate::params::SHMEM_PROJ_ID)` = 'M')`, creating it
+//!   keyed by `ftok(path, SHMEM_PROJ_ID)` (see [`SHMEM_PROJ_ID`], 77 = 'M'), creating it
 //!   (zero-filled, mode 0600) if there is none. When several processes or threads open a new
 //!   path at once, exactly one creates the segment and the others open it: creation is
 //!   `IPC_CREAT|IPC_EXCL`, and whoever gets `EEXIST` opens instead ([`Shmem::created`] says
@@ -262,13 +262,15 @@ impl Shmem {
     pub fn locked<R>(&self, kind: LockKind, f: impl FnOnce() -> R) -> io::Result<R> {
         let file = self.take_description()?;
         // If `f` panics, the FileLock's drop unlocks and the description is closed, not reused.
-        let out = FileLock::lock(&file, kind).map(|lock| {
-            let out = f();
-            drop(lock);
-            out
-        });
+        let out = FileLock::lock(&file, kind)
+            .map(|lock| {
+                let out = f();
+                drop(lock);
+                out
+            })
+            .map_err(context(format!("shmem lock {}", self.path.display())));
         self.give_back(file);
-        out.map_err(context(format!("shmem lock {}", self.path.display())))
+        out
     }
 
     fn pool(&self) -> MutexGuard<'_, Vec<File>> {
