@@ -259,6 +259,10 @@ impl Shmem {
     /// Runs `f` while holding the lock of kind `kind`, on a description of the key file that
     /// no other holder uses (see the module header). `read`, `write` and `update` are built on
     /// it; `shmem_tool hold` uses it to show what holding the lock means to the others.
+    ///
+    /// Do not call `read`, `write`, `update` or `locked` from inside `f` (nor inside
+    /// `update`'s closure): that would be a second holder with its own description, and under
+    /// an exclusive lock it would wait for the first, which is waiting for it, forever.
     pub fn locked<R>(&self, kind: LockKind, f: impl FnOnce() -> R) -> io::Result<R> {
         let file = self.take_description()?;
         // If `f` panics, the FileLock's drop unlocks and the description is closed, not reused.
@@ -319,6 +323,18 @@ impl Shmem {
     /// the old memory until they detach; the next `open` of the path creates a new segment.
     pub fn delete(self) -> io::Result<()> {
         let id = self.id();
+        // We are attached, so the id still exists even if someone else deleted it first;
+        // IPC_RMID would "succeed" a second time. Say what happened instead.
+        if self.is_deleted() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "shmem delete {}: segment {} was already deleted",
+                    self.path.display(),
+                    id.0
+                ),
+            ));
+        }
         id.remove().map_err(|e| {
             if errno(&e) == Some(libc::EINVAL) {
                 io::Error::new(

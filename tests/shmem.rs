@@ -483,7 +483,11 @@ fn delete_removes_the_segment_and_close_detaches() {
     assert_eq!(a.stat().unwrap().attaches, 2);
     b.write(b"old").unwrap();
     let (key, old) = (a.key(), a.id());
+    let twin = Shmem::open_existing(&k).unwrap();
     a.delete().unwrap();
+    let e = twin.delete().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    assert!(e.to_string().ends_with("was already deleted"), "{e}");
     // Gone from the key at once; `b` still maps the old memory until it detaches.
     assert!(ipcs::with_key(key).unwrap().is_empty());
     assert!(b.is_deleted());
