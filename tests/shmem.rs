@@ -21,6 +21,14 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// The segment size of the torn-read tests. Big on purpose: a longer copy overlaps a
+/// concurrent write more often, so a reader or writer that skipped the lock would tear
+/// hundreds of reads in a run (a few at 4 KiB; tried by removing the lock from `read`).
+const TORN_SIZE: usize = 64 * 1024;
+
+/// Reads and writes per thread in the torn-read tests.
+const TORN_COUNT: u64 = 2000;
+
 /// A key file in the scratch directory, with its key tracked for cleanup.
 fn key_file(s: &Scratch, name: &str) -> PathBuf {
     let p = s.key_file(name);
@@ -366,20 +374,23 @@ fn a_holder_killed_by_sigkill_does_not_block_the_others() {
 fn no_read_is_ever_torn_between_threads() {
     let s = Scratch::new("shmem-torn-t");
     let k = key_file(&s, "k");
-    let shm = Shmem::open(&k, 4096).unwrap();
+    let shm = Shmem::open(&k, TORN_SIZE).unwrap();
     let _owner = Owner::new(shm.id());
     let report = hammer::run(
         &shm,
         Hammer {
             writers: 2,
             readers: 3,
-            count: 3000,
+            count: TORN_COUNT,
             first_writer: 1,
         },
     )
     .unwrap();
     assert_eq!(report.torn, 0, "{:?}", report.first_torn);
-    assert_eq!((report.reads, report.writes), (9000, 6000));
+    assert_eq!(
+        (report.reads, report.writes),
+        (3 * TORN_COUNT, 2 * TORN_COUNT)
+    );
     assert!(
         report.changes > 0,
         "the readers never saw a writer: {report:?}"
@@ -392,7 +403,9 @@ fn no_read_is_ever_torn_between_processes() {
     let k = key_file(&s, "k");
     let kp = path_str(&k);
     // Create it first, so that all processes agree on the size.
-    assert!(tool(&["stat", kp, "--size", "4096"]).status.success());
+    let size = TORN_SIZE.to_string();
+    let count = TORN_COUNT.to_string();
+    assert!(tool(&["stat", kp, "--size", &size]).status.success());
     // Three processes, each a writer and a reader thread with its own writer number, plus
     // two reader threads here: patterns from three processes cross in every reader.
     let children: Vec<Running> = (0..3)
@@ -406,7 +419,7 @@ fn no_read_is_ever_torn_between_processes() {
                 "--readers",
                 "1",
                 "--count",
-                "3000",
+                &count,
                 "--first-writer",
                 &first,
             ])
@@ -418,7 +431,7 @@ fn no_read_is_ever_torn_between_processes() {
         Hammer {
             writers: 0,
             readers: 2,
-            count: 3000,
+            count: TORN_COUNT,
             first_writer: 0,
         },
     )
@@ -430,7 +443,7 @@ fn no_read_is_ever_torn_between_processes() {
         assert!(o.status.success(), "{}", stderr(&o));
         let line = stdout(&o);
         assert!(
-            line.starts_with("reads=3000 writes=3000 torn=0 changes="),
+            line.starts_with(&format!("reads={count} writes={count} torn=0 changes=")),
             "{line}"
         );
         changes += line
