@@ -71,6 +71,9 @@
 //! - Keep key files on a local file system (ipclab uses `/tmp`). On NFS, Linux emulates `flock`
 //!   with POSIX record locks, which belong to the *process*, and threads no longer exclude
 //!   each other.
+//! - `ftok` keeps only 16 bits of the inode number, so two different key files can give one
+//!   key, and then `open` shares a segment it was not meant to (if the sizes match). The seed
+//!   has the same gap; a private directory of key files (as the tests use) makes it unlikely.
 //! - Linux grants a new `LOCK_SH` while other shared holders remain even if a writer waits, so a
 //!   steady stream of readers can hold a writer off for a long time (the benchmark shows it).
 //!
