@@ -124,10 +124,8 @@ fn check_reads(shm: &Shmem, count: u64) -> io::Result<Report> {
             }
             Err(e) => {
                 report.torn += 1;
+                // A torn read is no stamp at all: `last` keeps the last whole one.
                 report.first_torn.get_or_insert_with(|| e.to_string());
-                // A torn read is a valid "last seen" for nobody: the next whole read counts
-                // as a change.
-                last = None;
             }
         }
     }
