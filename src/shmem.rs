@@ -86,6 +86,7 @@
 pub mod hammer;
 pub mod record;
 
+use crate::cli::Context;
 use crate::params::{DEFAULT_MODE, SHMEM_OPEN_ATTEMPTS, SHMEM_PROJ_ID, SHMEM_SPARE_FILES};
 use crate::sys::flock::FileLock;
 use crate::sys::shm::{self, Access, Attachment, Get, ShmId, ShmStat};
@@ -120,11 +121,6 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
-/// Puts `what` in front of an error, keeping its kind (`shmem open /tmp/k: ...`).
-fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 impl Shmem {
     /// Opens the segment of `path`, creating the key file and a `size`-byte segment if needed.
     ///
@@ -148,12 +144,12 @@ impl Shmem {
                 .truncate(false)
                 .mode(0o600)
                 .open(path)
-                .map_err(context(format!("{what}: creating the key file")))?,
-            Err(e) => return Err(context(format!("{what}: opening the key file"))(e)),
+                .context(format!("{what}: creating the key file"))?,
+            Err(e) => return Err(e).context(format!("{what}: opening the key file")),
         };
-        let key = sys::ftok(path, SHMEM_PROJ_ID).map_err(context(&what))?;
-        let (id, created) = get_or_create(key, size).map_err(context(&what))?;
-        let shm = Shmem::attach(path, file, key, id, created).map_err(context(&what))?;
+        let key = sys::ftok(path, SHMEM_PROJ_ID).context(&what)?;
+        let (id, created) = get_or_create(key, size).context(&what)?;
+        let shm = Shmem::attach(path, file, key, id, created).context(&what)?;
         if shm.size() != size {
             return Err(invalid(format!(
                 "{what}: the segment of key 0x{key:08x} has {} bytes, not {size}",
@@ -174,8 +170,8 @@ impl Shmem {
     pub fn open_existing(path: impl AsRef<Path>) -> io::Result<Shmem> {
         let path = path.as_ref();
         let what = format!("shmem open {}", path.display());
-        let file = File::open(path).map_err(context(format!("{what}: opening the key file")))?;
-        let key = sys::ftok(path, SHMEM_PROJ_ID).map_err(context(&what))?;
+        let file = File::open(path).context(format!("{what}: opening the key file"))?;
+        let key = sys::ftok(path, SHMEM_PROJ_ID).context(&what)?;
         let id = match shm::shmget(key, 0, Get::Open) {
             Ok(id) => id,
             Err(e) if errno(&e) == Some(libc::ENOENT) => {
@@ -184,9 +180,9 @@ impl Shmem {
                     format!("{what}: no segment with key 0x{key:08x} (never opened with a size, or deleted)"),
                 ))
             }
-            Err(e) => return Err(context(&what)(e)),
+            Err(e) => return Err(e).context(&what),
         };
-        let shm = Shmem::attach(path, file, key, id, false).map_err(context(&what))?;
+        let shm = Shmem::attach(path, file, key, id, false).context(&what)?;
         crate::trace!(
             "shmem open {}: key 0x{key:08x}, shmid {}, {} bytes, existing",
             path.display(),
@@ -275,7 +271,7 @@ impl Shmem {
                 drop(lock);
                 out
             })
-            .map_err(context(format!("shmem lock {}", self.path.display())));
+            .context(format!("shmem lock {}", self.path.display()));
         self.give_back(file);
         out
     }
@@ -291,8 +287,8 @@ impl Shmem {
             return Ok(f);
         }
         let what = format!("shmem: opening the key file {} again", self.path.display());
-        let f = File::open(&self.path).map_err(context(&what))?;
-        let meta = f.metadata().map_err(context(&what))?;
+        let f = File::open(&self.path).context(&what)?;
+        let meta = f.metadata().context(&what)?;
         if (meta.dev(), meta.ino()) != self.file_id {
             // Someone replaced the key file: its lock is not the one the others take.
             return Err(io::Error::other(format!(
@@ -338,20 +334,8 @@ impl Shmem {
                 ),
             ));
         }
-        id.remove().map_err(|e| {
-            if errno(&e) == Some(libc::EINVAL) {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "shmem delete {}: segment {} was already deleted",
-                        self.path.display(),
-                        id.0
-                    ),
-                )
-            } else {
-                context(format!("shmem delete {}", self.path.display()))(e)
-            }
-        })?;
+        id.remove()
+            .context(format!("shmem delete {}", self.path.display()))?;
         crate::trace!(
             "shmem delete {}: shmid {} removed",
             self.path.display(),
