@@ -45,8 +45,11 @@ pub const SHMEM_SPARE_FILES: usize = 8;
 /// the two calls (someone deleted it just then).
 pub const SHMEM_OPEN_ATTEMPTS: u32 = 8;
 
-/// `shmem_tool hammer --count`: how many reads and writes each thread makes by default.
+/// `shmem_tool hammer --count`: how many reads and writes each thread makes at least.
 pub const SHMEM_HAMMER_COUNT: u64 = 1000;
+
+/// How long hammer threads go on past `--count` while a reader has not yet seen a write.
+pub const SHMEM_HAMMER_OVERTIME: Duration = Duration::from_secs(20);
 
 /// `shmem_server --interval`: milliseconds between two published records.
 pub const SHMEM_SERVER_INTERVAL_MS: u64 = 500;

@@ -387,12 +387,10 @@ fn no_read_is_ever_torn_between_threads() {
     )
     .unwrap();
     assert_eq!(report.torn, 0, "{:?}", report.first_torn);
-    assert_eq!(
-        (report.reads, report.writes),
-        (3 * TORN_COUNT, 2 * TORN_COUNT)
-    );
+    assert!(report.reads >= 3 * TORN_COUNT && report.writes >= 2 * TORN_COUNT);
+    // Each reader goes on until it has seen a write (module header of shmem::hammer).
     assert!(
-        report.changes > 0,
+        report.changes >= 3,
         "the readers never saw a writer: {report:?}"
     );
 }
@@ -442,17 +440,18 @@ fn no_read_is_ever_torn_between_processes() {
         let o = c.finish();
         assert!(o.status.success(), "{}", stderr(&o));
         let line = stdout(&o);
+        let field = |name: &str| -> u64 {
+            let f = line.split_whitespace().find_map(|w| w.strip_prefix(name));
+            f.and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+        };
+        assert_eq!(field("torn="), 0, "{line}");
         assert!(
-            line.starts_with(&format!("reads={count} writes={count} torn=0 changes=")),
+            field("reads=") >= TORN_COUNT && field("writes=") >= TORN_COUNT,
             "{line}"
         );
-        changes += line
-            .trim_end()
-            .rsplit('=')
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
+        assert!(field("changes=") >= 1, "{line}");
+        changes += field("changes=");
     }
     assert!(changes > 0, "no reader ever saw a write");
     shm.delete().unwrap();

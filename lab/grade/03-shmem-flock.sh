@@ -28,9 +28,19 @@ key_file() {
     echo "$f"
 }
 
+# remove_if_failed KEYFILE: when this check fails, remove its segment as it ends, so that the
+# failure is reported once and not again by no-leaks. (Each check runs in its own subshell,
+# and this is that subshell's EXIT trap.) A passing check removes it with `shmem_tool delete`.
+remove_if_failed() {
+    # shellcheck disable=SC2064 # the key is fixed now, on purpose
+    trap "[ \$? = 0 ] || objects_with_key $(ftok_key "$1" "$PROJ") |
+        while read -r kind id; do remove_object \$kind \$id; done" EXIT
+}
+
 check_round_trip() {
     local k got
     k=$(key_file rt)
+    remove_if_failed "$k"
     T write "$k" --size 64 hello grader || fail "write --size 64 failed" || return
     got=$(T read "$k" --text) || fail "read --text failed" || return
     [ "$got" = "hello grader" ] || fail "read --text printed '$got', expected 'hello grader'" || return
@@ -39,12 +49,13 @@ check_round_trip() {
     printf 'bye' | T write "$k" || fail "write from stdin failed" || return
     got=$(T read "$k" --text)
     [ "$got" = "byelo grader" ] || fail "a shorter write gave '$got', expected 'byelo grader'" || return
-    T delete "$k" >/dev/null
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_size_errors() {
     local k err
     k=$(key_file sizes)
+    remove_if_failed "$k"
     T write "$k" --size 64 x || fail "write --size 64 failed" || return
     if err=$(T write "$k" "$(printf 'y%.0s' {1..65})" 2>&1); then fail "65 bytes into 64 succeeded"; return; fi
     [[ $err == "shmem_tool: shmem write: 65 bytes do not fit the 64-byte segment" ]] ||
@@ -53,23 +64,25 @@ check_size_errors() {
     [[ $err == *"has 64 bytes, not 128" ]] || fail "size mismatch said: $err" || return
     T read "$k" --size lots >/dev/null 2>&1
     [ $? = 2 ] || fail "a non-number --size is not a usage error (exit 2)" || return
-    T delete "$k" >/dev/null
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_one_creator() {
     local k i created
     k=$(key_file race)
+    remove_if_failed "$k"
     for i in 1 2 3 4 5 6; do T stat "$k" --size 4096 >"race.$i" & done
     wait
     created=$(cat race.* | grep -c 'created=yes')
     [ "$created" = 1 ] || fail "$created of 6 racing openers say they created the segment" || return
     [ "$(cut -d' ' -f2 race.* | sort -u | wc -l)" = 1 ] || fail "racing openers got different shmids" || return
-    T delete "$k" >/dev/null
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_no_torn_processes() {
     local k i out
     k=$(key_file torn)
+    remove_if_failed "$k"
     T stat "$k" --size $TORN_SIZE >/dev/null || fail "creating the segment failed" || return
     for i in 1 2 3; do
         T hammer "$k" --writers 1 --readers 1 --count 2000 --first-writer $((i * 10)) >"torn.$i" 2>&1 &
@@ -77,24 +90,29 @@ check_no_torn_processes() {
     wait
     for i in 1 2 3; do
         out=$(cat "torn.$i")
-        [[ $out == "reads=2000 writes=2000 torn=0 changes="* ]] || fail "hammer process $i: $out" || return
+        # At least 2000 each; readers go on until they have seen a write, so changes >= 1.
+        [[ $out =~ ^reads=[0-9]+\ writes=[0-9]+\ torn=0\ changes=[1-9][0-9]*$ ]] ||
+            fail "hammer process $i: $out" || return
     done
-    T delete "$k" >/dev/null
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_no_torn_threads() {
     local k out
     k=$(key_file threads)
+    remove_if_failed "$k"
     out=$(T hammer "$k" --size $TORN_SIZE --writers 2 --readers 3 --count 2000 2>&1) ||
         fail "hammer with threads: $out" || return
-    [[ $out == "reads=6000 writes=4000 torn=0 changes="* ]] || fail "hammer with threads: $out" || return
-    [[ $out != *" changes=0" ]] || fail "the reader threads never saw a write: $out" || return
-    T delete "$k" >/dev/null
+    [[ $out =~ ^reads=[0-9]+\ writes=[0-9]+\ torn=0\ changes=([0-9]+)$ ]] ||
+        fail "hammer with threads: $out" || return
+    ((BASH_REMATCH[1] >= 3)) || fail "the 3 reader threads did not all see a write: $out" || return
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_killed_holder() {
     local k holder reader i
     k=$(key_file kill)
+    remove_if_failed "$k"
     T write "$k" --size 32 survived || fail "write failed" || return
     "$BIN/shmem_tool" hold "$k" --exclusive >hold.out 2>&1 &
     holder=$!
@@ -110,12 +128,13 @@ check_killed_holder() {
     if kill -0 "$reader" 2>/dev/null; then fail "read still blocked 10 s after the holder was SIGKILLed"; return; fi
     wait "$reader" || fail "read failed after the holder died: $(cat read.out)" || return
     [ "$(cat read.out)" = survived ] || fail "read printed '$(cat read.out)'" || return
-    T delete "$k" >/dev/null
+    T delete "$k" >/dev/null || fail "delete failed" || return
 }
 
 check_delete() {
     local k key out
     k=$(key_file del)
+    remove_if_failed "$k"
     key=$(ftok_key "$k" "$PROJ")
     T write "$k" --size 16 x || fail "write failed" || return
     [ -n "$(objects_with_key "$key")" ] || fail "no segment with the key file's key after write" || return

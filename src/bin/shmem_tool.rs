@@ -55,8 +55,10 @@ Commands:
                             take the lock, print 'holding ...', keep it SECS seconds
                             (default: until killed)
   hammer KEYFILE [--writers W] [--readers R] [--count N] [--first-writer N]
-                            torn-read check: W writer threads write whole stamp patterns, R
-                            reader threads check every read; prints
+                            torn-read check: W writer threads (default 1) write whole stamp
+                            patterns, R reader threads (default 1) check every read; each does
+                            at least N operations (default 1000), and with writers, readers go
+                            on until they have seen a write; prints
                             'reads=N writes=N torn=N changes=N', exits 1 if any read was torn
   stat KEYFILE              print key, shmid, size, attach count, and whether we created it
   delete KEYFILE            remove the segment

@@ -7,12 +7,23 @@
 //! this never happens, however the threads and processes interleave; without it
 //! (`examples/shmem_writer_bad.rs`), it happens within a few thousand reads.
 //!
+//! A check that passes because the readers and writers never ran at the same time proves
+//! nothing, and with `flock` that can happen: busy readers keep a writer out (Linux grants a
+//! new `LOCK_SH` while a writer waits), so all the writes may land after the last read. So the
+//! threads do *at least* `count` operations each, and then go on, if there are writers in this
+//! run, until every reader has seen the segment change under it at least once (or until
+//! [`SHMEM_HAMMER_OVERTIME`] passes). The report's `changes` counts those changes.
+//!
 //! Run it in one process with several threads, or in several processes at once (each with its
 //! own `first_writer`, so that every pattern is distinct): `shmem_tool hammer` does both.
 
 use super::Shmem;
+use crate::params::SHMEM_HAMMER_OVERTIME;
 use crate::wire::shmem::{Stamp, STAMP_SIZE};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
+use std::time::Instant;
 
 /// What to run.
 #[derive(Clone, Copy, Debug)]
@@ -21,7 +32,7 @@ pub struct Hammer {
     pub writers: usize,
     /// Reader threads.
     pub readers: usize,
-    /// Writes per writer thread and reads per reader thread.
+    /// The least number of writes per writer thread and reads per reader thread.
     pub count: u64,
     /// The first writer number (give each process its own range).
     pub first_writer: u32,
@@ -34,8 +45,8 @@ pub struct Report {
     pub writes: u64,
     /// Reads that were not one whole pattern.
     pub torn: u64,
-    /// Reads that saw a different stamp from the same thread's read before: a check that the
-    /// writers really ran while the readers read (0 would make the test prove nothing).
+    /// Reads that saw a different whole stamp from the same thread's last whole read: proof
+    /// that the writers really ran while the readers read.
     pub changes: u64,
     /// The decoder's description of the first torn read.
     pub first_torn: Option<String>,
@@ -61,7 +72,20 @@ impl Report {
     }
 }
 
-/// Runs the writers and readers on `shm` until each has done `count` operations.
+/// What the threads of one run share.
+struct Shared<'a> {
+    shm: &'a Shmem,
+    count: u64,
+    /// All threads start together, so that none has finished before another begins.
+    start: Barrier,
+    /// Readers that have not yet done `count` reads *and* seen a change; writers keep
+    /// writing while it is above zero.
+    waiting_readers: AtomicUsize,
+    /// Past this instant nobody waits for anybody any more.
+    give_up: Instant,
+}
+
+/// Runs the writers and readers on `shm` (see the module header for when they stop).
 pub fn run(shm: &Shmem, h: Hammer) -> io::Result<Report> {
     if shm.size() < STAMP_SIZE {
         return Err(io::Error::new(
@@ -72,14 +96,23 @@ pub fn run(shm: &Shmem, h: Hammer) -> io::Result<Report> {
             ),
         ));
     }
+    let shared = Shared {
+        shm,
+        count: h.count,
+        start: Barrier::new(h.writers + h.readers),
+        // With no writer in this run (the bad/good writer demos), readers just do `count`.
+        waiting_readers: AtomicUsize::new(if h.writers > 0 { h.readers } else { 0 }),
+        give_up: Instant::now() + SHMEM_HAMMER_OVERTIME,
+    };
+    let shared = &shared;
     std::thread::scope(|s| {
         let mut threads = Vec::new();
         for i in 0..h.writers {
             let writer = h.first_writer.wrapping_add(i as u32);
-            threads.push(s.spawn(move || write_patterns(shm, writer, h.count)));
+            threads.push(s.spawn(move || write_patterns(shared, writer)));
         }
         for _ in 0..h.readers {
-            threads.push(s.spawn(move || check_reads(shm, h.count)));
+            threads.push(s.spawn(move || check_reads(shared, h.writers > 0)));
         }
         let mut total = Report::default();
         for t in threads {
@@ -92,28 +125,34 @@ pub fn run(shm: &Shmem, h: Hammer) -> io::Result<Report> {
     })
 }
 
-fn write_patterns(shm: &Shmem, writer: u32, count: u64) -> io::Result<Report> {
-    let mut buf = vec![0u8; shm.size()];
-    for seq in 0..count {
+fn write_patterns(sh: &Shared<'_>, writer: u32) -> io::Result<Report> {
+    let mut buf = vec![0u8; sh.shm.size()];
+    let mut writes = 0u64;
+    sh.start.wait();
+    while writes < sh.count
+        || (sh.waiting_readers.load(Ordering::Relaxed) > 0 && Instant::now() < sh.give_up)
+    {
         Stamp {
             writer,
-            seq: seq as u32,
+            seq: writes as u32,
         }
         .encode(&mut buf);
-        shm.write(&buf)?;
+        sh.shm.write(&buf)?;
+        writes += 1;
     }
     Ok(Report {
-        writes: count,
+        writes,
         ..Report::default()
     })
 }
 
-fn check_reads(shm: &Shmem, count: u64) -> io::Result<Report> {
-    let mut buf = vec![0u8; shm.size()];
+fn check_reads(sh: &Shared<'_>, wait_for_change: bool) -> io::Result<Report> {
+    let mut buf = vec![0u8; sh.shm.size()];
     let mut report = Report::default();
     let mut last = None;
-    for _ in 0..count {
-        shm.read(&mut buf)?;
+    sh.start.wait();
+    loop {
+        sh.shm.read(&mut buf)?;
         report.reads += 1;
         match Stamp::decode(&buf) {
             Ok(stamp) => {
@@ -122,12 +161,21 @@ fn check_reads(shm: &Shmem, count: u64) -> io::Result<Report> {
                 }
                 last = Some(stamp);
             }
+            // A torn read is no stamp at all: `last` keeps the last whole one.
             Err(e) => {
                 report.torn += 1;
-                // A torn read is no stamp at all: `last` keeps the last whole one.
                 report.first_torn.get_or_insert_with(|| e.to_string());
             }
         }
+        if report.reads >= sh.count
+            && (!wait_for_change || report.changes > 0 || Instant::now() >= sh.give_up)
+        {
+            break;
+        }
+    }
+    if wait_for_change {
+        // Done: the writers need not keep writing for us.
+        sh.waiting_readers.fetch_sub(1, Ordering::Relaxed);
     }
     Ok(report)
 }
