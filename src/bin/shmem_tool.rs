@@ -18,16 +18,14 @@
 //! $ shmem_tool read /tmp/k --text
 //! hello shared memory
 //! $ shmem_tool stat /tmp/k
-//! key=0x4d0103e9 shmid=32791 size=64 attaches=1 created=no
+//! key=0x4d00c4fa shmid=688160 size=64 attaches=1 created=no
 //! $ shmem_tool hold /tmp/k --exclusive &
-//! holding LOCK_EX on /tmp/k (pid 4711)
-//! $ shmem_tool read /tmp/k --text        # waits...
-//! $ kill -KILL 4711                      # ...until the holder dies: the kernel drops its lock
-//! hello shared memory
-//! $ shmem_tool hammer /tmp/k --writers 2 --readers 2 --count 5000
-//! reads=10000 writes=10000 torn=0 changes=2779
+//! holding LOCK_EX on /tmp/k (pid 27200)
+//! $ shmem_tool hammer /tmp/k --writers 2 --readers 2 --count 5000 &   # waits for the lock...
+//! $ kill -KILL 27200                    # ...until the holder dies: the kernel drops its lock
+//! reads=10000 writes=10976 torn=0 changes=5
 //! $ shmem_tool delete /tmp/k
-//! deleted key=0x4d0103e9 shmid=32791
+//! deleted key=0x4d00c4fa shmid=688160
 //! ```
 
 #![forbid(unsafe_code)]
