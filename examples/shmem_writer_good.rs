@@ -9,7 +9,7 @@
 //! $ shmem_tool stat /tmp/k --size 4096
 //! $ cargo run -q --example shmem_writer_good -- /tmp/k --seconds 3 &
 //! $ shmem_tool hammer /tmp/k --writers 0 --readers 1 --count 20000
-//! reads=20000 writes=0 torn=0 changes=6120
+//! reads=20000 writes=0 torn=0 changes=3886
 //! ```
 //!
 //! Ownership: none; the segment is removed with `shmem_tool delete`.
