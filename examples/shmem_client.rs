@@ -8,9 +8,9 @@
 //! stops after `--count` reads, or when it notices that the server removed the segment.
 //!
 //! ```text
-//! $ cargo run -q --example shmem_client -- /tmp/k --count 2
-//! seq=4 pid=5120 age_ms=83 text=tick 4
-//! seq=5 pid=5120 age_ms=84 text=tick 5
+//! $ cargo run -q --example shmem_client -- /tmp/k --count 2 --interval 100
+//! seq=2 pid=31063 age_ms=51 text=tick 2
+//! seq=2 pid=31063 age_ms=151 text=tick 2
 //! ```
 
 #![forbid(unsafe_code)]

@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! $ cargo run -q --example shmem_server -- /tmp/k --count 3 --interval 200
-//! shmem_server: key 0x4d0103e9, shmid 32795, 96 bytes
+//! shmem_server: key 0x4d00c1d3, shmid 753723, 96 bytes
 //! published seq=1 text=tick 1
 //! published seq=2 text=tick 2
 //! published seq=3 text=tick 3
