@@ -33,6 +33,30 @@ pub const XFR_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // shmem library (seed 004).
 
+/// The `ftok` project id of every shmem segment: 77 = 'M' (for "memory"). The key file picks
+/// the segment; this byte only keeps shmem's keys apart from other labs' keys on the same file.
+pub const SHMEM_PROJ_ID: u8 = b'M';
+
+/// How many idle open file descriptions of the key file a `Shmem` keeps for the next lock
+/// holder; more concurrent holders open more, and the extra ones are closed after use.
+pub const SHMEM_SPARE_FILES: usize = 8;
+
+/// How many times `Shmem::open` retries "create, else open" when the segment vanishes between
+/// the two calls (someone deleted it just then).
+pub const SHMEM_OPEN_ATTEMPTS: u32 = 8;
+
+/// `shmem_tool hammer --count`: how many reads and writes each thread makes at least.
+pub const SHMEM_HAMMER_COUNT: u64 = 1000;
+
+/// How long hammer threads go on past `--count` while a reader has not yet seen a write.
+pub const SHMEM_HAMMER_OVERTIME: Duration = Duration::from_secs(20);
+
+/// `shmem_server --interval`: milliseconds between two published records.
+pub const SHMEM_SERVER_INTERVAL_MS: u64 = 500;
+
+/// `shmem_client --interval`: milliseconds between two reads of the record.
+pub const SHMEM_CLIENT_INTERVAL_MS: u64 = 500;
+
 // ---------------------------------------------------------------------------------------------
 // dipc / dipcrm / dipc_client (seed 001).
 

@@ -19,12 +19,14 @@
 //! # Layout
 //! - [`xfr`]: the shm_writer/shm_reader segment (seed 002).
 //! - [`device`]: the simulated device's register file and command block (seed 003).
+//! - [`shmem`]: the shmem torn-read stamp and the example server's record (seed 004).
 //! - [`dipc`]: the dipc datagram and mailbox segment (seed 001).
 //! - [`rshm`]: RSHM queue messages and peer frames (seed 000).
 
 pub mod device;
 pub mod dipc;
 pub mod rshm;
+pub mod shmem;
 pub mod xfr;
 
 use std::fmt;
