@@ -194,7 +194,11 @@ fn report_start(cfg: &Config, reader: io::PipeReader, child: i32) -> Result<(), 
 }
 
 /// In the daemon: new session, start, report, stdio to /dev/null, serve.
-fn run_daemon(cfg: &Config, mut report: io::PipeWriter, signals: TermSignals) -> Result<(), Failure> {
+fn run_daemon(
+    cfg: &Config,
+    mut report: io::PipeWriter,
+    signals: TermSignals,
+) -> Result<(), Failure> {
     let mut send = |r: StartReport| {
         let _ = report.write_all(&r.encode());
     };

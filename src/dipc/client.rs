@@ -41,9 +41,8 @@ pub enum Answer {
 impl Client {
     /// Connects to `host:port`.
     pub fn connect(host: &str, port: u16) -> io::Result<Client> {
-        let stream = TcpStream::connect((host, port)).map_err(|e| {
-            io::Error::new(e.kind(), format!("connect({host}:{port}): {e}"))
-        })?;
+        let stream = TcpStream::connect((host, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("connect({host}:{port}): {e}")))?;
         stream.set_nodelay(true)?;
         crate::trace!("connected to {host}:{port}");
         Ok(Client {
@@ -219,7 +218,10 @@ pub fn chat(host: &str, port: u16, mine: u32, name: &str, input: impl BufRead) -
     if mine >= k {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("no mailbox {mine} (mailboxes are 0 to {})", k.saturating_sub(1)),
+            format!(
+                "no mailbox {mine} (mailboxes are 0 to {})",
+                k.saturating_sub(1)
+            ),
         ));
     }
     println!(

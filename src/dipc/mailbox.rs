@@ -136,7 +136,10 @@ pub enum Found {
     /// No segment and no semaphore set.
     Nothing,
     /// A live dipc server created them.
-    Running { pid: i32, objects: Vec<ipcs::Object> },
+    Running {
+        pid: i32,
+        objects: Vec<ipcs::Object>,
+    },
     /// The creator is gone and nobody is attached: safe to remove.
     Orphans {
         creator: Option<i32>,

@@ -60,7 +60,9 @@ pub fn dipcrm(port: u16, mut say: impl FnMut(String)) -> io::Result<Removed> {
         }
         Found::Running { pid, objects } => {
             kill(pid, SIGTERM)?;
-            say(format!("sent SIGTERM to dipc server pid {pid} (port {port})"));
+            say(format!(
+                "sent SIGTERM to dipc server pid {pid} (port {port})"
+            ));
             if !wait_gone(pid, DIPC_RM_WAIT) {
                 say(format!(
                     "pid {pid} did not exit within {} s; sent SIGKILL",

@@ -186,7 +186,10 @@ impl Server {
             };
         }
         if !clients.live.is_empty() {
-            crate::trace!("{} client threads still busy; removing anyway", clients.live.len());
+            crate::trace!(
+                "{} client threads still busy; removing anyway",
+                clients.live.len()
+            );
         }
         drop(clients);
         // The set first: a thread still waiting on a lock wakes with EIDRM. The segment last,
@@ -464,10 +467,12 @@ impl<'a> Connection<'a> {
         let _ = self
             .stream
             .set_read_timeout(Some(Duration::from_millis(200)));
+        // Drain for at most a second and a megabyte; a fixed 512-byte buffer does it.
         let mut sink = [0u8; 512];
-        for _ in 0..64 {
+        let (start, mut drained) = (Instant::now(), 0usize);
+        while start.elapsed() < Duration::from_secs(1) && drained < 1 << 20 {
             match self.stream.read(&mut sink) {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => drained += n,
                 _ => break,
             }
         }
@@ -479,14 +484,8 @@ impl<'a> Connection<'a> {
         let k = self.shared.boxes.header().mailboxes;
         match m {
             Mailbox::Number(n) if *n < u64::from(k) => Ok(*n as u32),
-            Mailbox::Number(n) => Err(format!(
-                "no mailbox {n} (mailboxes are 0 to {})",
-                k - 1
-            )),
-            Mailbox::Bad(s) => Err(format!(
-                "bad mailbox '{s}' (mailboxes are 0 to {})",
-                k - 1
-            )),
+            Mailbox::Number(n) => Err(format!("no mailbox {n} (mailboxes are 0 to {})", k - 1)),
+            Mailbox::Bad(s) => Err(format!("bad mailbox '{s}' (mailboxes are 0 to {})", k - 1)),
         }
     }
 

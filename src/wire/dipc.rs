@@ -128,13 +128,7 @@ fn printable(raw: &[u8]) -> String {
     let mut s: String = raw
         .iter()
         .take(16)
-        .map(|&b| {
-            if b.is_ascii_graphic() {
-                b as char
-            } else {
-                '?'
-            }
-        })
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
         .collect();
     if raw.len() > 16 {
         s.push_str("...");
@@ -505,7 +499,10 @@ mod tests {
             Request::Write(Mailbox::Bad("x".into()), 3)
         );
         assert!(matches!(req(b"w 1 abc\n"), Err(DecodeError::Invalid(_))));
-        assert!(matches!(req(b"w 1 hello there\n"), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            req(b"w 1 hello there\n"),
+            Err(DecodeError::Invalid(_))
+        ));
         let long = vec![b'r'; LINE_MAX];
         assert!(matches!(req(&long), Err(DecodeError::Invalid(_))));
         assert_eq!(req(&long[..LINE_MAX - 1]), Err(DecodeError::NeedMore(1)));
@@ -541,7 +538,10 @@ mod tests {
         encode_reply(&Reply::Err("a\nb".into()), &mut out);
         assert_eq!(out, b"err a?b\n");
         assert_eq!(decode_reply(b"ok 1"), Err(DecodeError::NeedMore(1)));
-        assert!(matches!(decode_reply(b"huh\n"), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode_reply(b"huh\n"),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]
