@@ -143,6 +143,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::zombie_processes)] // reaped by wait_child, which is what is tested
     fn waiting_for_a_spawned_child_gives_its_status() {
         let child = std::process::Command::new("true").spawn().unwrap();
         let status = wait_child(child.id() as i32).unwrap();
