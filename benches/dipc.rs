@@ -12,6 +12,8 @@
 //! ratio, not the absolute numbers.
 
 use ipclab::dipc::keys::key_for_port;
+use ipclab::wire::dipc::{self as wire, Mailbox, Reply, Request};
+use ipclab::wire::DecodeError;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -115,30 +117,40 @@ impl Conn {
     }
 }
 
-/// dipc's datagram: `w <i> <len>\n<data>` → `ok <len>\n`; `r <i>\n` → `ok <len>\n<data>`.
+/// dipc's datagram, encoded and decoded by `ipclab::wire::dipc` like every dipc byte.
 struct Dipc(Conn);
+
+impl Dipc {
+    fn reply(&mut self) -> u64 {
+        let c = &mut self.0;
+        loop {
+            match wire::decode_reply(&c.buf[c.start..c.end]) {
+                Ok((Reply::Ok(len), used)) => {
+                    c.start += used;
+                    return len;
+                }
+                Ok((other, _)) => panic!("dipc replied {other:?}"),
+                Err(DecodeError::NeedMore(_)) => c.fill(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
 
 impl Proto for Dipc {
     fn write(&mut self, i: u32, data: &[u8]) {
         let c = &mut self.0;
-        write!(c.out, "w {i} {}\n", data.len()).unwrap();
+        let req = Request::Write(Mailbox::Number(i.into()), data.len() as u64);
+        wire::encode_request(&req, &mut c.out);
         c.out.extend_from_slice(data);
         c.send();
-        let (a, b) = c.line();
-        assert!(
-            c.buf[a..b].starts_with(b"ok "),
-            "{:?}",
-            String::from_utf8_lossy(&c.buf[a..b])
-        );
+        self.reply();
     }
     fn read(&mut self, i: u32) {
-        let c = &mut self.0;
-        write!(c.out, "r {i}\n").unwrap();
-        c.send();
-        let (a, b) = c.line();
-        assert!(c.buf[a..b].starts_with(b"ok "));
-        let len = c.number(a + 3, b) as usize;
-        c.skip(len);
+        wire::encode_request(&Request::Read(Mailbox::Number(i.into())), &mut self.0.out);
+        self.0.send();
+        let len = self.reply() as usize;
+        self.0.skip(len);
     }
 }
 
@@ -376,7 +388,7 @@ fn main() {
 
     let redis_port = free_port();
     let redis = start_redis(redis_port);
-    if let Some(_) = &redis {
+    if redis.is_some() {
         fill(&mut Resp(Conn::new(redis_port)));
     }
 
