@@ -55,8 +55,8 @@ pub const DIPC_LINE_MAX: usize = 128;
 /// Bytes each connection reads from its socket at a time (its whole idle footprint).
 pub const DIPC_READ_BUF: usize = 4096;
 
-/// Stack of each client thread: it holds no big buffer, so 64 KiB is plenty.
-pub const DIPC_THREAD_STACK: usize = 64 * 1024;
+/// Stack of each client thread: it holds no big buffer (only touched pages count in RSS).
+pub const DIPC_THREAD_STACK: usize = 128 * 1024;
 
 /// Most clients served at once; one more gets `err server busy` and is closed.
 pub const DIPC_MAX_CLIENTS: usize = 1024;

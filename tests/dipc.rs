@@ -513,6 +513,35 @@ fn a_killed_servers_objects_are_recycled_and_dipcrm_removes_orphans() {
 }
 
 #[test]
+fn dipcrm_kills_a_server_that_does_not_stop() {
+    let mut srv = foreground("stuck", &[], &[]);
+    let key = key_for_port(srv.port);
+    let objs = ipcs::with_key(key).unwrap();
+    // A stopped process cannot act on SIGTERM; SIGKILL still ends it.
+    ipclab::sys::process::kill(srv.pid as i32, libc::SIGSTOP).unwrap();
+    let out = run_with_limit(cmd("dipcrm").arg(srv.port.to_string()), LIMIT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let pid = srv.pid;
+    let k = key as u32;
+    let shm = objs.iter().find(|o| o.kind == ipcs::Kind::Shm).unwrap().id;
+    let sem = objs.iter().find(|o| o.kind == ipcs::Kind::Sem).unwrap().id;
+    assert_eq!(
+        stdout,
+        format!(
+            "sent SIGTERM to dipc server pid {pid} (port {port})\n\
+             pid {pid} did not exit within 5 s; sent SIGKILL\n\
+             dipc server pid {pid} has exited\n\
+             removed shared memory segment key 0x{k:08x} id {shm}\n\
+             removed semaphore set key 0x{k:08x} id {sem}\n",
+            port = srv.port
+        )
+    );
+    assert!(ipcs::with_key(key).unwrap().is_empty());
+    srv.crash();
+}
+
+#[test]
 fn objects_that_are_not_dipcs_are_left_alone() {
     let s = Scratch::new("foreign");
     let port = free_port();
