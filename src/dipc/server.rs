@@ -285,6 +285,8 @@ struct Connection<'a> {
     out: Vec<u8>,
     /// The message of the write being received (at most the largest message).
     payload: Vec<u8>,
+    /// Set once `close` has run (after an idle timeout, say), so it runs only once.
+    closed: bool,
 }
 
 /// Whether to go on with the next request.
@@ -314,6 +316,7 @@ impl<'a> Connection<'a> {
             end: 0,
             out: Vec::new(),
             payload: Vec::new(),
+            closed: false,
         }
     }
 
@@ -462,6 +465,9 @@ impl<'a> Connection<'a> {
     /// Sends what is queued and closes, letting the client read the last reply: closing with
     /// unread input would make the kernel send a reset, which can destroy that reply.
     fn close(&mut self) -> io::Result<()> {
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
         let _ = self.flush();
         let _ = self.stream.shutdown(Shutdown::Write);
         let _ = self
