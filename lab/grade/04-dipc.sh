@@ -27,11 +27,13 @@ flunk() {
 # port_key PORT: the documented key of a port, in decimal as /proc/sysvipc prints it.
 port_key() { echo $((0x44500000 | $1)); }
 
-# free_port: a port nobody listens on, with no object under its key.
+# free_port: a port nobody listens on, with no object under its key. It is taken below the
+# kernel's ephemeral range (usually 32768-60999), where client sockets get their ports, so that
+# a client elsewhere on the machine does not happen to hold it.
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % 20000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
             [ -z "$(objects_with_key "$(port_key "$p")")" ]; then
             echo "$p"
