@@ -12,19 +12,19 @@
 //!
 //! ```text
 //! $ dipc 4 1 5000 1
-//! dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:5000, daemon pid 48213
+//! dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:5000, daemon pid 8090
 //! $ ipcs -m -s | grep 0x44501388
-//! 0x44501388 32779      alice      600        4416       1
-//! 0x44501388 12         alice      600        8
+//! 0x44501388 884770     root       600        4416       1
+//! 0x44501388 589887     root       600        8
 //! $ dipc 4 1 5000 1
-//! dipc: port 5000: a dipc server is already running (pid 48213); stop it with dipcrm 5000
-//! $ dipc_client 5000 w 1 "hi"
-//! ok 2
+//! dipc: port 5000: a dipc server is already running (pid 8090); stop it with dipcrm 5000
+//! $ dipc_client 5000 w 1 "text"
+//! ok 4
 //! $ dipcrm 5000
-//! sent SIGTERM to dipc server pid 48213 (port 5000)
-//! dipc server pid 48213 has exited
-//! removed shared memory segment key 0x44501388 id 32779 (by the server)
-//! removed semaphore set key 0x44501388 id 12 (by the server)
+//! sent SIGTERM to dipc server pid 8090 (port 5000)
+//! dipc server pid 8090 has exited
+//! removed shared memory segment key 0x44501388 id 884770 (by the server)
+//! removed semaphore set key 0x44501388 id 589887 (by the server)
 //! ```
 
 #![forbid(unsafe_code)]

@@ -10,10 +10,10 @@
 //!
 //! ```text
 //! $ dipcrm 5000
-//! sent SIGTERM to dipc server pid 48213 (port 5000)
-//! dipc server pid 48213 has exited
-//! removed shared memory segment key 0x44501388 id 32779 (by the server)
-//! removed semaphore set key 0x44501388 id 12 (by the server)
+//! sent SIGTERM to dipc server pid 8090 (port 5000)
+//! dipc server pid 8090 has exited
+//! removed shared memory segment key 0x44501388 id 884770 (by the server)
+//! removed semaphore set key 0x44501388 id 589887 (by the server)
 //! $ dipcrm 5000
 //! dipcrm: no dipc server and no objects for port 5000 (key 0x44501388)
 //! $ echo $?
