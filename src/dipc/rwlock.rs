@@ -61,6 +61,9 @@
 //!   with it (its successor recycles the orphan and initialises a fresh set).
 //! - Hold a guard only while copying between the segment and memory, never across socket I/O:
 //!   a stalled client must never hold a lock.
+//! - A thread holds at most one mailbox's lock at a time, so no cycle of waits (no deadlock)
+//!   can ever form between mailboxes; and each mailbox has its own lock, so a busy box never
+//!   delays another one.
 
 use crate::sys::sem::{SemId, SemOp};
 use std::io;
