@@ -411,6 +411,15 @@ fn the_daemon_reports_its_pid_refuses_a_second_server_and_dipcrm_stops_it() {
         .split_whitespace()
         .collect();
     assert_eq!(fields[3], d.0.to_string(), "session id: {stat}");
+    // Its stdio is /dev/null, and it left the starting directory.
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", d.0)).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "fd {fd}");
+    }
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", d.0)).unwrap(),
+        std::path::Path::new("/")
+    );
 
     let out = run_with_limit(cmd("dipc").args(["4", "1", &port.to_string(), "1"]), LIMIT);
     assert_eq!(out.status.code(), Some(1));
