@@ -1,1 +1,239 @@
-//! Placeholder: the dipc library is added by its issue.
+//! dipc (seed 001): mailboxes in System V shared memory, served over TCP, behind a fair
+//! readers-writer lock of System V semaphores.
+//!
+//! ```text
+//!  dipc_client ──TCP──┐                        one shm segment (key 0x4450PPPP)
+//!  dipc_client ──TCP──┼─► dipc: one thread ──► [ header | box 0 | box 1 | ... ]
+//!  nc          ──TCP──┘   per client            one sem set (key 0x4450PPPP)
+//!                                               [ T0 R0 | T1 R1 | ... ]  (a lock per box)
+//!  dipcrm PORT: finds both by the port's key, the server by the segment's creator pid
+//! ```
+//!
+//! Start order: `dipc` (it daemonizes and prints its pid once it listens), then any number of
+//! `dipc_client`s, then `dipcrm PORT` to stop it and remove everything.
+//!
+//! # Layout
+//! - [`keys`]: port → key, the documented formula.
+//! - [`rwlock`]: the fair readers-writer lock (turnstile plus reader count), per mailbox.
+//! - [`mailbox`]: the segment and the locks: create, recycle orphans, read and write a box.
+//! - [`server`]: the listener, one thread per client, the datagram, the orderly stop.
+//! - [`rm`]: `dipcrm`: stop the server of a port, remove its objects.
+//! - [`client`]: `dipc_client`: one-shot, interactive and chat.
+//! - The bytes of the datagram and the segment: [`crate::wire::dipc`].
+//!
+//! This file holds the configuration and the start-up: validate, daemonize, report.
+
+pub mod client;
+pub mod keys;
+pub mod mailbox;
+pub mod rm;
+pub mod rwlock;
+pub mod server;
+
+use crate::cli::Failure;
+use crate::params::{DIPC_IDLE_TIMEOUT, DIPC_MAX_MAILBOXES, DIPC_MAX_PACKET_KB};
+use crate::sys::daemon::{self, Forked};
+use crate::sys::signal::TermSignals;
+use crate::wire::dipc::{SegmentHeader, StartReport};
+use std::io::{self, BufRead, Write};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Everything `dipc` is told on its command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mailboxes: u32,
+    pub mailbox_kb: u64,
+    pub port: u16,
+    pub packet_kb: u64,
+    /// `--bind ADDR` (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// `--foreground`: do not daemonize.
+    pub foreground: bool,
+    /// `--idle-timeout SECS`.
+    pub idle_timeout: Duration,
+    /// Permission bits of the segment and the set.
+    pub mode: u32,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the four numbers.
+    pub fn new(mailboxes: u32, mailbox_kb: u64, port: u16, packet_kb: u64) -> Config {
+        Config {
+            mailboxes,
+            mailbox_kb,
+            port,
+            packet_kb,
+            bind: crate::params::DIPC_BIND
+                .parse()
+                .expect("DIPC_BIND is an address"),
+            foreground: false,
+            idle_timeout: DIPC_IDLE_TIMEOUT,
+            mode: crate::params::DEFAULT_MODE,
+        }
+    }
+
+    /// Bytes per mailbox.
+    pub fn mailbox_bytes(&self) -> u64 {
+        self.mailbox_kb.saturating_mul(1024)
+    }
+
+    /// Bytes per packet.
+    pub fn packet_bytes(&self) -> u64 {
+        self.packet_kb.saturating_mul(1024)
+    }
+
+    /// Checks every number against its range and the kernel's limits (SEMMSL, SHMMAX). All of
+    /// these are usage errors: nothing has been created yet.
+    pub fn check(&self) -> Result<(), Failure> {
+        // Each mailbox takes two semaphores of one set, and a set holds at most SEMMSL.
+        let semmsl = std::fs::read_to_string("/proc/sys/kernel/sem")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_000);
+        let max_boxes = DIPC_MAX_MAILBOXES.min(semmsl / 2);
+        if self.mailboxes == 0 || self.mailboxes > max_boxes {
+            return Err(Failure::usage(format!(
+                "mailboxes: {} is out of range (1 to {max_boxes})",
+                self.mailboxes
+            )));
+        }
+        if self.mailbox_kb == 0 {
+            return Err(Failure::usage("mailbox_kB: must be at least 1"));
+        }
+        if self.port == 0 {
+            return Err(Failure::usage("port: must be 1 to 65535"));
+        }
+        if self.packet_kb == 0 || self.packet_kb > DIPC_MAX_PACKET_KB {
+            return Err(Failure::usage(format!(
+                "packet_kB: {} is out of range (1 to {DIPC_MAX_PACKET_KB})",
+                self.packet_kb
+            )));
+        }
+        let shmmax = crate::sys::kernel_limit("shmmax").unwrap_or(u64::MAX);
+        let size = self
+            .mailbox_kb
+            .checked_mul(1024)
+            .and_then(|b| SegmentHeader::segment_size(self.mailboxes, b));
+        match size {
+            Some(s) if s <= shmmax && usize::try_from(s).is_ok() => Ok(()),
+            _ => Err(Failure::usage(format!(
+                "{} mailboxes of {} kB need {} bytes, over SHMMAX ({shmmax} bytes, \
+                 /proc/sys/kernel/shmmax)",
+                self.mailboxes,
+                self.mailbox_kb,
+                size.map_or("more than 2^64".to_string(), |s| s.to_string())
+            ))),
+        }
+    }
+
+    /// The line printed once the server listens.
+    fn started_line(&self, pid: i32, daemon: bool) -> String {
+        format!(
+            "dipc: serving {} mailboxes of {} kB on {}:{}, {}pid {pid}",
+            self.mailboxes,
+            self.mailbox_kb,
+            self.bind,
+            self.port,
+            if daemon { "daemon " } else { "" }
+        )
+    }
+}
+
+/// `dipc`: checks the configuration, starts the server (as a daemon unless `--foreground`), and
+/// serves until SIGTERM. `signals` must be blocked before this is called, with no thread yet.
+pub fn run(cfg: &Config, signals: TermSignals) -> Result<(), Failure> {
+    cfg.check()?;
+    if cfg.foreground {
+        let server = server::start(cfg, |n| eprintln!("dipc: {n}"))
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        println!("{}", cfg.started_line(std::process::id() as i32, false));
+        return server.serve(&signals).map_err(Failure::from);
+    }
+    // The pipe carries the daemon's start-up report back to this process (wire::dipc).
+    let (reader, writer) = io::pipe()?;
+    io::stdout().flush()?;
+    match daemon::fork()? {
+        Forked::Parent { child } => {
+            drop(writer);
+            report_start(cfg, reader, child)
+        }
+        Forked::Child => {
+            drop(reader);
+            run_daemon(cfg, writer, signals)
+        }
+    }
+}
+
+/// In the original process: relay the daemon's report, and exit as it says.
+fn report_start(cfg: &Config, reader: io::PipeReader, child: i32) -> Result<(), Failure> {
+    let mut lines = io::BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            let status = daemon::wait_child(child)?;
+            return Err(Failure::runtime(format!(
+                "the daemon (pid {child}) ended during start-up (wait status {status})"
+            )));
+        }
+        match StartReport::decode(&line).map_err(io::Error::from)?.0 {
+            StartReport::Notice(text) => eprintln!("dipc: {text}"),
+            StartReport::Ready { pid } => {
+                println!("{}", cfg.started_line(pid, true));
+                return Ok(());
+            }
+            StartReport::Failed { code, message } => {
+                // The daemon has removed whatever it made; reap it so nothing is left.
+                let _ = daemon::wait_child(child);
+                eprintln!("dipc: {message}");
+                return Err(Failure::Exit(code));
+            }
+        }
+    }
+}
+
+/// In the daemon: new session, start, report, stdio to /dev/null, serve.
+fn run_daemon(
+    cfg: &Config,
+    mut report: io::PipeWriter,
+    signals: TermSignals,
+) -> Result<(), Failure> {
+    let mut send = |r: StartReport| {
+        let _ = report.write_all(&r.encode());
+    };
+    if let Err(e) = daemon::setsid() {
+        send(StartReport::Failed {
+            code: 1,
+            message: e.to_string(),
+        });
+        return Err(Failure::Exit(1));
+    }
+    let started = server::start(cfg, |n| send(StartReport::Notice(n)));
+    let server = match started {
+        Ok(s) => s,
+        Err(e) => {
+            // `start` dropped whatever it had created before the error: nothing is left.
+            send(StartReport::Failed {
+                code: 1,
+                message: e.to_string(),
+            });
+            return Err(Failure::Exit(1));
+        }
+    };
+    // Leave the starting shell's directory and terminal (or a test's pipes) alone from now on.
+    let detached = std::env::set_current_dir("/").and_then(|()| daemon::stdio_to_dev_null());
+    if let Err(e) = detached {
+        send(StartReport::Failed {
+            code: 1,
+            message: format!("detaching: {e}"),
+        });
+        return Err(Failure::Exit(1));
+    }
+    send(StartReport::Ready {
+        pid: std::process::id() as i32,
+    });
+    drop(report);
+    // Nobody is left to read an error: the exit status is all there is.
+    server.serve(&signals).map_err(|_| Failure::Exit(1))
+}

@@ -60,6 +60,46 @@ pub const SHMEM_CLIENT_INTERVAL_MS: u64 = 500;
 // ---------------------------------------------------------------------------------------------
 // dipc / dipcrm / dipc_client (seed 001).
 
+/// Mailbox keys: `DIPC_KEY_BASE | port`, the same key for the segment and the semaphore set
+/// ("DP" in the top two bytes, so `ipcs` shows port 5000 as 0x44501388).
+pub const DIPC_KEY_BASE: u32 = 0x4450_0000;
+
+/// Most mailboxes one server may have (each takes two semaphores; SEMMSL is usually 32000).
+pub const DIPC_MAX_MAILBOXES: u32 = 10_000;
+
+/// Largest packet, in kB: a client's message is buffered whole before the write lock is taken.
+pub const DIPC_MAX_PACKET_KB: u64 = 64 * 1024;
+
+/// `--bind`: the address the server listens on unless told otherwise (this machine only).
+pub const DIPC_BIND: &str = "127.0.0.1";
+
+/// Longest request header line, newline included; a longer one loses the framing.
+pub const DIPC_LINE_MAX: usize = 128;
+
+/// Bytes each connection reads from its socket at a time (its whole idle footprint).
+pub const DIPC_READ_BUF: usize = 4096;
+
+/// Stack of each client thread: it holds no big buffer (only touched pages count in RSS).
+pub const DIPC_THREAD_STACK: usize = 128 * 1024;
+
+/// Most clients served at once; one more gets `err server busy` and is closed.
+pub const DIPC_MAX_CLIENTS: usize = 1024;
+
+/// `--idle-timeout`: a client silent for this long (mid-request included) is closed.
+pub const DIPC_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long the starting shell waits for the daemon to report that it listens.
+pub const DIPC_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// On SIGTERM, how long the server waits for its client threads before removing the objects.
+pub const DIPC_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long `dipcrm` waits for a server to exit after SIGTERM before it sends SIGKILL.
+pub const DIPC_RM_WAIT: Duration = Duration::from_secs(5);
+
+/// How often `dipc_client chat` looks at the other mailboxes.
+pub const DIPC_CHAT_POLL: Duration = Duration::from_millis(300);
+
 // ---------------------------------------------------------------------------------------------
 // rshm_server / client (seed 000).
 

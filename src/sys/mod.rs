@@ -25,7 +25,9 @@
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
+//! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
 
+pub mod daemon;
 pub mod flock;
 pub mod ipcs;
 pub mod msg;
