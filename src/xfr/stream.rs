@@ -29,11 +29,13 @@ use super::objects::{copy_out, key, ReaderObjects, Watch, WriterObjects};
 use super::objects::{SEM_EMPTY, SEM_FULL};
 use super::{Config, Report};
 use crate::cli::Context;
+use crate::sys::poll;
 use crate::sys::sem::SemOp;
 use crate::sys::signal::TermSignals;
 use crate::wire::xfr::{Header, Mode, SlotDesc, SLOT_DESC_LEN};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
 
 /// The writer: creates the ring, streams `input` (stdin) through it to its end, then waits
 /// until the reader has emptied every slot.
@@ -59,18 +61,21 @@ pub fn write(cfg: &Config, input: impl AsFd, sigs: &TermSignals) -> io::Result<R
         bytes: 0,
         blocks: 0,
     };
-    let (mut seq, mut slot) = (0u32, 0u32);
+    let (mut seq, mut slot, mut eof) = (0u32, 0u32, false);
     loop {
         watch.signals()?;
         watch.wait(&[SemOp::wait(SEM_EMPTY)])?;
-        // Slot `slot` is ours until we post FULL. Wait for input without blocking signals.
-        watch.readable(input)?;
-        let n = objs
-            .att
-            .read_from_fd(input, h.slot_offset(slot), slot_size as usize)
-            .context("reading stdin")?;
-        let desc = SlotDesc { seq, len: n as u32 };
+        // Slot `slot` is ours until we post FULL. Fill it from stdin.
+        let n = if eof {
+            0
+        } else {
+            let (n, at_end) = fill(&watch, &objs, input, h.slot_offset(slot), slot_size)?;
+            eof = at_end;
+            n
+        };
+        let desc = SlotDesc { seq, len: n };
         objs.att.write_at(h.desc_offset(slot), &desc.encode())?;
+        let n = n as usize;
         // The semop is a full memory barrier: the reader that takes this FULL sees the bytes
         // and the descriptor written above.
         watch.post(&[SemOp::post(SEM_FULL)])?;
@@ -89,6 +94,37 @@ pub fn write(cfg: &Config, input: impl AsFd, sigs: &TermSignals) -> io::Result<R
     watch.wait(&[SemOp::add(SEM_EMPTY, -(slots as i16))])?;
     crate::trace!("the reader has everything: {} bytes", report.bytes);
     Ok(report)
+}
+
+/// Fills one slot from `input`: waits (watching the peer) until there is something to read,
+/// then reads until the slot is full or the input has nothing more *right now*. A file fills
+/// the slot in one `read(2)`; a pipe hands over what its writer wrote so far, often 4 KiB at a
+/// time, and batching those pieces keeps slots full; a terminal line goes on at once.
+/// Returns the bytes read and whether the input ended.
+fn fill(
+    watch: &Watch<'_>,
+    objs: &WriterObjects,
+    input: BorrowedFd<'_>,
+    offset: usize,
+    slot_size: u32,
+) -> io::Result<(u32, bool)> {
+    let size = slot_size as usize;
+    watch.readable(input)?;
+    let mut n = 0;
+    while n < size {
+        let got = objs
+            .att
+            .read_from_fd(input, offset + n, size - n)
+            .context("reading stdin")?;
+        if got == 0 {
+            return Ok((n as u32, true));
+        }
+        n += got;
+        if n < size && !poll::readable(input, Duration::ZERO)? {
+            break;
+        }
+    }
+    Ok((n as u32, false))
 }
 
 /// The reader: finds the writer (waiting up to the timeout), and writes every block to `out`
