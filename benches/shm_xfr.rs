@@ -55,7 +55,10 @@ fn main() {
         k = key.display(),
         i = input.display()
     );
-    assert!(sh(&check).is_some(), "the stream through the ring differs from its input");
+    assert!(
+        sh(&check).is_some(),
+        "the stream through the ring differs from its input"
+    );
     println!("byte-exact: 1 GiB through the ring compares equal to the input (cmp)");
 
     let null = "/dev/null";

@@ -33,16 +33,16 @@ pub const XFR_SIZE: usize = 4096;
 /// The largest `--size`: the writer holds the message in memory before copying it in.
 pub const XFR_MAX_SIZE: usize = 64 << 20;
 
-/// `--slots` (stream mode): slots in the ring. Two would already let the writer fill one
-/// while the reader empties the other; a few more absorb the jitter of two processes sharing
-/// two cores, so that neither side sleeps on a semaphore while the other is merely descheduled.
+/// `--slots` (stream mode): slots in the ring. Two already let the writer fill one while the
+/// reader empties the other; four absorb the jitter of two processes sharing two cores, so
+/// that neither side sleeps on a semaphore while the other is merely descheduled.
 pub const XFR_SLOTS: u32 = 4;
 
-/// `--slot-size` (stream mode): bytes per slot, at most one `read(2)`/`write(2)` each. Big
-/// enough that the four semaphore operations per slot cost nothing next to the copy (with
-/// 64 KiB they are already under 1%), small enough that the whole ring (4 x 256 KiB = 1 MiB)
-/// stays in the CPU caches: the reader then finds the bytes the writer just copied still
-/// cached. Chosen by `cargo bench --bench shm_xfr`; see benches/shm_xfr.rs for the figures.
+/// `--slot-size` (stream mode): bytes per slot, announced by one `semop` on each side.
+/// Measured with `SHM_XFR_SWEEP=1 cargo bench --bench shm_xfr` (1 GiB, 2 cores, loaded):
+/// 1 x 64 KiB (TLPI's lock-step) 1.1 GiB/s, below a pipe's 1.5; 4 x 64 KiB 3.8; 4 x 256 KiB
+/// 4.7; 8 x 1 MiB 3.6. Big enough that the semops per slot cost nothing next to the copy,
+/// small enough that the ring (1 MiB) stays in the CPU caches.
 pub const XFR_SLOT_SIZE: usize = 256 << 10;
 
 /// The most slots a ring may have (the final "all slots free" wait is one semop of -slots).

@@ -15,11 +15,11 @@
 //! ```text
 //! $ shm_reader &
 //! $ shm_writer hello world
-//! shm_writer: key 0x41010002, shmid 7, semid 3
-//! shm_reader: key 0x41010002, shmid 7, semid 3
+//! shm_writer: key 0x4100c2f7, shmid 458796, semid 262182
+//! shm_reader: key 0x4100c2f7, shmid 458796, semid 262182
 //! hello world
 //! $ shm_reader --timeout 1
-//! shm_reader: timed out: no writer on key 0x41010002 within 1 s
+//! shm_reader: timed out: no writer on key 0x4100c2f7 within 1 s
 //! $ echo $?
 //! 1
 //! ```

@@ -13,19 +13,17 @@
 //!
 //! ```text
 //! $ shm_writer hello world &
-//! shm_writer: key 0x41010002, shmid 7, semid 3
-//! $ ipcs -m
-//! ------ Shared Memory Segments --------
-//! key        shmid      owner      perms      bytes      nattch     status
-//! 0x41010002 7          student    600        4160       1
+//! shm_writer: key 0x4100c2f7, shmid 458796, semid 262182
+//! $ ipcs -m | grep 0x4100c2f7
+//! 0x4100c2f7 458796     root       600        4160       1
 //! $ shm_reader
-//! shm_reader: key 0x41010002, shmid 7, semid 3
+//! shm_reader: key 0x4100c2f7, shmid 458796, semid 262182
 //! hello world
 //! [1]+  Done                    shm_writer hello world
-//! $ shm_writer --stream < /usr/share/dict/words & shm_reader --stream > words.copy
-//! shm_writer: key 0x41010002, shmid 8, semid 4
-//! shm_reader: key 0x41010002, shmid 8, semid 4
-//! $ cmp /usr/share/dict/words words.copy && echo same
+//! $ shm_writer --stream < words & shm_reader --stream > words.copy
+//! shm_writer: key 0x4100c2f7, shmid 458798, semid 262183
+//! shm_reader: key 0x4100c2f7, shmid 458798, semid 262183
+//! $ cmp words words.copy && echo same
 //! same
 //! ```
 
