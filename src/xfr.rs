@@ -198,3 +198,36 @@ pub fn parse_proj_id(flag: &str, word: &str) -> Result<u8, crate::cli::Failure> 
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_the_limits_are_named() {
+        assert!(Config::default().check().is_ok());
+        let bad = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.check().unwrap_err()
+        };
+        assert!(bad(|c| c.size = 0).starts_with("--size"));
+        assert!(bad(|c| c.slots = params::XFR_MAX_SLOTS + 1).starts_with("--slots"));
+        assert!(bad(|c| c.slot_size = 0).starts_with("--slot-size"));
+        assert!(bad(|c| c.perms = 0o1777).starts_with("--mode"));
+    }
+
+    #[test]
+    fn seconds_perms_and_ids_parse_or_say_why() {
+        assert_eq!(
+            parse_seconds("-t", "0.25").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(parse_seconds("-t", "-1").is_err());
+        assert!(parse_seconds("-t", "nan").is_err());
+        assert_eq!(parse_perms("-m", "0640").unwrap(), 0o640);
+        assert!(parse_perms("-m", "8").is_err());
+        assert_eq!(parse_proj_id("-i", "65").unwrap(), 65);
+        assert!(parse_proj_id("-i", "0").is_err());
+    }
+}

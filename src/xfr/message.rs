@@ -114,3 +114,35 @@ pub fn read(cfg: &Config, out: impl AsFd, sigs: &TermSignals) -> io::Result<Repo
         blocks: 1,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn words_become_an_echo_line() {
+        assert_eq!(
+            from_words(&["hello".into(), "world".into()]),
+            b"hello world\n"
+        );
+        assert_eq!(from_words(&[String::new()]), b"\n");
+    }
+
+    #[test]
+    fn stdin_is_read_to_its_end_but_never_past_the_size() {
+        let sigs = TermSignals::block().unwrap();
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"12345678").unwrap();
+        drop(w);
+        assert_eq!(read_input(&r, 8, &sigs).unwrap(), b"12345678");
+
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"123456789").unwrap();
+        let e = read_input(&r, 8, &sigs).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "message too large: more than 8 bytes on stdin; the segment holds 8 (raise --size)"
+        );
+    }
+}
