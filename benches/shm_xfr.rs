@@ -51,7 +51,7 @@ fn main() {
 
     // Byte-exactness, once, untimed.
     let check = format!(
-        "set -o pipefail; {writer} --stream -k {k} < {i} 2>/dev/null | {reader} --stream -k {k} 2>/dev/null | cmp - {i}",
+        "{writer} --stream -k {k} < {i} 2>/dev/null | {reader} --stream -k {k} 2>/dev/null | cmp - {i}",
         k = key.display(),
         i = input.display()
     );
@@ -59,6 +59,7 @@ fn main() {
         sh(&check).is_some(),
         "the stream through the ring differs from its input"
     );
+    println!("binaries: {writer}, {reader}");
     println!("byte-exact: 1 GiB through the ring compares equal to the input (cmp)");
 
     let null = "/dev/null";
@@ -125,7 +126,7 @@ fn sh(line: &str) -> Option<Duration> {
     let t = Instant::now();
     let ok = Command::new("bash")
         .arg("-c")
-        .arg(line)
+        .arg(format!("set -o pipefail; {line}"))
         .stdin(Stdio::null())
         .status()
         .expect("bash")
