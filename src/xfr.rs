@@ -147,6 +147,8 @@ pub struct Report {
 /// `shm_writer`: sends `words` joined by spaces plus a newline, as `echo` would, or, with no
 /// words, stdin: as one message, or with [`Config::stream`] as a stream.
 pub fn writer(cfg: &Config, words: &[String], sigs: &TermSignals) -> io::Result<Report> {
+    cfg.check()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if cfg.stream {
         stream::write(cfg, io::stdin(), sigs)
     } else {
@@ -162,6 +164,8 @@ pub fn writer(cfg: &Config, words: &[String], sigs: &TermSignals) -> io::Result<
 /// `shm_reader`: takes the message (or with [`Config::stream`], the stream) and writes its
 /// bytes, exactly, to stdout.
 pub fn reader(cfg: &Config, sigs: &TermSignals) -> io::Result<Report> {
+    cfg.check()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if cfg.stream {
         stream::read(cfg, io::stdout(), sigs)
     } else {
