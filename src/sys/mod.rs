@@ -22,6 +22,7 @@
 //! - [`sem`]: semget, semop/semtimedop, semctl(SETVAL, GETVAL, GETALL, IPC_STAT, IPC_RMID).
 //! - [`msg`]: msgget, msgsnd/msgrcv of typed messages, a receive with a deadline, msgctl.
 //! - [`flock`]: advisory whole-file locks.
+//! - [`poll`]: wait, in bounded slices, until an fd can be read or written.
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod flock;
 pub mod ipcs;
 pub mod msg;
+pub mod poll;
 pub mod process;
 pub mod sem;
 pub mod shm;
