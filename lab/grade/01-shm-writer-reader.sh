@@ -21,8 +21,9 @@ key_for() {
     echo "$f"
 }
 
-# exit_within PID SECS: wait up to SECS for background PID to end; prints its exit status.
-# Fails (printing nothing) if it is still running then.
+# exit_within PID SECS: wait up to SECS for background PID to end, and put its exit status in
+# RC; fails if it is still running then. Not to be called in $(...): only the shell that
+# started PID can collect its status with `wait`.
 exit_within() {
     local pid=$1 i
     for ((i = 0; i < $2 * 20; i++)); do
@@ -31,7 +32,7 @@ exit_within() {
     done
     kill -0 "$pid" 2>/dev/null && return 1
     wait "$pid"
-    echo $?
+    RC=$?
 }
 
 # nothing_on KEYFILE: no object left with the key of KEYFILE.
@@ -51,7 +52,8 @@ check_round_trip() {
     sleep 0.3
     out=$(timeout 10 "$R" -k "$kf" 2>/dev/null) || fail "shm_reader exited $?"
     [ "$out" = "hello world" ] || fail "shm_reader printed '$out', expected 'hello world'"
-    rc=$(exit_within "$w" 5) || fail "shm_writer still running 5 s after the reader finished"
+    exit_within "$w" 5 || fail "shm_writer still running 5 s after the reader finished"
+    rc=$RC
     [ "$rc" = 0 ] || fail "shm_writer exited $rc"
     nothing_on "$kf"
 }
@@ -65,7 +67,8 @@ check_reader_first() {
     track_pid "$r"
     sleep 0.5
     printf 'from stdin\n' | timeout 10 "$W" -k "$kf" 2>/dev/null || fail "shm_writer exited $?"
-    rc=$(exit_within "$r" 5) || fail "shm_reader still running after the writer finished"
+    exit_within "$r" 5 || fail "shm_reader still running after the writer finished"
+    rc=$RC
     [ "$rc" = 0 ] || fail "shm_reader exited $rc"
     [ "$(cat rf.out)" = "from stdin" ] || fail "shm_reader printed '$(cat rf.out)'"
     nothing_on "$kf"
@@ -121,10 +124,12 @@ check_stream() {
             "$R" --stream -k "$kf" >st.out 2>/dev/null &
             r=$!
             track_pid "$r"
-            rc=$(exit_within "$w" 20) || fail "$n bytes: shm_writer did not finish"
+            exit_within "$w" 20 || fail "$n bytes: shm_writer did not finish"
+            rc=$RC
             [ "$rc" = 0 ] || fail "$n bytes: shm_writer exited $rc"
         fi
-        rc=$(exit_within "$r" 20) || fail "$n bytes: shm_reader did not finish"
+        exit_within "$r" 20 || fail "$n bytes: shm_reader did not finish"
+        rc=$RC
         [ "$rc" = 0 ] || fail "$n bytes: shm_reader exited $rc"
         cmp -s st.in st.out || fail "$n bytes: the output differs from the input"
     done
@@ -158,14 +163,16 @@ check_peer_death() {
     local rc
     start_flowing pdw || return 1
     kill -KILL "$WPID"
-    rc=$(exit_within "$RPID" 5) || fail "shm_reader still running 5 s after the writer was killed"
+    exit_within "$RPID" 5 || fail "shm_reader still running 5 s after the writer was killed"
+    rc=$RC
     [ "$rc" != 0 ] || fail "shm_reader exited 0 after its writer was killed mid-stream"
     exec 7>&-
     nothing_on "$KF" || return 1
 
     start_flowing pdr || return 1
     kill -KILL "$RPID"
-    rc=$(exit_within "$WPID" 5) || fail "shm_writer still running 5 s after the reader was killed"
+    exit_within "$WPID" 5 || fail "shm_writer still running 5 s after the reader was killed"
+    rc=$RC
     [ "$rc" != 0 ] || fail "shm_writer exited 0 after its reader was killed mid-stream"
     exec 7>&-
     nothing_on "$KF"

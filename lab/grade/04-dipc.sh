@@ -17,13 +17,6 @@ D="$BIN/dipc"
 RM="$BIN/dipcrm"
 C="$BIN/dipc_client"
 
-# flunk WHY: fail this check now (each check runs in its own subshell, so exit ends only it;
-# the EXIT trap of the grader still kills the servers and removes the objects tracked so far).
-flunk() {
-    fail "$@"
-    exit 1
-}
-
 # port_key PORT: the documented key of a port, in decimal as /proc/sysvipc prints it.
 port_key() { echo $((0x44500000 | $1)); }
 
@@ -47,16 +40,16 @@ start_server() {
     local out
     PORT=$(free_port)
     track_key "$(port_key "$PORT")"
-    out=$(timeout 10 "$D" 4 1 "$PORT" 1) || flunk "dipc 4 1 $PORT 1 exited $?"
+    out=$(timeout 10 "$D" 4 1 "$PORT" 1) || fail "dipc 4 1 $PORT 1 exited $?"
     PID=${out##* }
-    [[ "$PID" =~ ^[0-9]+$ ]] || flunk "dipc's line does not end with the daemon pid: '$out'"
+    [[ "$PID" =~ ^[0-9]+$ ]] || fail "dipc's line does not end with the daemon pid: '$out'"
     track_pid "$PID"
 }
 
 # stop_server: dipcrm, which must succeed and leave neither process nor object.
 stop_server() {
-    timeout 15 "$RM" "$PORT" >/dev/null || flunk "dipcrm $PORT exited $?"
-    wait_for 3 gone "$PID" || flunk "server pid $PID still running after dipcrm"
+    timeout 15 "$RM" "$PORT" >/dev/null || fail "dipcrm $PORT exited $?"
+    wait_for 3 gone "$PID" || fail "server pid $PID still running after dipcrm"
     nothing_left
 }
 
@@ -72,7 +65,7 @@ gone() { ! alive "$1"; }
 nothing_left() {
     local left
     left=$(objects_with_key "$(port_key "$PORT")" | tr '\n' ' ')
-    [ -z "$left" ] || flunk "objects left behind for port $PORT: $left"
+    [ -z "$left" ] || fail "objects left behind for port $PORT: $left"
 }
 
 # talk FORMAT: sends printf FORMAT on one connection; prints all the server sent until it closed.
@@ -90,15 +83,15 @@ expect_talk() {
     got=$(talk "$1" | od -An -c | tr -s ' \n' ' ')
     # shellcheck disable=SC2059
     want=$(printf "$2" | od -An -c | tr -s ' \n' ' ')
-    [ "$got" = "$want" ] || flunk "sent '$1': got [$got], expected [$want]"
+    [ "$got" = "$want" ] || fail "sent '$1': got [$got], expected [$want]"
 }
 
 check_starts_as_daemon() {
     start_server
-    alive "$PID" && [ "$(cat "/proc/$PID/comm" 2>/dev/null)" = dipc ] || flunk "pid $PID is not a running dipc"
+    alive "$PID" && [ "$(cat "/proc/$PID/comm" 2>/dev/null)" = dipc ] || fail "pid $PID is not a running dipc"
     local n
     n=$(objects_with_key "$(port_key "$PORT")" | wc -l)
-    [ "$n" = 2 ] || flunk "expected a segment and a semaphore set under key 0x4450xxxx, found $n objects"
+    [ "$n" = 2 ] || fail "expected a segment and a semaphore set under key 0x4450xxxx, found $n objects"
     stop_server
 }
 
@@ -112,12 +105,12 @@ check_protocol_rows() {
 check_one_shot_client() {
     start_server
     local out
-    out=$("$C" "$PORT" w 1 "text") || flunk "dipc_client w exited $?"
-    [ "$out" = "ok 4" ] || flunk "dipc_client $PORT w 1 text printed '$out', expected 'ok 4'"
-    out=$("$C" "$PORT" r 1) || flunk "dipc_client r exited $?"
-    [ "$out" = "text" ] || flunk "dipc_client $PORT r 1 printed '$out', expected 'text'"
-    out=$(printf 'w 3 hi there\nr 3\nq\n' | "$C" "$PORT") || flunk "interactive client exited $?"
-    [ "$out" = "$(printf 'ok 8\nok 8\nhi there\nbye')" ] || flunk "interactive client printed '$out'"
+    out=$("$C" "$PORT" w 1 "text") || fail "dipc_client w exited $?"
+    [ "$out" = "ok 4" ] || fail "dipc_client $PORT w 1 text printed '$out', expected 'ok 4'"
+    out=$("$C" "$PORT" r 1) || fail "dipc_client r exited $?"
+    [ "$out" = "text" ] || fail "dipc_client $PORT r 1 printed '$out', expected 'text'"
+    out=$(printf 'w 3 hi there\nr 3\nq\n' | "$C" "$PORT") || fail "interactive client exited $?"
+    [ "$out" = "$(printf 'ok 8\nok 8\nhi there\nbye')" ] || fail "interactive client printed '$out'"
     stop_server
 }
 
@@ -127,9 +120,9 @@ check_bad_input_keeps_serving() {
     # stays usable, and the last request is answered.
     local got
     got=$(talk 'r 4\nr x\nfoo\nw 9 2\nabw 0 2000\n'"$(head -c 2000 /dev/zero | tr '\0' z)"'r 0\nq\n')
-    [ "$(grep -c '^err ' <<<"$got")" = 5 ] || flunk "expected 5 err replies, got: $got"
-    grep -q '^ok 0$' <<<"$got" || flunk "no 'ok 0' after the bad requests: $got"
-    [ "$(tail -n 1 <<<"$got")" = bye ] || flunk "the connection did not survive the bad requests"
+    [ "$(grep -c '^err ' <<<"$got")" = 5 ] || fail "expected 5 err replies, got: $got"
+    grep -q '^ok 0$' <<<"$got" || fail "no 'ok 0' after the bad requests: $got"
+    [ "$(tail -n 1 <<<"$got")" = bye ] || fail "the connection did not survive the bad requests"
     stop_server
 }
 
@@ -137,10 +130,10 @@ check_framing_loss_closes() {
     start_server
     local got
     got=$(talk 'w 1 abc\nr 1\n')
-    [[ "$got" == err* ]] || flunk "a non-numeric length got '$got', expected err and a close"
-    [ "$(wc -l <<<"$got")" = 1 ] || flunk "the server answered after losing the framing: $got"
+    [[ "$got" == err* ]] || fail "a non-numeric length got '$got', expected err and a close"
+    [ "$(wc -l <<<"$got")" = 1 ] || fail "the server answered after losing the framing: $got"
     got=$(talk "$(head -c 5000 /dev/zero | tr '\0' r)\n")
-    [[ "$got" == err* ]] || flunk "a 5000-byte header line got '$got', expected err and a close"
+    [[ "$got" == err* ]] || fail "a 5000-byte header line got '$got', expected err and a close"
     expect_talk 'r 1\nq\n' 'ok 0\nbye\n'
     stop_server
 }
@@ -160,24 +153,24 @@ check_pipelined_equals_split() {
     done
     split=$(timeout 5 cat <&3 | od -An -c)
     exec 3<&-
-    [ "$whole" = "$split" ] || flunk "pipelined [$whole] differs from byte by byte [$split]"
+    [ "$whole" = "$split" ] || fail "pipelined [$whole] differs from byte by byte [$split]"
     stop_server
 }
 
 check_stalled_writer_holds_no_lock() {
     start_server
-    "$C" "$PORT" w 1 old >/dev/null || flunk "write failed"
+    "$C" "$PORT" w 1 old >/dev/null || fail "write failed"
     exec 4<>"/dev/tcp/127.0.0.1/$PORT"
     printf 'w 1 100\n0123456789' >&4
     sleep 0.2
     local out
-    out=$(timeout 3 "$C" "$PORT" w 1 new) || flunk "a write waited behind a stalled client"
-    out=$(timeout 3 "$C" "$PORT" r 1) || flunk "a read waited behind a stalled client"
-    [ "$out" = new ] || flunk "read '$out', expected 'new'"
+    out=$(timeout 3 "$C" "$PORT" w 1 new) || fail "a write waited behind a stalled client"
+    out=$(timeout 3 "$C" "$PORT" r 1) || fail "a read waited behind a stalled client"
+    [ "$out" = new ] || fail "read '$out', expected 'new'"
     exec 4<&-
     sleep 0.2
     out=$(timeout 3 "$C" "$PORT" r 1)
-    [ "$out" = new ] || flunk "a disconnect mid-payload changed the box to '$out'"
+    [ "$out" = new ] || fail "a disconnect mid-payload changed the box to '$out'"
     stop_server
 }
 
@@ -197,7 +190,7 @@ check_writer_not_starved() {
     "$C" "$PORT" w 0 "$(head -c 1000 /dev/zero | tr '\0' m)" >/dev/null
     loop_clients 8 'r 0'
     sleep 0.5
-    timeout 5 "$C" "$PORT" w 0 writer >/dev/null || flunk "a writer waited over 5 s behind 8 readers"
+    timeout 5 "$C" "$PORT" w 0 writer >/dev/null || fail "a writer waited over 5 s behind 8 readers"
     # shellcheck disable=SC2086
     kill $LOOPERS 2>/dev/null
     stop_server
@@ -208,7 +201,7 @@ check_reader_not_starved() {
     LOOPERS=
     loop_clients 8 'w 0 a message from a looping writer'
     sleep 0.5
-    timeout 5 "$C" "$PORT" r 0 >/dev/null || flunk "a reader waited over 5 s behind 8 writers"
+    timeout 5 "$C" "$PORT" r 0 >/dev/null || fail "a reader waited over 5 s behind 8 writers"
     # shellcheck disable=SC2086
     kill $LOOPERS 2>/dev/null
     stop_server
@@ -218,8 +211,8 @@ check_second_server_refused() {
     start_server
     local err rc=0
     err=$(timeout 10 "$D" 4 1 "$PORT" 1 2>&1 >/dev/null) || rc=$?
-    [ "$rc" = 1 ] || flunk "a second dipc on port $PORT exited $rc, expected 1"
-    grep -qi "already running" <<<"$err" || flunk "the second dipc said '$err'"
+    [ "$rc" = 1 ] || fail "a second dipc on port $PORT exited $rc, expected 1"
+    grep -qi "already running" <<<"$err" || fail "the second dipc said '$err'"
     expect_talk 'r 0\nq\n' 'ok 0\nbye\n'
     stop_server
 }
@@ -227,28 +220,28 @@ check_second_server_refused() {
 check_dipcrm_reports_and_exits_1_when_nothing() {
     start_server
     local out rc=0
-    out=$(timeout 15 "$RM" "$PORT") || flunk "dipcrm exited $?"
-    grep -q "removed" <<<"$out" || flunk "dipcrm did not say what it removed: $out"
+    out=$(timeout 15 "$RM" "$PORT") || fail "dipcrm exited $?"
+    grep -q "removed" <<<"$out" || fail "dipcrm did not say what it removed: $out"
     nothing_left
     timeout 15 "$RM" "$PORT" >/dev/null 2>&1 || rc=$?
-    [ "$rc" = 1 ] || flunk "dipcrm with nothing for the port exited $rc, expected 1"
+    [ "$rc" = 1 ] || fail "dipcrm with nothing for the port exited $rc, expected 1"
 }
 
 check_orphans_recycled_and_removed() {
     start_server
     kill -9 "$PID"
     sleep 0.2
-    [ -n "$(objects_with_key "$(port_key "$PORT")")" ] || flunk "no objects after kill -9 (fine, but unexpected)"
+    [ -n "$(objects_with_key "$(port_key "$PORT")")" ] || fail "no objects after kill -9 (fine, but unexpected)"
     local err out
-    out=$(timeout 10 "$D" 4 1 "$PORT" 1 2>"$IPCLAB_WORK/recycle.err") || flunk "dipc over orphans exited $?"
+    out=$(timeout 10 "$D" 4 1 "$PORT" 1 2>"$IPCLAB_WORK/recycle.err") || fail "dipc over orphans exited $?"
     err=$(cat "$IPCLAB_WORK/recycle.err")
-    grep -qi "orphan" <<<"$err" || flunk "dipc recycled orphans without a notice (stderr: '$err')"
+    grep -qi "orphan" <<<"$err" || fail "dipc recycled orphans without a notice (stderr: '$err')"
     PID=${out##* }
     track_pid "$PID"
     kill -9 "$PID"
     sleep 0.2
-    out=$(timeout 15 "$RM" "$PORT") || flunk "dipcrm on orphans exited $?"
-    grep -q "removed" <<<"$out" || flunk "dipcrm did not say what it removed: $out"
+    out=$(timeout 15 "$RM" "$PORT") || fail "dipcrm on orphans exited $?"
+    grep -q "removed" <<<"$out" || fail "dipcrm did not say what it removed: $out"
     nothing_left
 }
 
@@ -260,14 +253,14 @@ check_bad_arguments() {
         rc=0
         # shellcheck disable=SC2086
         timeout 10 "$D" $args >/dev/null 2>&1 || rc=$?
-        [ "$rc" = 2 ] || flunk "dipc $args exited $rc, expected 2"
+        [ "$rc" = 2 ] || fail "dipc $args exited $rc, expected 2"
     done
     nothing_left
     # A port in use (bash cannot listen, so a first dipc holds it): the second must exit 1.
     start_server
     rc=0
     timeout 10 "$D" 4 1 "$PORT" 1 >/dev/null 2>&1 || rc=$?
-    [ "$rc" = 1 ] || flunk "dipc on a port in use exited $rc, expected 1"
+    [ "$rc" = 1 ] || fail "dipc on a port in use exited $rc, expected 1"
     stop_server
 }
 

@@ -13,7 +13,8 @@
 #     FAIL timeout: reader waited 30 s, expected an exit within 3 s
 #     5 passed, 1 failed
 #
-# A check is a shell function that returns 0 to pass; on failure it calls `fail "why"`.
+# A check is a shell function that returns 0 to pass; on failure it calls `fail "why"`, which
+# ends the check there (`cmd || fail "why"`).
 # Checks run one after another, each in a subshell, and every key and pid a check creates is
 # tracked (lab/common.sh), so nothing outlives the grader, whatever the student's code does.
 
@@ -50,10 +51,11 @@ grade_init() {
     ipclab_init
 }
 
-# fail WHY: the reason a check failed (printed on its FAIL line).
+# fail WHY: end the check that calls it, with WHY on its FAIL line. Checks run in a subshell
+# (see check), so the exit leaves the check, never the grader.
 fail() {
     echo "$*"
-    return 1
+    exit 1
 }
 
 # check NAME FUNCTION: run one check and print its PASS or FAIL line.
