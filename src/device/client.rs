@@ -116,7 +116,10 @@ impl Client {
         if nsems != NSEMS {
             return Err(err(
                 io::ErrorKind::InvalidData,
-                format!("semaphore set {} has {nsems} semaphores, not {NSEMS}", sems.0),
+                format!(
+                    "semaphore set {} has {nsems} semaphores, not {NSEMS}",
+                    sems.0
+                ),
             ));
         }
         crate::trace!(
@@ -176,7 +179,11 @@ impl Client {
     /// One command round trip (see the module header).
     pub fn command(&mut self, op: Op) -> io::Result<Channel> {
         let deadline = Instant::now() + self.timeout;
-        self.wait(&[SemOp::wait(SEM_SLOT).undo()], "the command slot", deadline)?;
+        self.wait(
+            &[SemOp::wait(SEM_SLOT).undo()],
+            "the command slot",
+            deadline,
+        )?;
         // We hold the slot: the request block is ours until the guard gives the slot back.
         let _slot = Held {
             sems: self.sems,
@@ -248,7 +255,11 @@ impl Client {
             return Err(self.no_such_channel(Op::Get { channel: ch }));
         }
         let deadline = Instant::now() + self.timeout;
-        self.wait(&[SemOp::wait(SEM_LOCK).undo()], "the register lock", deadline)?;
+        self.wait(
+            &[SemOp::wait(SEM_LOCK).undo()],
+            "the register lock",
+            deadline,
+        )?;
         let held = Held {
             sems: self.sems,
             num: SEM_LOCK,

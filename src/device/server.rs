@@ -72,7 +72,10 @@ impl Config {
             return bad(format!("--period {ms}: must be {lo}..={hi} ms"));
         }
         if !(self.ramp.is_finite() && self.ramp >= 0.0) {
-            return bad(format!("--ramp {}: must be a finite number >= 0", self.ramp));
+            return bad(format!(
+                "--ramp {}: must be a finite number >= 0",
+                self.ramp
+            ));
         }
         Ok(())
     }
@@ -111,8 +114,8 @@ impl Device {
     pub fn create(key: Key, config: Config) -> io::Result<Device> {
         config.check()?;
         let len = wire::segment_len(config.channels);
-        let seg = shm::shmget(key, len, Get::Create(config.mode))
-            .map_err(|e| explain_exists(key, e))?;
+        let seg =
+            shm::shmget(key, len, Get::Create(config.mode)).map_err(|e| explain_exists(key, e))?;
         // We created it: from here on, every way out of this function removes it.
         let seg = Owner::new(seg);
         let att = seg.attach(Access::ReadWrite)?;
@@ -490,7 +493,11 @@ mod tests {
             let first = c.snapshot(1).unwrap();
             let later = c.wait_update(1, first.update).unwrap();
             assert!(later.update > first.update);
-            assert!(c.set(2, 1.0).unwrap_err().to_string().contains("out of range"));
+            assert!(c
+                .set(2, 1.0)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range"));
             assert!(c.set(0, f64::NAN).is_err());
             // 3 units at 100 units/s: settled within a few ticks.
             let mut last = later;

@@ -98,10 +98,7 @@ pub fn remove(key: Key) -> io::Result<Removed> {
     let shm = shm::shmget(key, 0, Get::Open).ok();
     let sem = sem::semget(key, 0, Get::Open).ok();
     if shm.is_none() && sem.is_none() {
-        return Err(no_device(
-            key,
-            io::Error::from_raw_os_error(libc::ENOENT),
-        ));
+        return Err(no_device(key, io::Error::from_raw_os_error(libc::ENOENT)));
     }
     let mut still_attached = 0;
     let att = match shm {
@@ -251,15 +248,43 @@ impl fmt::Display for Report {
             None => writeln!(f, "semaphores: none at this key")?,
         }
         let l = &self.limits;
-        writeln!(f, "limits                                   this machine          Linux 3.2.0 (seed)")?;
+        writeln!(
+            f,
+            "limits                                   this machine          Linux 3.2.0 (seed)"
+        )?;
         let row = |f: &mut fmt::Formatter<'_>, name: &str, here: String, seed: &str| {
             writeln!(f, "  {name:<39}{here:<22}{seed}")
         };
-        row(f, "SHMMAX max bytes in one segment", l.shmmax.to_string(), "32768")?;
-        row(f, "SHMMIN min bytes in one segment", "1 (fixed)".into(), "1")?;
-        row(f, "SHMSEG max segments per process", "SHMMNI".into(), "4096")?;
-        row(f, "SHMMNI max segments, system wide", l.shmmni.to_string(), "4096")?;
-        row(f, "SHMALL max pages, system wide", l.shmall.to_string(), "-")?;
+        row(
+            f,
+            "SHMMAX max bytes in one segment",
+            l.shmmax.to_string(),
+            "32768",
+        )?;
+        row(
+            f,
+            "SHMMIN min bytes in one segment",
+            "1 (fixed)".into(),
+            "1",
+        )?;
+        row(
+            f,
+            "SHMSEG max segments per process",
+            "SHMMNI".into(),
+            "4096",
+        )?;
+        row(
+            f,
+            "SHMMNI max segments, system wide",
+            l.shmmni.to_string(),
+            "4096",
+        )?;
+        row(
+            f,
+            "SHMALL max pages, system wide",
+            l.shmall.to_string(),
+            "-",
+        )?;
         Ok(())
     }
 }

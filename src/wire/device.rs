@@ -470,7 +470,10 @@ mod tests {
         assert!(matches!(Header::decode(&bad), Err(DecodeError::Invalid(_))));
         let mut zero = h.clone();
         zero[6] = 0;
-        assert!(matches!(Header::decode(&zero), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            Header::decode(&zero),
+            Err(DecodeError::Invalid(_))
+        ));
         let mut q = Request {
             seq: 1,
             op: Op::Reset,
