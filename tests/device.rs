@@ -11,7 +11,7 @@ mod common;
 
 use common::{cmd, run_with_limit, wait_until, Scratch};
 use ipclab::device::client::Client;
-use ipclab::sys::process::{kill, SIGINT, SIGKILL, SIGTERM};
+use ipclab::sys::process::{kill, SIGINT, SIGTERM};
 use ipclab::sys::Key;
 use ipclab::wire::device::ChannelStatus;
 use std::fs::File;
@@ -134,7 +134,12 @@ fn set_then_get_prints_ok_and_the_channel_line() {
     let s = Scratch::new("dev-setget");
     let dev = device(&s, &["--ramp", "0"]);
     let o = client(&dev, &["set", "1", "2.5"]);
-    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "ok\n".into()), "{}", stderr(&o));
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "ok\n".into()),
+        "{}",
+        stderr(&o)
+    );
     let o = client(&dev, &["get", "1"]);
     assert_eq!(
         stdout(&o),
@@ -230,7 +235,10 @@ fn bad_channels_non_numbers_and_usage_errors() {
     assert_eq!(stderr(&o), "device_client: set: 'nan' is not a number\n");
     let o = client(&dev, &["get", "one"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o), "device_client: get: 'one' is not a channel number\n");
+    assert_eq!(
+        stderr(&o),
+        "device_client: get: 'one' is not a channel number\n"
+    );
     let o = client(&dev, &["set", "0", "1e12"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -271,7 +279,10 @@ fn no_device_running_is_a_clear_error() {
     let key_file = s.key_file("key");
     let key = s.key(&key_file, PROJ);
     let o = run_with_limit(
-        cmd("device_client").arg("-k").arg(&key_file).args(["get", "0"]),
+        cmd("device_client")
+            .arg("-k")
+            .arg(&key_file)
+            .args(["get", "0"]),
         LIMIT,
     );
     assert_eq!(o.status.code(), Some(1));
@@ -375,7 +386,10 @@ fn a_stuck_device_times_out_and_a_client_killed_mid_command_leaves_nothing_stuck
 fn detach_stat_prints_shmid_ds_and_the_limits() {
     let s = Scratch::new("dev-stat");
     let dev = device(&s, &["--channels", "4"]);
-    let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"), LIMIT);
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
     let line = |name: &str| {
@@ -444,7 +458,11 @@ fn detach_removes_and_the_device_and_its_clients_notice() {
     let d = finish(s.take(dev.pid), LIMIT);
     assert_eq!(d.status.code(), Some(0));
     assert!(
-        dev.stdout().lines().last().unwrap().ends_with(" were removed (by detach); stopping"),
+        dev.stdout()
+            .lines()
+            .last()
+            .unwrap()
+            .ends_with(" were removed (by detach); stopping"),
         "{}",
         dev.stdout()
     );

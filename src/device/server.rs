@@ -333,10 +333,11 @@ impl Device {
             return Ok(false);
         }
         // `detach` writes "removed" into the status word before it removes the objects; the
-        // semaphores' EIDRM usually tells us first, but a segment-only removal shows up here.
+        // semaphores' EIDRM usually tells us first, but a segment removed on its own (`ipcrm -m`)
+        // shows up only here: marked for removal, no new client could attach, so we stop.
         let mut word = [0u8; 4];
         self.att.read_at(wire::STATUS_OFFSET, &mut word)?;
-        if wire::decode_status(word) == Ok(DeviceStatus::Removed) {
+        if wire::decode_status(word) == Ok(DeviceStatus::Removed) || self.seg.stat()?.removed {
             let _ = sems.op(&[SemOp::post(SEM_LOCK).undo()]);
             return Err(io::Error::from_raw_os_error(libc::EIDRM));
         }

@@ -14,8 +14,10 @@
 //! - it removes nothing whose header is not a device register file (wrong magic: not ours);
 //! - it writes `removed` into the header's status word first, so that the device and every
 //!   client still attached learn *why* their semaphores vanished;
-//! - it removes the semaphore set first (everybody asleep on it wakes at once with EIDRM), then
-//!   the segment (which the kernel destroys only when the last process has detached).
+//! - it marks the segment for removal first (nobody new can attach; the kernel destroys it when
+//!   the last process detaches), then removes the semaphore set, which wakes everybody asleep on
+//!   it at once with EIDRM. In that order, the device finds both already gone when it wakes, and
+//!   lets go of them instead of racing `detach` to remove them.
 
 use super::{err, NSEMS, SEM_NAMES};
 use crate::sys::sem::{self, SemId, SemStat};
@@ -130,18 +132,30 @@ pub fn remove(key: Key) -> io::Result<Removed> {
                 format!("semid {} at key 0x{key:08x} has {n} semaphores, not a device's {NSEMS}; not removing it", id.0),
             ));
         }
-        // Every process asleep on the set wakes now, with EIDRM.
-        id.remove()?;
     }
     drop(att);
     if let Some(id) = shm {
-        id.remove()?;
+        // Marked, not yet destroyed: everyone attached keeps reading the status word.
+        gone_is_fine(id.remove())?;
+    }
+    if let Some(id) = sem {
+        // Every process asleep on the set wakes now, with EIDRM.
+        gone_is_fine(id.remove())?;
     }
     Ok(Removed {
         shm,
         sem,
         still_attached,
     })
+}
+
+/// A removal that finds the object already gone (a device that stopped at that very moment and
+/// removed its own) has nothing left to do.
+fn gone_is_fine(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if matches!(sys::errno(&e), Some(libc::EINVAL | libc::EIDRM)) => Ok(()),
+        other => other,
+    }
 }
 
 fn no_device(key: Key, e: io::Error) -> io::Error {
