@@ -11,8 +11,10 @@ mod common;
 
 use common::{cmd, run_with_limit, wait_until, Scratch};
 use ipclab::device::client::Client;
+use ipclab::device::SEM_DONE;
 use ipclab::sys::process::{kill, SIGINT, SIGTERM};
-use ipclab::sys::Key;
+use ipclab::sys::shm::{self, Get};
+use ipclab::sys::{sem, Key};
 use ipclab::wire::device::ChannelStatus;
 use std::fs::File;
 use std::path::PathBuf;
@@ -115,6 +117,31 @@ fn finish(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// How many processes have the device's segment attached (`shm_nattch`).
+fn attached(dev: &Dev) -> u64 {
+    shm::shmget(dev.key, 0, Get::Open)
+        .and_then(|id| id.stat())
+        .map_or(0, |st| st.attaches)
+}
+
+/// Waits until `n` processes (the device and n-1 clients) have the segment attached.
+fn wait_attached(dev: &Dev, n: u64) {
+    assert!(
+        wait_until(LIMIT, || attached(dev) == n),
+        "expected {n} attachments, have {}",
+        attached(dev)
+    );
+}
+
+/// Waits until a client sleeps waiting for the device's reply (DONE), i.e. has posted its command.
+fn wait_for_reply_waiter(dev: &Dev) {
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    assert!(
+        wait_until(LIMIT, || sems.waiting(SEM_DONE).unwrap_or(0) >= 1),
+        "no client is waiting for a reply"
+    );
+}
+
 /// Kills the device with SIGKILL (nothing gets removed) and reaps it, so that its pid is gone.
 fn kill_device(s: &Scratch, dev: &Dev) {
     let mut child = s.take(dev.pid);
@@ -172,7 +199,7 @@ fn the_readback_ramps_toward_the_setpoint_and_watch_prints_every_update() {
     // 20 units/s, an update every 20 ms: set 0 2 settles in about 100 ms, 5 updates.
     let dev = device(&s, &["--ramp", "20", "--period", "20", "--channels", "2"]);
     let watcher = client_bg(&s, &dev, &["watch", "0", "--count", "12"]);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_attached(&dev, 2);
     let o = client(&dev, &["set", "0", "2"]);
     assert_eq!(stdout(&o), "ok\n");
     let o = client(&dev, &["get", "0"]);
@@ -306,10 +333,11 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
     // No update for 10 s: a watcher just waits.
     let dev = device(&s, &["--period", "10000"]);
     let watcher = client_bg(&s, &dev, &["watch", "0", "--timeout", "60"]);
+    wait_attached(&dev, 2);
     // A command waiting for its reply: the device is frozen, then killed.
     kill(dev.pid as i32, libc::SIGSTOP).unwrap();
     let getter = client_bg(&s, &dev, &["get", "0", "--timeout", "60"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_reply_waiter(&dev);
     let t = Instant::now();
     kill_device(&s, &dev);
     let w = finish(s.take(watcher), LIMIT);
@@ -360,7 +388,7 @@ fn a_stuck_device_times_out_and_a_client_killed_mid_command_leaves_nothing_stuck
     // A client that takes the slot, posts its command and is then killed: SEM_UNDO gives the
     // slot back, and the reply the device writes later for nobody must not fool the next one.
     let victim = client_bg(&s, &dev, &["set", "0", "7", "--timeout", "60"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_reply_waiter(&dev);
     let mut v = s.take(victim);
     v.kill().unwrap();
     v.wait().unwrap();
@@ -441,12 +469,13 @@ fn detach_removes_and_the_device_and_its_clients_notice() {
     let s = Scratch::new("dev-detach");
     let dev = device(&s, &["--period", "50"]);
     let watcher = client_bg(&s, &dev, &["watch", "2"]);
-    // Wait until the watcher is attached (device + watcher).
-    let key_file = dev.key_file.clone();
-    assert!(wait_until(LIMIT, || {
-        let o = run_with_limit(cmd("detach").arg("-k").arg(&key_file).arg("--stat"), LIMIT);
-        stdout(&o).contains("  shm_nattch  2\n")
-    }));
+    // Wait until the watcher is attached (device + watcher), as detach --stat also shows.
+    wait_attached(&dev, 2);
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
+    assert!(stdout(&o).contains("  shm_nattch  2\n"), "{}", stdout(&o));
     let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file), LIMIT);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let said = stdout(&o);
@@ -486,7 +515,7 @@ fn sigterm_and_sigint_remove_everything_and_waiting_clients_learn_why() {
         // A long period: the signal must be acted on at once, not at the next tick.
         let dev = device(&s, &["--period", "10000"]);
         let watcher = client_bg(&s, &dev, &["watch", "0"]);
-        std::thread::sleep(Duration::from_millis(200));
+        wait_attached(&dev, 2);
         let t = Instant::now();
         let (code, out) = stop_device(&s, &dev, sig);
         assert!(t.elapsed() < Duration::from_secs(5));
@@ -597,6 +626,22 @@ fn readers_never_see_a_torn_channel() {
             assert_eq!(f[4], "status=ok", "{l}");
         }
     }
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn ctrl_c_ends_a_watch_quietly() {
+    let s = Scratch::new("dev-ctrlc");
+    let dev = device(&s, &["--period", "10000"]);
+    let watcher = client_bg(&s, &dev, &["watch", "0"]);
+    wait_attached(&dev, 2);
+    kill(watcher as i32, SIGINT).unwrap();
+    let w = finish(s.take(watcher), LIMIT);
+    // 128 + SIGINT, nothing on stderr, and the device is none the worse.
+    assert_eq!(w.status.code(), Some(130));
+    assert_eq!(stderr(&w), "");
+    assert_eq!(stdout(&client(&dev, &["set", "0", "1"])), "ok\n");
     stop_device(&s, &dev, SIGTERM);
     s.assert_no_leftovers();
 }

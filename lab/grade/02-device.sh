@@ -45,6 +45,12 @@ stop_device() {
 
 client() { "$BIN/device_client" -k "$KF" "$@"; }
 
+# wait_attached N: until detach --stat shows N attachments (the device and N-1 clients).
+wait_attached() {
+    wait_for 10 bash -c "'$BIN/detach' -k '$KF' --stat 2>/dev/null | grep -Eq 'shm_nattch +$1\$'" ||
+        die "expected $1 processes attached: $("$BIN/detach" -k "$KF" --stat 2>&1 | grep nattch)"
+}
+
 set_get() {
     start_device setget --ramp 0
     local out
@@ -118,7 +124,7 @@ device_death() {
     "$BIN/device_client" -k "$KF" watch 0 --timeout 60 >/dev/null 2>"$KF.watch" &
     local w=$! start err
     track_pid "$w"
-    sleep 0.3
+    wait_attached 2
     start=$SECONDS
     kill -KILL "$DEV_PID"
     wait "$DEV_PID" 2>/dev/null
@@ -151,7 +157,7 @@ detach_removal() {
     "$BIN/device_client" -k "$KF" watch 0 >/dev/null 2>"$KF.watch" &
     local w=$! rc
     track_pid "$w"
-    sleep 0.3
+    wait_attached 2
     "$BIN/detach" -k "$KF" >/dev/null || die "detach failed"
     wait_for 5 bash -c "! kill -0 $DEV_PID 2>/dev/null" || die "device still runs after detach"
     wait "$DEV_PID"

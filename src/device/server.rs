@@ -515,4 +515,41 @@ mod tests {
         dev.shutdown(why).unwrap();
         assert!(is_removed(&sems.stat().unwrap_err()));
     }
+
+    #[test]
+    fn a_garbled_request_is_answered_and_the_device_keeps_serving() {
+        let dir = crate::testutil::TempDir::new("device-garbage");
+        let key = ftok(dir.path(), b'D').unwrap();
+        let mut dev = Device::create(key, config(0.0)).unwrap();
+        let (sems, shm) = (dev.sem_id(), dev.shm_id());
+        let stop = Arc::new(AtomicI32::new(0));
+        let flag = Arc::clone(&stop);
+        let h = std::thread::spawn(move || {
+            // A client that ignores the protocol's encoder: op 9 does not exist.
+            let att = shm.attach(Access::ReadWrite).unwrap();
+            let mut bytes = Request {
+                seq: 77,
+                op: Op::Reset,
+                pid: 1,
+            }
+            .encode();
+            bytes[4] = 9;
+            sems.op(&[SemOp::wait(super::super::SEM_SLOT)]).unwrap();
+            att.write_at(wire::REQUEST_OFFSET, &bytes).unwrap();
+            sems.op(&[SemOp::post(SEM_CMD)]).unwrap();
+            sems.op(&[SemOp::wait(SEM_DONE)]).unwrap();
+            let mut buf = [0u8; wire::REPLY_LEN];
+            att.read_at(wire::REPLY_OFFSET, &mut buf).unwrap();
+            let reply = Reply::decode(&buf).unwrap();
+            assert_eq!((reply.seq, reply.result), (77, ResultCode::BadRequest));
+            sems.op(&[SemOp::post(super::super::SEM_SLOT)]).unwrap();
+            let mut c = Client::open(key, Duration::from_secs(5)).unwrap();
+            assert_eq!(c.set(0, 2.0).unwrap().readback, 2.0);
+            flag.store(2, Ordering::SeqCst);
+            sems.op(&[SemOp::post(SEM_CMD)]).unwrap();
+        });
+        let why = dev.run(&stop).unwrap();
+        h.join().unwrap();
+        dev.shutdown(why).unwrap();
+    }
 }
