@@ -46,8 +46,11 @@ pub const DEVICE_MAX_CHANNELS: u16 = 256;
 /// `--period`: milliseconds between two periodic updates of the registers.
 pub const DEVICE_PERIOD_MS: u32 = 100;
 
-/// The shortest and longest `--period` accepted, in milliseconds.
+/// The shortest `--period` accepted, in milliseconds.
 pub const DEVICE_PERIOD_MIN_MS: u32 = 1;
+
+/// The longest `--period` accepted, in milliseconds (a watcher waits up to its timeout plus one
+/// period for the next update).
 pub const DEVICE_PERIOD_MAX_MS: u32 = 10_000;
 
 /// `--ramp`: how fast a readback moves toward its setpoint, in units per second: `set 0 5` takes
