@@ -631,6 +631,28 @@ fn readers_never_see_a_torn_channel() {
 }
 
 #[test]
+fn a_semaphore_set_left_behind_is_named_and_nothing_else_is_left() {
+    let s = Scratch::new("dev-stale-sem");
+    let key_file = s.key_file("key");
+    let key = s.key(&key_file, PROJ);
+    // What a crashed older device could leave: a set at the key, and no segment.
+    let stale = ipclab::sys::Owner::new(sem::semget(key, 5, Get::Create(0o600)).unwrap());
+    let o = run_with_limit(cmd("device").arg("-k").arg(&key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "device: key 0x{key:08x} holds a semaphore set left behind; remove it with `detach`: semget("
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // The device removed the segment it had made before it failed.
+    assert!(shm::shmget(key, 0, Get::Open).is_err());
+    drop(stale);
+    s.assert_no_leftovers();
+}
+
+#[test]
 fn ctrl_c_ends_a_watch_quietly() {
     let s = Scratch::new("dev-ctrlc");
     let dev = device(&s, &["--period", "10000"]);

@@ -443,10 +443,12 @@ fn explain_exists(key: Key, e: io::Error) -> io::Error {
     if sys::errno(&e) != Some(libc::EEXIST) {
         return e;
     }
+    // Whose segment is it? (Ours, if it is only the semaphore set that was in the way.)
     let creator = shm::shmget(key, 0, Get::Open)
         .and_then(|id| id.stat())
         .map(|s| s.creator_pid)
-        .ok();
+        .ok()
+        .filter(|&pid| pid != std::process::id() as i32);
     let why = match creator {
         Some(pid) if sys::process::alive(pid) => {
             format!("a device (pid {pid}) already runs with key 0x{key:08x}")
