@@ -11,7 +11,7 @@ mod common;
 
 use common::{cmd, run_with_limit, wait_until, Scratch};
 use ipclab::device::client::Client;
-use ipclab::device::SEM_DONE;
+use ipclab::device::{SEM_CMD, SEM_DONE};
 use ipclab::sys::process::{kill, SIGINT, SIGTERM};
 use ipclab::sys::shm::{self, Get};
 use ipclab::sys::{sem, Key};
@@ -393,6 +393,12 @@ fn a_stuck_device_times_out_and_a_client_killed_mid_command_leaves_nothing_stuck
     v.kill().unwrap();
     v.wait().unwrap();
     kill(dev.pid as i32, libc::SIGCONT).unwrap();
+    // Let the device take the dead client's command before anyone reuses the request block
+    // (otherwise the next client's request would simply replace it, which is also fine).
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    assert!(wait_until(LIMIT, || {
+        sems.get_val(SEM_CMD).unwrap() == 0 && sems.get_val(SEM_DONE).unwrap() >= 1
+    }));
     let o = client(&dev, &["set", "1", "3"]);
     assert_eq!(stdout(&o), "ok\n", "{}", stderr(&o));
     let o = client(&dev, &["get", "1"]);

@@ -114,8 +114,8 @@ impl Device {
     pub fn create(key: Key, config: Config) -> io::Result<Device> {
         config.check()?;
         let len = wire::segment_len(config.channels);
-        let seg =
-            shm::shmget(key, len, Get::Create(config.mode)).map_err(|e| explain_exists(key, e))?;
+        let seg = shm::shmget(key, len, Get::Create(config.mode))
+            .map_err(|e| explain_exists(key, Made::Segment, e))?;
         // We created it: from here on, every way out of this function removes it.
         let seg = Owner::new(seg);
         let att = seg.attach(Access::ReadWrite)?;
@@ -133,7 +133,7 @@ impl Device {
             att.write_at(wire::channel_offset(i as u16), &c.encode())?;
         }
         let sems = sem::semget(key, NSEMS, Get::Create(config.mode))
-            .map_err(|e| explain_exists(key, e))?;
+            .map_err(|e| explain_exists(key, Made::Semaphores, e))?;
         let sems = Owner::new(sems);
         sems.set_all(&SEM_INITIAL)?;
         // The first semop sets sem_otime, the sign (for anyone who checks) that the creator has
@@ -437,18 +437,28 @@ impl IsGone for bool {
     }
 }
 
+/// Which object `create` was making.
+#[derive(Clone, Copy)]
+enum Made {
+    Segment,
+    Semaphores,
+}
+
 /// `File exists` from shmget/semget, explained: another device runs on this key, or a dead one
 /// left its objects behind.
-fn explain_exists(key: Key, e: io::Error) -> io::Error {
+fn explain_exists(key: Key, what: Made, e: io::Error) -> io::Error {
     if sys::errno(&e) != Some(libc::EEXIST) {
         return e;
     }
-    // Whose segment is it? (Ours, if it is only the semaphore set that was in the way.)
-    let creator = shm::shmget(key, 0, Get::Open)
-        .and_then(|id| id.stat())
-        .map(|s| s.creator_pid)
-        .ok()
-        .filter(|&pid| pid != std::process::id() as i32);
+    // The segment is made first, so a set in the way means its segment is gone: a leftover. A
+    // segment in the way belongs to a running device or to a dead one.
+    let creator = match what {
+        Made::Segment => shm::shmget(key, 0, Get::Open)
+            .and_then(|id| id.stat())
+            .map(|s| s.creator_pid)
+            .ok(),
+        Made::Semaphores => None,
+    };
     let why = match creator {
         Some(pid) if sys::process::alive(pid) => {
             format!("a device (pid {pid}) already runs with key 0x{key:08x}")
