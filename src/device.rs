@@ -9,7 +9,7 @@
 //!                 ◀─(3) wait DONE, read reply, give SLOT back─ │ segment: register file   │
 //!   device_client ──(watch) wait for the UPDATE gate, ───────▶ │ header│request│reply│ch0…│
 //!                   read a channel under LOCK                  └──────────────────────────┘
-//!   device        ──(2) wait CMD+LOCK (or the next tick), execute, post LOCK+DONE
+//!   device        ──(2) wait CMD (or the next tick), execute (a set takes LOCK), post DONE
 //!                 ──every period: under LOCK ramp each readback toward its setpoint,
 //!                   then open the UPDATE gate for every watcher at once
 //! ```

@@ -2,9 +2,10 @@
 //!
 //! One thread does all the work, in one loop ([`Device::run`]). Each turn it sleeps in a single
 //! `semtimedop` that waits for *either* of two things:
-//! - a command: the operation list `[CMD -1, LOCK -1]` succeeds as soon as a client has posted
-//!   CMD and nobody holds the lock. Both are taken atomically, so the device never holds the lock
-//!   while it waits for a command, and never executes a command without it;
+//! - a command: `CMD -1` succeeds as soon as a client has posted CMD. A command that changes the
+//!   registers (set, reset) then takes LOCK to copy them into the segment, and gives it back
+//!   together with DONE in one `semop`; a `get` is answered from the device's own copy and
+//!   needs no lock at all;
 //! - the next tick: the timeout is exactly the time left until the next periodic update.
 //!
 //! So a command is served the moment it is posted (no polling, no timer granularity), and the
@@ -79,6 +80,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Which channels a command changed, to be copied into the segment under LOCK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Changed {
+    Nothing,
+    One(u16),
+    All,
 }
 
 /// Why [`Device::run`] returned.
@@ -220,25 +229,17 @@ impl Device {
                 }
                 continue;
             }
-            // The one place the device sleeps: until a command can be taken together with the
-            // lock, or until the next tick is due, whichever comes first.
-            let got = sems.op_timeout(
-                &[SemOp::wait(SEM_CMD), SemOp::wait(SEM_LOCK).undo()],
-                next_tick - now,
-            );
-            match got {
+            // The one place the device sleeps: until a command is posted, or until the next tick
+            // is due, whichever comes first.
+            match sems.op_timeout(&[SemOp::wait(SEM_CMD)], next_tick - now) {
                 Ok(true) => {
                     let sig = stop.load(Ordering::SeqCst);
                     if sig != 0 {
                         // The wake-up from `serve` (or a command that arrived just as we were
                         // told to stop: its client will learn from EIDRM and the status word).
-                        sems.op(&[SemOp::post(SEM_LOCK).undo()])?;
                         return Ok(Stop::Signal(sig));
                     }
-                    let executed = self.execute();
-                    // Lock and reply in one semop: the client wakes with the lock already free.
-                    let posted = sems.op(&[SemOp::post(SEM_LOCK).undo(), SemOp::post(SEM_DONE)]);
-                    match executed.and(posted) {
+                    match self.execute(stop) {
                         Ok(()) => {}
                         Err(e) if is_removed(&e) => return Ok(Stop::Removed),
                         Err(e) => return Err(e),
@@ -251,46 +252,88 @@ impl Device {
         }
     }
 
-    /// One command, with CMD and LOCK held: read the request, apply it, write the reply.
-    fn execute(&mut self) -> io::Result<()> {
+    /// One command, CMD taken: read the request, apply it to our own copy of the registers,
+    /// copy what changed into the segment under LOCK, write the reply, post DONE.
+    ///
+    /// LOCK is taken only when the segment's channels change (set, reset): a `get` is answered
+    /// from the device's own copy, which nobody else writes, so it needs no lock and is never
+    /// held up by a reader. That keeps the common round trip at two semops on our side, the
+    /// same as a bare semaphore ping-pong.
+    fn execute(&mut self, stop: &AtomicI32) -> io::Result<()> {
+        let sems = self.sems.get();
         let mut buf = [0u8; wire::REQUEST_LEN];
         self.att.read_at(wire::REQUEST_OFFSET, &mut buf)?;
-        let reply = match Request::decode(&buf) {
+        let (reply, changed) = match Request::decode(&buf) {
             Ok(req) => {
-                let reply = self.apply(req.op)?;
+                let (result, channel, changed) = self.apply(req.op);
                 crate::trace!(
-                    "command seq {} from pid {}: {:?} -> {:?}",
+                    "command seq {} from pid {}: {:?} -> {result:?}",
                     req.seq,
                     req.pid,
-                    req.op,
-                    reply.0
+                    req.op
                 );
-                Reply {
+                let reply = Reply {
                     seq: req.seq,
-                    result: reply.0,
-                    channel: reply.1,
-                }
+                    result,
+                    channel,
+                };
+                (reply, changed)
             }
             Err(e) => {
                 // A garbled request is answered, not fatal: the device keeps serving.
                 crate::trace!("bad request: {e}");
-                Reply {
+                let reply = Reply {
                     seq: u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
                     result: ResultCode::BadRequest,
                     channel: Channel::ZERO,
-                }
+                };
+                (reply, Changed::Nothing)
             }
         };
-        self.att.write_at(wire::REPLY_OFFSET, &reply.encode())
+        // The reply block needs no lock: only the device writes it, and only the client holding
+        // the slot reads it, after DONE.
+        self.att.write_at(wire::REPLY_OFFSET, &reply.encode())?;
+        if changed == Changed::Nothing {
+            return sems.op(&[SemOp::post(SEM_DONE)]);
+        }
+        if !self.lock(stop)? {
+            // Told to stop while a reader held the lock: the client learns from EIDRM.
+            return Ok(());
+        }
+        match changed {
+            Changed::One(ch) => self.att.write_at(
+                wire::channel_offset(ch),
+                &self.channels[usize::from(ch)].encode(),
+            )?,
+            Changed::All => self.write_channels()?,
+            Changed::Nothing => {}
+        }
+        // Lock and reply in one semop: the client wakes with the lock already free.
+        sems.op(&[SemOp::post(SEM_LOCK).undo(), SemOp::post(SEM_DONE)])
     }
 
-    /// Applies one command to the registers (LOCK held) and says how it went.
-    fn apply(&mut self, op: Op) -> io::Result<(ResultCode, Channel)> {
+    /// Takes LOCK, waiting one period at a time so that a stop request is still noticed while a
+    /// reader (frozen, say) holds it. Ok(false) if we were told to stop instead.
+    fn lock(&self, stop: &AtomicI32) -> io::Result<bool> {
+        let sems = self.sems.get();
+        loop {
+            if sems.op_timeout(&[SemOp::wait(SEM_LOCK).undo()], self.config.period)? {
+                return Ok(true);
+            }
+            if stop.load(Ordering::SeqCst) != 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Applies one command to the device's own copy of the registers: the result, the channel
+    /// to reply with, and what must be copied into the segment.
+    fn apply(&mut self, op: Op) -> (ResultCode, Channel, Changed) {
         let n = self.config.channels;
         match op {
             Op::Set { channel, value } if channel < n => {
                 if !value.is_finite() || value.abs() > params::DEVICE_VALUE_LIMIT {
-                    return Ok((ResultCode::BadValue, Channel::ZERO));
+                    return (ResultCode::BadValue, Channel::ZERO, Changed::Nothing);
                 }
                 let c = &mut self.channels[usize::from(channel)];
                 c.setpoint = value;
@@ -301,15 +344,16 @@ impl Device {
                     c.status = ChannelStatus::Ramping;
                 }
                 c.update = self.header.update;
-                let c = *c;
-                self.att
-                    .write_at(wire::channel_offset(channel), &c.encode())?;
-                Ok((ResultCode::Ok, c))
+                (ResultCode::Ok, *c, Changed::One(channel))
             }
-            Op::Get { channel } if channel < n => {
-                Ok((ResultCode::Ok, self.channels[usize::from(channel)]))
+            Op::Get { channel } if channel < n => (
+                ResultCode::Ok,
+                self.channels[usize::from(channel)],
+                Changed::Nothing,
+            ),
+            Op::Set { .. } | Op::Get { .. } => {
+                (ResultCode::NoSuchChannel, Channel::ZERO, Changed::Nothing)
             }
-            Op::Set { .. } | Op::Get { .. } => Ok((ResultCode::NoSuchChannel, Channel::ZERO)),
             Op::Reset => {
                 for c in &mut self.channels {
                     *c = Channel {
@@ -317,8 +361,7 @@ impl Device {
                         ..Channel::ZERO
                     };
                 }
-                self.write_channels()?;
-                Ok((ResultCode::Ok, Channel::ZERO))
+                (ResultCode::Ok, Channel::ZERO, Changed::All)
             }
         }
     }
