@@ -18,7 +18,7 @@
 //!   own, so every reply echoes the request's sequence number and a mismatch means "not mine,
 //!   wait again".
 //! - **Every semaphore a client holds is taken with `SEM_UNDO`**, and given back on every path
-//!   by a guard ([`Held`]); if the process dies instead, the kernel gives it back.
+//!   by a guard (`Held`); if the process dies instead, the kernel gives it back.
 //! - Readers take LOCK for the few bytes they copy, so they see each channel as one update left
 //!   it: never a new setpoint next to an old readback.
 
