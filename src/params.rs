@@ -66,6 +66,44 @@ pub const XFR_SETUP_GRACE: Duration = Duration::from_secs(2);
 // ---------------------------------------------------------------------------------------------
 // device / device_client / detach (seed 003).
 
+/// `-k/--key-path`: the file that `ftok` turns into the key of the segment and the semaphore set.
+/// Like every lab, the current directory: run `device`, `device_client` and `detach` in one place.
+pub const DEVICE_KEY_PATH: &str = ".";
+
+/// `-i/--proj-id`: the `ftok` project id, 68 = 'D' (for Device).
+pub const DEVICE_PROJ_ID: u8 = 68;
+
+/// `--channels`: how many channels the device simulates.
+pub const DEVICE_CHANNELS: u16 = 4;
+
+/// The most channels a device may have (and a client will believe a header that claims).
+pub const DEVICE_MAX_CHANNELS: u16 = 256;
+
+/// `--period`: milliseconds between two periodic updates of the registers.
+pub const DEVICE_PERIOD_MS: u32 = 100;
+
+/// The shortest `--period` accepted, in milliseconds.
+pub const DEVICE_PERIOD_MIN_MS: u32 = 1;
+
+/// The longest `--period` accepted, in milliseconds (a watcher waits up to its timeout plus one
+/// period for the next update).
+pub const DEVICE_PERIOD_MAX_MS: u32 = 10_000;
+
+/// `--ramp`: how fast a readback moves toward its setpoint, in units per second: `set 0 5` takes
+/// five seconds to settle, slow enough to watch. `--ramp 0` makes every set instant.
+pub const DEVICE_RAMP: f64 = 1.0;
+
+/// The largest setpoint magnitude the device accepts; anything beyond is `bad value`.
+pub const DEVICE_VALUE_LIMIT: f64 = 1.0e9;
+
+/// `--timeout` of `device_client`: how long it waits for the command slot, for the reply, or for
+/// the next update, before it gives up.
+pub const DEVICE_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// While a client waits, it wakes this often to check that the device is still alive, so that a
+/// device killed with SIGKILL is noticed long before the timeout.
+pub const DEVICE_LIVENESS_SLICE: Duration = Duration::from_millis(100);
+
 // ---------------------------------------------------------------------------------------------
 // shmem library (seed 004).
 

@@ -1,0 +1,680 @@
+//! Integration tests for seed 003: `device`, `device_client` and `detach`, as real processes on
+//! real segments and semaphore sets, each test with its own key (a `Scratch` key file).
+//!
+//! What is pinned down: the exact output of set/get/watch, the ramp, every error (bad channel,
+//! non-number, usage, no device) with its exit code and stderr prefix, a device that dies or
+//! stops while a client waits, a client that dies mid-command, `detach --stat` and `detach`, the
+//! clean exit on SIGINT/SIGTERM, and that no reader ever sees a torn channel. No test measures
+//! speed; deadlines are generous and only catch hangs.
+
+mod common;
+
+use common::{cmd, run_with_limit, wait_until, Scratch};
+use ipclab::device::client::Client;
+use ipclab::device::{SEM_CMD, SEM_DONE};
+use ipclab::sys::process::{kill, SIGINT, SIGTERM};
+use ipclab::sys::shm::{self, Get};
+use ipclab::sys::{sem, Key};
+use ipclab::wire::device::ChannelStatus;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const PROJ: u8 = 68;
+
+/// A device started for one test.
+struct Dev {
+    pid: u32,
+    key: Key,
+    key_file: PathBuf,
+    out: PathBuf,
+}
+
+impl Dev {
+    /// What the device printed on stdout so far.
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+/// Starts `device -k <scratch>/key EXTRA...` with its output in files, and waits for its first
+/// line (printed once everything is created and initialised).
+fn device(s: &Scratch, extra: &[&str]) -> Dev {
+    let key_file = s.key_file("key");
+    let key = s.key(&key_file, PROJ);
+    let out = s.dir().join("device.out");
+    let err = s.dir().join("device.err");
+    let pid = s.spawn(
+        cmd("device")
+            .arg("-k")
+            .arg(&key_file)
+            .args(extra)
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap()),
+    );
+    let dev = Dev {
+        pid,
+        key,
+        key_file,
+        out,
+    };
+    assert!(
+        wait_until(LIMIT, || dev.stdout().contains('\n')),
+        "device did not start; stderr: {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    let first = dev.stdout();
+    assert!(
+        first.starts_with(&format!("device: key 0x{key:08x} shmid ")),
+        "{first}"
+    );
+    dev
+}
+
+/// Runs `device_client -k KEYFILE ARGS...` to completion.
+fn client(dev: &Dev, args: &[&str]) -> Output {
+    run_with_limit(
+        cmd("device_client").arg("-k").arg(&dev.key_file).args(args),
+        LIMIT,
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Starts a client in the background with piped output (killed by the Scratch if it hangs).
+fn client_bg(s: &Scratch, dev: &Dev, args: &[&str]) -> u32 {
+    s.spawn(
+        cmd("device_client")
+            .arg("-k")
+            .arg(&dev.key_file)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+}
+
+/// Waits for a child taken back from the Scratch to exit, within `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process did not exit within {limit:?}; stderr: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// How many processes have the device's segment attached (`shm_nattch`).
+fn attached(dev: &Dev) -> u64 {
+    shm::shmget(dev.key, 0, Get::Open)
+        .and_then(|id| id.stat())
+        .map_or(0, |st| st.attaches)
+}
+
+/// Waits until `n` processes (the device and n-1 clients) have the segment attached.
+fn wait_attached(dev: &Dev, n: u64) {
+    assert!(
+        wait_until(LIMIT, || attached(dev) == n),
+        "expected {n} attachments, have {}",
+        attached(dev)
+    );
+}
+
+/// Waits until a client sleeps waiting for the device's reply (DONE), i.e. has posted its command.
+fn wait_for_reply_waiter(dev: &Dev) {
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    assert!(
+        wait_until(LIMIT, || sems.waiting(SEM_DONE).unwrap_or(0) >= 1),
+        "no client is waiting for a reply"
+    );
+}
+
+/// Kills the device with SIGKILL (nothing gets removed) and reaps it, so that its pid is gone.
+fn kill_device(s: &Scratch, dev: &Dev) {
+    let mut child = s.take(dev.pid);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Sends `sig` to the device and waits for it to exit; its exit status and final stdout.
+fn stop_device(s: &Scratch, dev: &Dev, sig: i32) -> (Option<i32>, String) {
+    kill(dev.pid as i32, sig).unwrap();
+    let out = finish(s.take(dev.pid), LIMIT);
+    (out.status.code(), dev.stdout())
+}
+
+#[test]
+fn set_then_get_prints_ok_and_the_channel_line() {
+    let s = Scratch::new("dev-setget");
+    let dev = device(&s, &["--ramp", "0"]);
+    let o = client(&dev, &["set", "1", "2.5"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "ok\n".into()),
+        "{}",
+        stderr(&o)
+    );
+    let o = client(&dev, &["get", "1"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=1 setpoint=2.500 readback=2.500 status=ok\n"
+    );
+    // Negative values are numbers, not options.
+    let o = client(&dev, &["set", "3", "-4"]);
+    assert_eq!(stdout(&o), "ok\n", "{}", stderr(&o));
+    let o = client(&dev, &["get", "3"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=3 setpoint=-4.000 readback=-4.000 status=ok\n"
+    );
+    let o = client(&dev, &["reset"]);
+    assert_eq!(stdout(&o), "ok\n");
+    let o = client(&dev, &["get", "1"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=1 setpoint=0.000 readback=0.000 status=ok\n"
+    );
+    let (code, out) = stop_device(&s, &dev, SIGTERM);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\ndevice: signal 15: removed shmid "), "{out}");
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn the_readback_ramps_toward_the_setpoint_and_watch_prints_every_update() {
+    let s = Scratch::new("dev-ramp");
+    // 20 units/s, an update every 20 ms: set 0 2 settles in about 100 ms, 5 updates.
+    let dev = device(&s, &["--ramp", "20", "--period", "20", "--channels", "2"]);
+    let watcher = client_bg(&s, &dev, &["watch", "0", "--count", "12"]);
+    wait_attached(&dev, 2);
+    let o = client(&dev, &["set", "0", "2"]);
+    assert_eq!(stdout(&o), "ok\n");
+    let o = client(&dev, &["get", "0"]);
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("channel=0 setpoint=2.000 readback=") && line.ends_with("\n"),
+        "{line}"
+    );
+    let out = finish(s.take(watcher), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 12, "{text}");
+    let mut last_update = 0u64;
+    let mut last_readback = -1.0f64;
+    for l in &lines {
+        // update=N channel=0 setpoint=S readback=R status=X
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 5, "{l}");
+        let update: u64 = f[0].strip_prefix("update=").unwrap().parse().unwrap();
+        assert!(update > last_update, "updates must increase: {text}");
+        assert_eq!(f[1], "channel=0");
+        let readback: f64 = f[3].strip_prefix("readback=").unwrap().parse().unwrap();
+        assert!(readback >= last_readback, "a ramp never goes back: {text}");
+        let status = f[4].strip_prefix("status=").unwrap();
+        assert!(status == "ok" || status == "ramping", "{l}");
+        last_update = update;
+        last_readback = readback;
+    }
+    // It got there, and was seen ramping on the way.
+    assert!(text.contains("status=ramping"), "{text}");
+    assert!(
+        wait_until(LIMIT, || stdout(&client(&dev, &["get", "0"]))
+            == "channel=0 setpoint=2.000 readback=2.000 status=ok\n"),
+        "the ramp never settled"
+    );
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn bad_channels_non_numbers_and_usage_errors() {
+    let s = Scratch::new("dev-bad");
+    let dev = device(&s, &["--ramp", "0"]);
+    for args in [&["get", "9"][..], &["set", "4", "1"], &["watch", "7"]] {
+        let o = client(&dev, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "device_client: {}: channel {} out of range: the device has channels 0..3\n",
+                args[0], args[1]
+            )
+        );
+    }
+    let o = client(&dev, &["set", "0", "abc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "device_client: set: 'abc' is not a number\n");
+    let o = client(&dev, &["set", "0", "nan"]);
+    assert_eq!(stderr(&o), "device_client: set: 'nan' is not a number\n");
+    let o = client(&dev, &["get", "one"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "device_client: get: 'one' is not a channel number\n"
+    );
+    let o = client(&dev, &["set", "0", "1e12"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("device_client: set: the device refused the value"),
+        "{}",
+        stderr(&o)
+    );
+    for args in [
+        &[][..],
+        &["fly"],
+        &["set", "1"],
+        &["get"],
+        &["get", "0", "--count", "2"],
+        &["--bogus", "get", "0"],
+    ] {
+        let o = client(&dev, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with("device_client: "), "{}", stderr(&o));
+        assert!(stderr(&o).contains("Try 'device_client --help'"));
+    }
+    // The device is still serving after all that.
+    let o = client(&dev, &["set", "0", "1"]);
+    assert_eq!(stdout(&o), "ok\n");
+    let o = run_with_limit(cmd("device").args(["--channels", "0"]), LIMIT);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run_with_limit(cmd("device").args(["--period", "soon"]), LIMIT);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run_with_limit(cmd("device_client").arg("--help"), LIMIT);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("Usage: device_client"));
+    stop_device(&s, &dev, SIGINT);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn no_device_running_is_a_clear_error() {
+    let s = Scratch::new("dev-none");
+    let key_file = s.key_file("key");
+    let key = s.key(&key_file, PROJ);
+    let o = run_with_limit(
+        cmd("device_client")
+            .arg("-k")
+            .arg(&key_file)
+            .args(["get", "0"]),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "device_client: no device running at key 0x{key:08x} (start `device` first): "
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_with_limit(cmd("detach").arg("-k").arg(&key_file).arg("--stat"), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with(&format!("detach: no device objects at key 0x{key:08x}: ")));
+    let o = run_with_limit(cmd("detach").arg("-k").arg(&key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn a_device_killed_while_clients_wait_does_not_hang_them() {
+    let s = Scratch::new("dev-death");
+    // No update for 10 s: a watcher just waits.
+    let dev = device(&s, &["--period", "10000"]);
+    let watcher = client_bg(&s, &dev, &["watch", "0", "--timeout", "60"]);
+    wait_attached(&dev, 2);
+    // A command waiting for its reply: the device is frozen, then killed.
+    kill(dev.pid as i32, libc::SIGSTOP).unwrap();
+    let getter = client_bg(&s, &dev, &["get", "0", "--timeout", "60"]);
+    wait_for_reply_waiter(&dev);
+    let t = Instant::now();
+    kill_device(&s, &dev);
+    let w = finish(s.take(watcher), LIMIT);
+    let g = finish(s.take(getter), LIMIT);
+    // Far sooner than the 60 s timeout: the pid check between two waits saw it die.
+    assert!(t.elapsed() < Duration::from_secs(15));
+    assert_eq!(w.status.code(), Some(1));
+    assert_eq!(
+        stderr(&w),
+        format!("device_client: watch: the device (pid {}) died\n", dev.pid)
+    );
+    assert_eq!(g.status.code(), Some(1));
+    assert_eq!(
+        stderr(&g),
+        format!("device_client: get: the device (pid {}) died\n", dev.pid)
+    );
+    // The objects are still there (SIGKILL removes nothing); a new client says so...
+    let o = client(&dev, &["get", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("its device (pid {}) is gone", dev.pid)),
+        "{}",
+        stderr(&o)
+    );
+    // ... a new device refuses the key and says why ...
+    let o = run_with_limit(cmd("device").arg("-k").arg(&dev.key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("left by a device"), "{}", stderr(&o));
+    // ... and detach, the operator's tool, clears them.
+    let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("detach: marked shmid "));
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn a_stuck_device_times_out_and_a_client_killed_mid_command_leaves_nothing_stuck() {
+    let s = Scratch::new("dev-stuck");
+    let dev = device(&s, &["--ramp", "0"]);
+    kill(dev.pid as i32, libc::SIGSTOP).unwrap();
+    let o = client(&dev, &["get", "0", "--timeout", "0.5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("device_client: get: timed out after 500ms waiting for the reply"),
+        "{}",
+        stderr(&o)
+    );
+    // A client that takes the slot, posts its command and is then killed: SEM_UNDO gives the
+    // slot back, and the reply the device writes later for nobody must not fool the next one.
+    let victim = client_bg(&s, &dev, &["set", "0", "7", "--timeout", "60"]);
+    wait_for_reply_waiter(&dev);
+    let mut v = s.take(victim);
+    v.kill().unwrap();
+    v.wait().unwrap();
+    kill(dev.pid as i32, libc::SIGCONT).unwrap();
+    // Let the device take the dead client's command before anyone reuses the request block
+    // (otherwise the next client's request would simply replace it, which is also fine).
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    assert!(wait_until(LIMIT, || {
+        sems.get_val(SEM_CMD).unwrap() == 0 && sems.get_val(SEM_DONE).unwrap() >= 1
+    }));
+    let o = client(&dev, &["set", "1", "3"]);
+    assert_eq!(stdout(&o), "ok\n", "{}", stderr(&o));
+    let o = client(&dev, &["get", "1"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=1 setpoint=3.000 readback=3.000 status=ok\n"
+    );
+    let o = client(&dev, &["get", "0"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=0 setpoint=7.000 readback=7.000 status=ok\n",
+        "the dead client's command was still executed"
+    );
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn detach_stat_prints_shmid_ds_and_the_limits() {
+    let s = Scratch::new("dev-stat");
+    let dev = device(&s, &["--channels", "4"]);
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{text}"))
+            .to_string()
+    };
+    assert!(text.starts_with(&format!("segment key 0x{:08x} shmid ", dev.key)));
+    assert_eq!(line("shm_segsz"), "  shm_segsz   224 bytes");
+    assert_eq!(
+        line("shm_cpid"),
+        format!("  shm_cpid    {} (creator, alive)", dev.pid)
+    );
+    assert!(line("shm_lpid").starts_with("  shm_lpid    "));
+    // Only the device is attached: detach reads the numbers before it attaches to read the header.
+    assert_eq!(line("shm_nattch"), "  shm_nattch  1");
+    for t in ["shm_atime", "shm_dtime", "shm_ctime"] {
+        let l = line(t);
+        assert!(l.ends_with(" UTC") || l.ends_with(" never"), "{l}");
+    }
+    assert!(line("shm_ctime").ends_with(" UTC"));
+    assert!(line("device status running").contains(&format!("pid {} (alive)", dev.pid)));
+    assert!(line("semaphores semid").ends_with("lock=1 slot=1 cmd=0 done=0 update=1"));
+    let limit = |n: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{n}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let cols = |name: &str| -> Vec<String> {
+        line(name)
+            .split("  ")
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(cols("SHMMAX")[1..], [limit("shmmax"), "32768".into()]);
+    assert_eq!(cols("SHMMIN")[1..], ["1 (fixed)".to_string(), "1".into()]);
+    assert_eq!(cols("SHMMNI")[1..], [limit("shmmni"), "4096".into()]);
+    assert_eq!(cols("SHMALL")[1..], [limit("shmall"), "-".into()]);
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn detach_removes_and_the_device_and_its_clients_notice() {
+    let s = Scratch::new("dev-detach");
+    let dev = device(&s, &["--period", "50"]);
+    let watcher = client_bg(&s, &dev, &["watch", "2"]);
+    // Wait until the watcher is attached (device + watcher), as detach --stat also shows.
+    wait_attached(&dev, 2);
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
+    assert!(stdout(&o).contains("  shm_nattch  2\n"), "{}", stdout(&o));
+    let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let said = stdout(&o);
+    assert!(said.starts_with("detach: marked shmid "), "{said}");
+    assert!(
+        said.ends_with(" for removal; 2 process(es) still attached will notice\n"),
+        "{said}"
+    );
+    let d = finish(s.take(dev.pid), LIMIT);
+    assert_eq!(d.status.code(), Some(0));
+    assert!(
+        dev.stdout()
+            .lines()
+            .last()
+            .unwrap()
+            .ends_with(" were removed (by detach); stopping"),
+        "{}",
+        dev.stdout()
+    );
+    let w = finish(s.take(watcher), LIMIT);
+    assert_eq!(w.status.code(), Some(1));
+    assert!(
+        stderr(&w).starts_with(&format!(
+            "device_client: watch: the device (pid {}) was removed by detach",
+            dev.pid
+        )),
+        "{}",
+        stderr(&w)
+    );
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn sigterm_and_sigint_remove_everything_and_waiting_clients_learn_why() {
+    for sig in [SIGTERM, SIGINT] {
+        let s = Scratch::new("dev-signal");
+        // A long period: the signal must be acted on at once, not at the next tick.
+        let dev = device(&s, &["--period", "10000"]);
+        let watcher = client_bg(&s, &dev, &["watch", "0"]);
+        wait_attached(&dev, 2);
+        let t = Instant::now();
+        let (code, out) = stop_device(&s, &dev, sig);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(code, Some(0));
+        assert!(
+            out.lines()
+                .last()
+                .unwrap()
+                .starts_with(&format!("device: signal {sig}: removed shmid ")),
+            "{out}"
+        );
+        let w = finish(s.take(watcher), LIMIT);
+        assert_eq!(w.status.code(), Some(1));
+        assert!(
+            stderr(&w).starts_with(&format!(
+                "device_client: watch: the device (pid {}) stopped",
+                dev.pid
+            )),
+            "{}",
+            stderr(&w)
+        );
+        s.assert_no_leftovers();
+    }
+}
+
+#[test]
+fn a_second_device_on_the_same_key_is_refused() {
+    let s = Scratch::new("dev-twice");
+    let dev = device(&s, &[]);
+    let o = run_with_limit(cmd("device").arg("-k").arg(&dev.key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "device: a device (pid {}) already runs with key 0x{:08x}: ",
+            dev.pid, dev.key
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // The refused one removed nothing of the first.
+    assert_eq!(stdout(&client(&dev, &["set", "0", "0"])), "ok\n");
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+/// Rapid sets from several threads (each with its own connection) while real `watch` processes
+/// and in-process readers check every snapshot: with `--ramp 0`, a channel seen whole always has
+/// readback = setpoint and status ok; a torn read would pair a new setpoint with an old readback.
+#[test]
+fn readers_never_see_a_torn_channel() {
+    let s = Scratch::new("dev-torn");
+    let dev = device(&s, &["--ramp", "0", "--period", "1", "--channels", "4"]);
+    let watchers: Vec<u32> = (0..4)
+        .map(|ch| client_bg(&s, &dev, &["watch", &ch.to_string(), "--count", "300"]))
+        .collect();
+    let key = dev.key;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setters: Vec<_> = (0..4u16)
+        .map(|ch| {
+            std::thread::spawn(move || {
+                let mut c = Client::open(key, Duration::from_secs(10)).unwrap();
+                for i in 0..1500u32 {
+                    // Every value distinct, and different on every channel.
+                    let v = f64::from(i) + f64::from(ch) / 10.0;
+                    let got = c.set(ch, v).unwrap();
+                    // The reply is ours: the command slot serialises the clients.
+                    assert_eq!((got.setpoint, got.readback), (v, v));
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let c = Client::open(key, Duration::from_secs(10)).unwrap();
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 2000 {
+                    let ch = (n % 4) as u16;
+                    let snap = c.snapshot(ch).unwrap();
+                    let c0 = snap.channel;
+                    assert_eq!(c0.setpoint, c0.readback, "torn channel {ch}: {c0:?}");
+                    assert_eq!(c0.status, ChannelStatus::Ok);
+                    assert!(c0.update <= snap.update, "{snap:?}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for t in setters {
+        t.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() >= 2000);
+    }
+    for w in watchers {
+        let out = finish(s.take(w), LIMIT * 2);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert_eq!(text.lines().count(), 300);
+        for l in text.lines() {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sp = f[2].strip_prefix("setpoint=").unwrap();
+            let rb = f[3].strip_prefix("readback=").unwrap();
+            assert_eq!(sp, rb, "torn line: {l}");
+            assert_eq!(f[4], "status=ok", "{l}");
+        }
+    }
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn a_semaphore_set_left_behind_is_named_and_nothing_else_is_left() {
+    let s = Scratch::new("dev-stale-sem");
+    let key_file = s.key_file("key");
+    let key = s.key(&key_file, PROJ);
+    // What a crashed older device could leave: a set at the key, and no segment.
+    let stale = ipclab::sys::Owner::new(sem::semget(key, 5, Get::Create(0o600)).unwrap());
+    let o = run_with_limit(cmd("device").arg("-k").arg(&key_file), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with(&format!(
+            "device: key 0x{key:08x} holds a semaphore set left behind; remove it with `detach`: semget("
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // The device removed the segment it had made before it failed.
+    assert!(shm::shmget(key, 0, Get::Open).is_err());
+    drop(stale);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn ctrl_c_ends_a_watch_quietly() {
+    let s = Scratch::new("dev-ctrlc");
+    let dev = device(&s, &["--period", "10000"]);
+    let watcher = client_bg(&s, &dev, &["watch", "0"]);
+    wait_attached(&dev, 2);
+    kill(watcher as i32, SIGINT).unwrap();
+    let w = finish(s.take(watcher), LIMIT);
+    // 128 + SIGINT, nothing on stderr, and the device is none the worse.
+    assert_eq!(w.status.code(), Some(130));
+    assert_eq!(stderr(&w), "");
+    assert_eq!(stdout(&client(&dev, &["set", "0", "1"])), "ok\n");
+    stop_device(&s, &dev, SIGTERM);
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn the_grader_passes() {
+    common::run_grader("02-device.sh");
+}
