@@ -12,12 +12,6 @@ grade_init "${1:-}" device device_client detach
 
 PROJ=68 # device's default -i ('D')
 
-# die WHY: fail this check now (each check runs in its own subshell, so exit ends only it).
-die() {
-    fail "$@"
-    exit 1
-}
-
 # start_device NAME ARGS...: a device on key file NAME, output in NAME.out; waits for its
 # first line. Sets DEV_PID and KF (the key file).
 start_device() {
@@ -28,7 +22,7 @@ start_device() {
     "$BIN/device" -k "$KF" "$@" >"$KF.out" 2>"$KF.err" &
     DEV_PID=$!
     track_pid "$DEV_PID"
-    wait_for 10 grep -q '^device: key 0x' "$KF.out" || die "device did not start: $(cat "$KF.err")"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out" || fail "device did not start: $(cat "$KF.err")"
 }
 
 # stop_device: SIGTERM, then the device must exit 0 within 5 s.
@@ -39,8 +33,8 @@ stop_device() {
         kill -0 "$DEV_PID" 2>/dev/null || break
         sleep 0.05
     done
-    kill -0 "$DEV_PID" 2>/dev/null && die "device did not exit within 5 s of SIGTERM"
-    wait "$DEV_PID" || die "device exited with $? after SIGTERM, expected 0"
+    kill -0 "$DEV_PID" 2>/dev/null && fail "device did not exit within 5 s of SIGTERM"
+    wait "$DEV_PID" || fail "device exited with $? after SIGTERM, expected 0"
 }
 
 client() { "$BIN/device_client" -k "$KF" "$@"; }
@@ -48,40 +42,40 @@ client() { "$BIN/device_client" -k "$KF" "$@"; }
 # wait_attached N: until detach --stat shows N attachments (the device and N-1 clients).
 wait_attached() {
     wait_for 10 bash -c "'$BIN/detach' -k '$KF' --stat 2>/dev/null | grep -Eq 'shm_nattch +$1\$'" ||
-        die "expected $1 processes attached: $("$BIN/detach" -k "$KF" --stat 2>&1 | grep nattch)"
+        fail "expected $1 processes attached: $("$BIN/detach" -k "$KF" --stat 2>&1 | grep nattch)"
 }
 
 set_get() {
     start_device setget --ramp 0
     local out
-    out=$(client set 1 2.5) || die "set failed"
-    [ "$out" = ok ] || die "set printed '$out', expected 'ok'"
-    out=$(client get 1) || die "get failed"
+    out=$(client set 1 2.5) || fail "set failed"
+    [ "$out" = ok ] || fail "set printed '$out', expected 'ok'"
+    out=$(client get 1) || fail "get failed"
     [[ "$out" == *"setpoint=2.500 readback=2.500 status=ok"* ]] ||
-        die "get printed '$out', expected ...setpoint=2.500 readback=2.500 status=ok"
-    out=$(client reset) && [ "$out" = ok ] || die "reset printed '$out'"
+        fail "get printed '$out', expected ...setpoint=2.500 readback=2.500 status=ok"
+    out=$(client reset) && [ "$out" = ok ] || fail "reset printed '$out'"
     out=$(client get 1)
-    [[ "$out" == *"setpoint=0.000 readback=0.000"* ]] || die "after reset: '$out'"
+    [[ "$out" == *"setpoint=0.000 readback=0.000"* ]] || fail "after reset: '$out'"
     stop_device
 }
 
 watch_updates() {
     start_device watch --period 20
     local out n
-    out=$(timeout 10 "$BIN/device_client" -k "$KF" watch 0 --count 5) || die "watch failed or hung"
+    out=$(timeout 10 "$BIN/device_client" -k "$KF" watch 0 --count 5) || fail "watch failed or hung"
     n=$(grep -c 'setpoint=.* readback=.* status=' <<<"$out")
-    [ "$n" = 5 ] || die "watch --count 5 printed $n channel lines: $out"
+    [ "$n" = 5 ] || fail "watch --count 5 printed $n channel lines: $out"
     stop_device
 }
 
 ramp() {
     start_device ramp --ramp 10 --period 20
-    client set 0 3 >/dev/null || die "set failed"
+    client set 0 3 >/dev/null || fail "set failed"
     local out
     out=$(client get 0)
-    [[ "$out" == *"setpoint=3.000"*"status=ramping"* ]] || die "right after set 0 3: '$out'"
+    [[ "$out" == *"setpoint=3.000"*"status=ramping"* ]] || fail "right after set 0 3: '$out'"
     wait_for 5 bash -c "'$BIN/device_client' -k '$KF' get 0 | grep -q 'readback=3.000 status=ok'" ||
-        die "readback did not reach 3 at 10 units/s: $(client get 0)"
+        fail "readback did not reach 3 at 10 units/s: $(client get 0)"
     stop_device
 }
 
@@ -90,9 +84,9 @@ bad_channel() {
     local err rc
     err=$(client get 5 2>&1 >/dev/null)
     rc=$?
-    [ "$rc" = 1 ] || die "get 5 on a 2-channel device exited $rc, expected 1"
-    [[ "$err" == "device_client: get: channel 5 out of range"* ]] || die "get 5 said: $err"
-    client set 1 1 >/dev/null || die "the device stopped serving after a bad channel"
+    [ "$rc" = 1 ] || fail "get 5 on a 2-channel device exited $rc, expected 1"
+    [[ "$err" == "device_client: get: channel 5 out of range"* ]] || fail "get 5 said: $err"
+    client set 1 1 >/dev/null || fail "the device stopped serving after a bad channel"
     stop_device
 }
 
@@ -101,12 +95,12 @@ non_number() {
     local err rc
     err=$(client set 0 volts 2>&1 >/dev/null)
     rc=$?
-    [ "$rc" = 1 ] || die "set 0 volts exited $rc, expected 1"
-    [[ "$err" == "device_client: set: 'volts' is not a number" ]] || die "set 0 volts said: $err"
+    [ "$rc" = 1 ] || fail "set 0 volts exited $rc, expected 1"
+    [[ "$err" == "device_client: set: 'volts' is not a number" ]] || fail "set 0 volts said: $err"
     err=$(client get zero 2>&1 >/dev/null)
-    [ $? = 1 ] || die "get zero did not exit 1"
+    [ $? = 1 ] || fail "get zero did not exit 1"
     client set 0 >/dev/null 2>&1
-    [ $? = 2 ] || die "set with a missing value is a usage error (exit 2)"
+    [ $? = 2 ] || fail "set with a missing value is a usage error (exit 2)"
     stop_device
 }
 
@@ -115,8 +109,8 @@ no_device() {
     kf=$(new_key_file nodev)
     err=$("$BIN/device_client" -k "$kf" get 0 2>&1 >/dev/null)
     rc=$?
-    [ "$rc" = 1 ] || die "get with no device exited $rc, expected 1"
-    [[ "$err" == "device_client: no device running"* ]] || die "get with no device said: $err"
+    [ "$rc" = 1 ] || fail "get with no device exited $rc, expected 1"
+    [[ "$err" == "device_client: no device running"* ]] || fail "get with no device said: $err"
 }
 
 device_death() {
@@ -130,25 +124,25 @@ device_death() {
     wait "$DEV_PID" 2>/dev/null
     wait "$w"
     local rc=$?
-    ((SECONDS - start <= 10)) || die "the watcher took $((SECONDS - start)) s to notice"
-    [ "$rc" = 1 ] || die "the watcher exited $rc after the device died, expected 1"
+    ((SECONDS - start <= 10)) || fail "the watcher took $((SECONDS - start)) s to notice"
+    [ "$rc" = 1 ] || fail "the watcher exited $rc after the device died, expected 1"
     err=$(cat "$KF.watch")
-    [[ "$err" == *"died"* ]] || die "the watcher said: $err"
+    [[ "$err" == *"died"* ]] || fail "the watcher said: $err"
     # SIGKILL removed nothing: detach is the way to clear it.
-    "$BIN/detach" -k "$KF" >/dev/null || die "detach could not remove the dead device's objects"
+    "$BIN/detach" -k "$KF" >/dev/null || fail "detach could not remove the dead device's objects"
 }
 
 detach_stat() {
     start_device stat --channels 4
     local out f
-    out=$("$BIN/detach" -k "$KF" --stat) || die "detach --stat failed"
+    out=$("$BIN/detach" -k "$KF" --stat) || fail "detach --stat failed"
     for f in shm_segsz shm_cpid shm_lpid shm_nattch shm_atime shm_dtime shm_ctime \
         SHMMAX SHMMIN SHMMNI SHMALL; do
-        grep -q "$f" <<<"$out" || die "detach --stat shows no $f"
+        grep -q "$f" <<<"$out" || fail "detach --stat shows no $f"
     done
-    grep -q "shm_cpid *$DEV_PID\b" <<<"$out" || die "shm_cpid is not the device's pid $DEV_PID"
-    grep -q "SHMMNI.*$(cat /proc/sys/kernel/shmmni)" <<<"$out" || die "SHMMNI is not the machine's"
-    grep -q "SHMMAX.*32768" <<<"$out" || die "the seed's Linux 3.2 value of SHMMAX is missing"
+    grep -q "shm_cpid *$DEV_PID\b" <<<"$out" || fail "shm_cpid is not the device's pid $DEV_PID"
+    grep -q "SHMMNI.*$(cat /proc/sys/kernel/shmmni)" <<<"$out" || fail "SHMMNI is not the machine's"
+    grep -q "SHMMAX.*32768" <<<"$out" || fail "the seed's Linux 3.2 value of SHMMAX is missing"
     stop_device
 }
 
@@ -158,30 +152,30 @@ detach_removal() {
     local w=$! rc
     track_pid "$w"
     wait_attached 2
-    "$BIN/detach" -k "$KF" >/dev/null || die "detach failed"
-    wait_for 5 bash -c "! kill -0 $DEV_PID 2>/dev/null" || die "device still runs after detach"
+    "$BIN/detach" -k "$KF" >/dev/null || fail "detach failed"
+    wait_for 5 bash -c "! kill -0 $DEV_PID 2>/dev/null" || fail "device still runs after detach"
     wait "$DEV_PID"
     rc=$?
-    [ "$rc" = 0 ] || die "device exited $rc after detach, expected 0"
-    grep -q 'removed' "$KF.out" || die "device gave no message: $(cat "$KF.out")"
+    [ "$rc" = 0 ] || fail "device exited $rc after detach, expected 0"
+    grep -q 'removed' "$KF.out" || fail "device gave no message: $(cat "$KF.out")"
     wait "$w"
     rc=$?
-    [ "$rc" = 1 ] || die "watcher exited $rc after detach, expected 1"
-    grep -q 'removed by detach' "$KF.watch" || die "watcher said: $(cat "$KF.watch")"
-    [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || die "objects remain after detach"
+    [ "$rc" = 1 ] || fail "watcher exited $rc after detach, expected 1"
+    grep -q 'removed by detach' "$KF.watch" || fail "watcher said: $(cat "$KF.watch")"
+    [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || fail "objects remain after detach"
 }
 
 sigterm_cleanup() {
     start_device term
     local key
     key=$(ftok_key "$KF" "$PROJ")
-    [ -n "$(objects_with_key "$key")" ] || die "no objects while the device runs?"
+    [ -n "$(objects_with_key "$key")" ] || fail "no objects while the device runs?"
     stop_device
-    [ -z "$(objects_with_key "$key")" ] || die "objects left after SIGTERM: $(objects_with_key "$key")"
+    [ -z "$(objects_with_key "$key")" ] || fail "objects left after SIGTERM: $(objects_with_key "$key")"
     start_device int
     kill -INT "$DEV_PID"
-    wait "$DEV_PID" || die "device exited $? after SIGINT, expected 0"
-    [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || die "objects left after SIGINT"
+    wait "$DEV_PID" || fail "device exited $? after SIGINT, expected 0"
+    [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || fail "objects left after SIGINT"
 }
 
 check set-get set_get
