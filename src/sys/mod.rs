@@ -25,11 +25,13 @@
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
+//! - [`rshm_c`]: the RSHM calls exported with C names for `include/rshm.h` (seed 000).
 
 pub mod flock;
 pub mod ipcs;
 pub mod msg;
 pub mod process;
+pub mod rshm_c;
 pub mod sem;
 pub mod shm;
 pub mod signal;
