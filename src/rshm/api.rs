@@ -195,10 +195,11 @@ impl Node {
             .send(RSHM_REQUEST_TYPE, &req.encode(), true)
             .map_err(|e| self.lost(&what, e))?;
         let deadline = Instant::now() + RSHM_REPLY_TIMEOUT + extra;
+        let spin = RSHM_SPIN;
         let mut buf = vec![0u8; MAX_REPLY];
         loop {
             let Some(n) = self
-                .wait_reply(tid, &mut buf, deadline)
+                .wait_reply(tid, &mut buf, deadline, spin)
                 .map_err(|e| self.lost(&what, e))?
             else {
                 return Err(sys::sys_error(
@@ -224,9 +225,17 @@ impl Node {
         }
     }
 
-    /// Spin (yielding) for the reply, then poll with sleeps until the deadline.
-    fn wait_reply(&self, tid: i32, buf: &mut [u8], deadline: Instant) -> io::Result<Option<usize>> {
-        let spin_until = (Instant::now() + RSHM_SPIN).min(deadline);
+    /// Spin (yielding) for the reply for `spin`, then poll with sleeps until the deadline.
+    /// Spinning keeps this core awake and the reply's wake-up cheap; the cost is a little CPU
+    /// for [`RSHM_SPIN`] per call, and none while a long wait sleeps.
+    fn wait_reply(
+        &self,
+        tid: i32,
+        buf: &mut [u8],
+        deadline: Instant,
+        spin: Duration,
+    ) -> io::Result<Option<usize>> {
+        let spin_until = (Instant::now() + spin).min(deadline);
         loop {
             if let Some((_, n)) = self.queue.try_recv(i64::from(tid), buf)? {
                 return Ok(Some(n));

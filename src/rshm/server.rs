@@ -51,11 +51,14 @@ use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Bytes read from a peer's socket at a time.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What `rshm_server` was asked to be.
 #[derive(Clone, Debug)]
@@ -680,7 +683,6 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 version,
                 ..Reply::to(&req)
             };
-            wake(shared, st, rshmid);
             let frame = Frame::Update {
                 rshmid,
                 version,
@@ -689,6 +691,8 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 data,
             };
             let (seq, peers) = broadcast(st, &frame);
+            // Local waiters after the frames are on their way: they are not on the hot path.
+            wake(shared, st, rshmid);
             await_acks(shared, st, seq, peers, req, Then::Changed(r));
         }
         Op::Wait {
@@ -789,7 +793,7 @@ fn sweep_loop(shared: &Shared) {
 
 /// Reads one whole frame. The header is checked before the body is allocated, so a peer can
 /// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
-fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
+fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
     buf.resize(FRAME_HEADER_LEN, 0);
     s.read_exact(&mut buf[..FRAME_HEADER_LEN])?;
     let (_, len, _) = Frame::decode_header(buf)?;
@@ -889,8 +893,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
             p.out = Some(writer);
         }
     }
+    // Buffered: a frame, or several ACKs, usually arrive in one read(2), not two per frame.
+    let mut rd = BufReader::with_capacity(READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
-    match read_frame(&mut s, &mut buf)? {
+    match read_frame(&mut rd, &mut buf)? {
         (_, Frame::HelloReply(h)) if h.node == peer => {
             crate::trace!("tcp <- {peer} {}", Frame::HelloReply(h.clone()));
             merge(shared, peer, &h);
@@ -909,7 +915,7 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
     }
     s.set_read_timeout(None)?;
     loop {
-        let (seq, frame) = read_frame(&mut s, &mut buf)?;
+        let (seq, frame) = read_frame(&mut rd, &mut buf)?;
         crate::trace!("tcp <- {peer} #{seq} {frame}");
         match frame {
             Frame::Ack { status, text } => on_ack(shared, peer, seq, status, text),
@@ -963,8 +969,9 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    let mut rd = BufReader::with_capacity(READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
-    let first = match read_frame(&mut s, &mut buf) {
+    let first = match read_frame(&mut rd, &mut buf) {
         Ok(f) => f,
         Err(e) => {
             log!("refused connection from {from}: no HELLO ({e})");
@@ -1001,7 +1008,7 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     };
     s.set_read_timeout(None)?;
     loop {
-        let (seq, frame) = match read_frame(&mut s, &mut buf) {
+        let (seq, frame) = match read_frame(&mut rd, &mut buf) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => {
@@ -1018,10 +1025,19 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             }
             return Ok(());
         }
+        let updated = match frame {
+            Frame::Update { rshmid, .. } => Some(rshmid),
+            _ => None,
+        };
         let (status, text) = apply(shared, peer, frame);
         let ack = Frame::Ack { status, text };
         crate::trace!("tcp -> {peer} #{seq} {ack}");
         s.write_all(&ack.encode(seq))?;
+        // The ACK first, then the local readers: the writer on the other node is waiting for
+        // the ACK, while a reader's wake-up costs nobody else anything.
+        if let (Some(rshmid), 0) = (updated, status) {
+            wake(shared, &mut lock(shared), rshmid);
+        }
     }
 }
 
@@ -1067,7 +1083,6 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
                     return (libc::EINVAL, e.to_string());
                 }
                 seg.version = version;
-                wake(shared, st, rshmid);
             }
             (0, String::new())
         }
