@@ -155,7 +155,6 @@ fn main() {
     let seen: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let follower = {
         let (stop, seen) = (stop.clone(), seen.clone());
-        let b = b;
         std::thread::spawn(move || {
             let att = b.rshmat(id).unwrap();
             let mut last = 0u64;

@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
 }
 
 /// The path of one of ipclab's binaries.
@@ -44,8 +41,10 @@ impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("ipclab-test-{tag}-{}-{n}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "ipclab-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch {
             dir,
@@ -171,20 +170,13 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn run_grader(script: &str) {
     let path = project_dir().join("lab/grade").join(script);
     let out = run_with_limit(
-        Command::new("bash")
-            .arg(&path)
-            .arg(bin_dir())
-            .env_remove("IPCLAB_TRACE"),
+        Command::new("bash").arg(&path).arg(bin_dir()).env_remove("IPCLAB_TRACE"),
         Duration::from_secs(240),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success()
-            && stdout
-                .lines()
-                .last()
-                .is_some_and(|l| l.ends_with(" 0 failed")),
+        out.status.success() && stdout.lines().last().is_some_and(|l| l.ends_with(" 0 failed")),
         "grader {script} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
