@@ -70,10 +70,12 @@ pub struct Config {
 }
 
 /// Logs a line on stderr, always (not only when tracing): connections, refusals, failures.
+/// Formatted first, then one write, so that lines of two servers sharing a terminal never mix.
 macro_rules! log {
-    ($($arg:tt)*) => {
-        eprintln!("{}: {}", crate::trace::program(), format_args!($($arg)*))
-    };
+    ($($arg:tt)*) => {{
+        let line = format!("{}: {}\n", crate::trace::program(), format_args!($($arg)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }};
 }
 
 /// What to answer once the peers have acknowledged a request.

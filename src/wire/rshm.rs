@@ -700,10 +700,14 @@ impl Frame {
     /// One whole frame from the front of `bytes`: `(seq, frame, bytes used)`.
     pub fn decode(bytes: &[u8]) -> Result<(u32, Frame, usize), DecodeError> {
         if bytes.len() < FRAME_HEADER_LEN {
-            Reader::new(bytes).magic(FRAME_MAGIC).or_else(|e| match e {
-                DecodeError::NeedMore(_) => Ok(()),
-                e => Err(e),
-            })?;
+            // Too short for a header; but bytes that cannot begin the magic are garbage now.
+            let n = bytes.len().min(4);
+            if bytes[..n] != FRAME_MAGIC[..n] {
+                return invalid(format!(
+                    "bad magic {:?}, expected \"RSHP\"",
+                    String::from_utf8_lossy(&bytes[..n])
+                ));
+            }
             return Err(DecodeError::NeedMore(FRAME_HEADER_LEN - bytes.len()));
         }
         let (kind, len, seq) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
