@@ -209,6 +209,35 @@ fn written_on_one_node_read_on_every_node() {
     assert_eq!(rows[0][0][6], rows[1][0][6], "versions");
     let shmids: std::collections::HashSet<_> = rows.iter().map(|r| r[0][5].clone()).collect();
     assert_eq!(shmids.len(), 3, "three replicas: {rows:?}");
+
+    // Interactive P1/P2: the same commands at a prompt; an error does not end the session.
+    let mut child = cmd("client")
+        .args(["--port", &c.ports[1].to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"write 0x5f typed in\nbogus\nread 0x5f\nread 0x51\nquit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let prompt = format!("rshm:{}> ", c.ports[1]);
+    let plain = stdout.replace(&prompt, "");
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(stdout.matches(&prompt).count(), 5, "{stdout}");
+    assert!(lines[0].parse::<i32>().unwrap() > 0, "{stdout}");
+    assert_eq!(lines[1..], ["typed in", "C was here"], "{stdout}");
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "client: unknown command 'bogus'\n"
+    );
+    assert_eq!(c.ok(2, &["read", "0x5f"]), "typed in\n");
 }
 
 #[test]

@@ -497,13 +497,19 @@ fn destroy_if_done(
 // The queue thread: requests from local programs.
 
 fn queue_loop(shared: &Shared) {
-    let mut buf = vec![0u8; crate::wire::rshm::MAX_REPLY.max(8192)];
+    // Room for the largest message the kernel allows: a bigger one would fail with E2BIG and
+    // stay at the head of the queue, jamming it for good.
+    let msgmax = sys::kernel_limit("msgmax").unwrap_or(8192) as usize;
+    let mut buf = vec![0u8; msgmax.clamp(8192, 1 << 20)];
     loop {
         let n = match shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf) {
             Ok((_, n)) => n,
             Err(e) => {
                 if !shared.stop.load(Ordering::SeqCst) {
-                    log!("queue: {e}; no more local requests");
+                    // Someone removed our queue (ipcrm): no local program can reach us any
+                    // more, so leave the group cleanly, as on SIGTERM.
+                    log!("queue: {e}; shutting down");
+                    let _ = sys::process::kill(std::process::id() as i32, libc::SIGTERM);
                 }
                 return;
             }
