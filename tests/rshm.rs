@@ -528,15 +528,29 @@ fn threads_of_one_process_get_their_own_replies() {
     assert_eq!(ids.len(), 40, "rshmids are unique");
 }
 
+/// The static library of this build: `cargo build` puts it in target/debug; `cargo test` alone
+/// leaves it in target/debug/deps with a hash in its name (the newest is this build's).
+fn static_lib() -> std::path::PathBuf {
+    let top = common::bin_dir().join("libipclab.a");
+    let deps = std::fs::read_dir(common::bin_dir().join("deps"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("libipclab-") && n.ends_with(".a")
+        });
+    let newest = std::iter::once(top)
+        .chain(deps)
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.expect("libipclab.a (crate-type staticlib) was not built")
+}
+
 #[test]
 fn c_client_p1_on_one_node_p2_on_another() {
     let mut c = Cluster::new("rshm-c", 2);
-    let lib = common::bin_dir().join("libipclab.a");
-    assert!(
-        lib.exists(),
-        "{} missing (crate-type staticlib)",
-        lib.display()
-    );
+    let lib = static_lib();
     let exe = c.s.dir().join("client_c");
     let root = common::project_dir();
     let cc = Command::new("cc")
