@@ -67,7 +67,7 @@ pub const RSHM_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// the server's own "peer X did not answer" arrives first).
 pub const RSHM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a program spins (yielding the CPU) for a reply before it starts sleeping: a
+/// How long a program spins (yielding the CPU) for a reply before it sleeps in msgrcv: a
 /// reply usually takes one TCP round trip, and a sleep would cost more than the round trip.
 pub const RSHM_SPIN: Duration = Duration::from_millis(2);
 

@@ -14,8 +14,9 @@
 //! - **Never a hang.** A reply is awaited until a deadline ([`RSHM_REPLY_TIMEOUT`]); a server
 //!   that died, or whose queue was removed, is an error naming the port.
 //! - **No sleep on the fast path.** The reply usually comes after one TCP round trip, tens of
-//!   microseconds; the wait first spins (yielding the CPU) for [`RSHM_SPIN`], and only then
-//!   falls back to [`MsgId::recv_deadline`], which sleeps.
+//!   microseconds; the wait first spins (yielding the CPU) for [`RSHM_SPIN`], then sleeps in
+//!   `msgrcv` itself ([`msg_wait::recv_until`]), which the kernel ends the moment the reply is
+//!   queued, and a timer signal ends at the deadline. A wait for a change does not spin.
 //! - **Attach in the caller's process.** [`Node::rshmat`] gets the local replica's shmid from
 //!   the server and calls `shmat` here: see the module [`crate::rshm`] for why.
 
@@ -23,7 +24,7 @@ use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
 use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SPIN};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
-use crate::sys::{self, process};
+use crate::sys::{self, msg_wait, process};
 use crate::wire::rshm::{LsEntry, LsPeer, Op, Reply, Request, MAX_REPLY};
 use std::collections::BTreeMap;
 use std::io;
@@ -195,7 +196,14 @@ impl Node {
             .send(RSHM_REQUEST_TYPE, &req.encode(), true)
             .map_err(|e| self.lost(&what, e))?;
         let deadline = Instant::now() + RSHM_REPLY_TIMEOUT + extra;
-        let spin = RSHM_SPIN;
+        // A wait for a change may last seconds: spinning through them would take the CPU
+        // from the very servers that bring the change. Everything else answers within about
+        // one TCP round trip, which a spin catches without a wake-up.
+        let spin = if matches!(req.op, Op::Wait { .. }) {
+            Duration::ZERO
+        } else {
+            RSHM_SPIN
+        };
         let mut buf = vec![0u8; MAX_REPLY];
         loop {
             let Some(n) = self
@@ -225,7 +233,7 @@ impl Node {
         }
     }
 
-    /// Spin (yielding) for the reply for `spin`, then poll with sleeps until the deadline.
+    /// Spin (yielding) for the reply for `spin`, then sleep in msgrcv until the deadline.
     /// Spinning keeps this core awake and the reply's wake-up cheap; the cost is a little CPU
     /// for [`RSHM_SPIN`] per call, and none while a long wait sleeps.
     fn wait_reply(
@@ -245,10 +253,7 @@ impl Node {
             }
             std::thread::yield_now();
         }
-        Ok(self
-            .queue
-            .recv_deadline(i64::from(tid), buf, deadline)?
-            .map(|(_, n)| n))
+        Ok(msg_wait::recv_until(self.queue, i64::from(tid), buf, deadline)?.map(|(_, n)| n))
     }
 
     /// The queue failed under us: the server has gone (EIDRM), or is stuck (EAGAIN).

@@ -11,11 +11,11 @@
 //! # Threads
 //! - **queue**: blocks in `msgrcv(type 1)`, handles one request at a time under the state lock.
 //!   A request that needs the peers (GET of a new key, AT, DT, RMID, CHANGED) sends its frame to
-//!   every connected peer and leaves a [`Pending`] behind; it does not wait, so one slow peer
+//!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
 //!   sends HELLO with our table, merges the HELLO_REPLY table, then reads ACKs. The last ACK
-//!   of a [`Pending`] sends the program its reply. This connection carries *our* requests.
+//!   of a `Pending` sends the program its reply. This connection carries *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
 //!   is a configured peer, answers its HELLO with our table, then applies each frame it sends
 //!   and answers with an ACK. This connection carries the *peer's* requests.
@@ -26,7 +26,7 @@
 //! who dials whom, and an ACK always arrives on the connection its request left on.
 //!
 //! # Locking
-//! One mutex, [`Shared::state`], guards the table, the peers' outgoing streams, the pendings and
+//! One mutex, `Shared::state`, guards the table, the peers' outgoing streams, the pendings and
 //! the waits. Frames to peers are written while it is held, so every peer sees our frames in the
 //! order our table changed. (A write can block only while a peer's socket buffer is full, and
 //! gives up after `RSHM_WRITE_TIMEOUT`, dropping that peer.) Replies to programs are sent with

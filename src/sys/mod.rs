@@ -21,6 +21,7 @@
 //! - [`shm`]: shmget, shmat/shmdt as an [`shm::Attachment`], shmctl(IPC_STAT, IPC_RMID).
 //! - [`sem`]: semget, semop/semtimedop, semctl(SETVAL, GETVAL, GETALL, IPC_STAT, IPC_RMID).
 //! - [`msg`]: msgget, msgsnd/msgrcv of typed messages, a receive with a deadline, msgctl.
+//! - [`msg_wait`]: a msgrcv asleep in the kernel until a message or a deadline (timer signal).
 //! - [`flock`]: advisory whole-file locks.
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
@@ -30,6 +31,7 @@
 pub mod flock;
 pub mod ipcs;
 pub mod msg;
+pub mod msg_wait;
 pub mod process;
 pub mod rshm_c;
 pub mod sem;
