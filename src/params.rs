@@ -89,6 +89,18 @@ pub const RSHM_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the server looks for updates and waits whose time is up.
 pub const RSHM_SWEEP_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often the server removes replies left in its queue for callers that died meanwhile.
+pub const RSHM_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many recent callers (thread and process ids) the server remembers for that cleanup.
+pub const RSHM_RECENT_CALLERS: usize = 256;
+
+/// How many destroyed rshmids a node remembers, so that a stale HELLO cannot revive them.
+pub const RSHM_TOMBSTONES: usize = 1024;
+
+/// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
+pub const RSHM_READ_BUFFER: usize = 64 * 1024;
+
 /// `client read --follow`: how long one wait for a change lasts before it waits again.
 pub const RSHM_FOLLOW_WAIT: Duration = Duration::from_secs(1);
 

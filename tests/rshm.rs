@@ -484,6 +484,20 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     );
     // Once it runs again, it has the update (it was queued on the connection).
     assert_eq!(c.ok(1, &["read", "0x59"]), "second\n");
+
+    // A follower killed outright (no cleanup) while it waits: the reply meant for it must not
+    // stay in the queue for ever.
+    let mut f = c.follower(0, "0x59");
+    assert_eq!(f.line(), "second\n");
+    f.child.kill().unwrap();
+    f.child.wait().unwrap();
+    c.ok(1, &["write", "0x59", "third"]);
+    let q = ipclab::sys::msg::msgget(queue_key(c.ports[0]), ipclab::sys::shm::Get::Open).unwrap();
+    assert!(
+        wait_until(LIMIT, || q.stat().unwrap().messages == 0),
+        "replies left in the queue: {:?}",
+        q.stat()
+    );
 }
 
 #[test]

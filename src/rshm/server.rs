@@ -43,7 +43,8 @@ use super::table::Table;
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER,
+    RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
@@ -56,9 +57,6 @@ use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// Bytes read from a peer's socket at a time.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// What `rshm_server` was asked to be.
 #[derive(Clone, Debug)]
@@ -134,6 +132,8 @@ struct State {
 /// What every thread shares.
 struct Shared {
     me: SocketAddrV4,
+    /// Recent callers `(tid, pid)`, so that replies left for a dead one can be removed.
+    recent: Mutex<Vec<(i32, i32)>>,
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
@@ -168,6 +168,7 @@ impl Server {
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {
             me: config.listen,
+            recent: Mutex::new(Vec::new()),
             queue: queue.get(),
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -278,12 +279,51 @@ fn reply(shared: &Shared, req: &Request, r: &Reply) {
             r.text
         );
     }
+    // A reply to a process that is gone would sit in the queue for ever, and enough of them
+    // fill it (msgmnb is 16 KiB by default): do not send it.
+    if !sys::process::alive(req.pid) {
+        crate::trace!("queue: pid {} is gone; reply dropped", req.pid);
+        return;
+    }
     if let Err(e) = shared
         .queue
         .send(i64::from(req.reply_type), &r.encode(), true)
     {
         if !shared.stop.load(Ordering::Relaxed) {
             log!("reply to tid {} lost: {e}", req.reply_type);
+        }
+        return;
+    }
+    let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+    if !recent.contains(&(req.reply_type, req.pid)) {
+        if recent.len() == RSHM_RECENT_CALLERS {
+            recent.remove(0);
+        }
+        recent.push((req.reply_type, req.pid));
+    }
+}
+
+/// Removes replies that nobody will take: those for callers whose process has died since
+/// (killed while it waited). Called by the sweeper now and then.
+fn drain_dead_callers(shared: &Shared) {
+    let dead: Vec<(i32, i32)> = {
+        let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let dead = recent
+            .iter()
+            .copied()
+            .filter(|(_, pid)| !sys::process::alive(*pid))
+            .collect();
+        recent.retain(|(_, pid)| sys::process::alive(*pid));
+        dead
+    };
+    let mut buf = vec![0u8; crate::wire::rshm::MAX_REPLY];
+    for (tid, pid) in dead {
+        let mut n = 0;
+        while let Ok(Some(_)) = shared.queue.try_recv(i64::from(tid), &mut buf) {
+            n += 1;
+        }
+        if n > 0 {
+            log!("removed {n} unread repl(ies) for tid {tid} of pid {pid}, which is gone");
         }
     }
 }
@@ -753,8 +793,13 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
 // The sweeper: time limits.
 
 fn sweep_loop(shared: &Shared) {
+    let mut drained = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(RSHM_SWEEP_INTERVAL);
+        if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
+            drain_dead_callers(shared);
+            drained = Instant::now();
+        }
         let now = Instant::now();
         let mut st = lock(shared);
         let late: Vec<u32> = st
@@ -902,7 +947,7 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         }
     }
     // Buffered: a frame, or several ACKs, usually arrive in one read(2), not two per frame.
-    let mut rd = BufReader::with_capacity(READ_BUFFER, s.try_clone()?);
+    let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
     match read_frame(&mut rd, &mut buf)? {
         (_, Frame::HelloReply(h)) if h.node == peer => {
@@ -977,7 +1022,7 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
-    let mut rd = BufReader::with_capacity(READ_BUFFER, s.try_clone()?);
+    let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
     let first = match read_frame(&mut rd, &mut buf) {
         Ok(f) => f,

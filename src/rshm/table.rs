@@ -18,16 +18,15 @@
 //! when the row is dropped (its `Owner` guard), and destroyed rows are remembered so that a
 //! late HELLO from a node that missed the removal does not bring them back.
 
-use crate::params::{DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{
+    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_TOMBSTONES,
+};
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
 use crate::wire::rshm::{Entry, LsEntry};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddrV4;
-
-/// How many destroyed rshmids a node remembers (so that a stale HELLO cannot revive them).
-const TOMBSTONES: usize = 1024;
 
 /// This node's copy of one segment.
 pub struct Replica {
@@ -284,7 +283,7 @@ impl Table {
     /// Drops the row: the server detaches and removes its replica. Processes still attached
     /// keep their mapping, as with shm after IPC_RMID.
     pub fn destroy(&mut self, rshmid: i32) -> bool {
-        if self.destroyed.len() == TOMBSTONES {
+        if self.destroyed.len() == RSHM_TOMBSTONES {
             self.destroyed.pop_front();
         }
         self.destroyed.push_back(rshmid);
