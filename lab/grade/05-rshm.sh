@@ -44,6 +44,7 @@ cl() { timeout 20 "$BIN/client" --port "$@"; }
 all_up() { cl "$1" ls 2>/dev/null | head -n 1 | grep -q ' up' && ! cl "$1" ls | head -n 1 | grep -q down; }
 # row PORT KEY: the ls row of KEY (hex, 8 digits) on node PORT.
 row() { cl "$1" ls | awk -v k="$2" '$2 == k'; }
+no_row() { [ -z "$(row "$1" "$2")" ]; }
 
 check_start() {
     local p
@@ -67,7 +68,7 @@ check_write_read() {
 
 check_ref_counts() {
     local p n
-    cl "$PB" read 0x71 --follow >"$IPCLAB_WORK/follow.out" 2>&1 &
+    "$BIN/client" --port "$PB" read 0x71 --follow >"$IPCLAB_WORK/follow.out" 2>&1 &
     echo $! >"$IPCLAB_WORK/follow.pid"
     track_pid $!
     wait_for 10 grep -q . "$IPCLAB_WORK/follow.out" || fail "read --follow printed nothing"
@@ -87,7 +88,7 @@ check_removal() {
     done
     kill -TERM "$(cat "$IPCLAB_WORK/follow.pid")"
     for p in $PA $PB $PC; do
-        wait_for 10 test -z "$(row "$p" 0x00000071)" || fail "node $p kept the segment after the last detach"
+        wait_for 10 no_row "$p" 0x00000071 || fail "node $p kept the segment after the last detach"
     done
 }
 
