@@ -49,7 +49,8 @@ defaults to 127.0.0.1. Runs until SIGINT/SIGTERM, then leaves the group and remo
 replicas and its queue.
 
 Options:
-  -l, --listen [ADDR:]PORT   where to listen; also this node's name in the group
+  -l, --listen [ADDR:]PORT   where to listen; also this node's name in the group, so ADDR must
+                             be the address the peers give in their --peer (not 0.0.0.0)
   -p, --peer [ADDR:]PORT     another node (repeat for each, at most 16); only these may connect
   -h, --help                 this text
 
@@ -83,6 +84,11 @@ fn body(mut args: cli::Args, sigs: &TermSignals) -> Result<(), Failure> {
         }
     }
     let listen = listen.ok_or_else(|| Failure::usage("--listen is required"))?;
+    if listen.ip().is_unspecified() {
+        return Err(Failure::usage(
+            "--listen: give the address the peers use for this node, not 0.0.0.0",
+        ));
+    }
     if listen.port() == 0 {
         return Err(Failure::usage(
             "--listen: the port must not be 0 (it names the queue)",
