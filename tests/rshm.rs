@@ -432,6 +432,11 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
         Some(1),
         "a second server on a taken port"
     );
+    for bad in [&["--listen", "0.0.0.0:7001"][..], &[], &["--listen", "x"]] {
+        let out = run_with_limit(cmd("rshm_server").args(bad), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "rshm_server {bad:?}");
+        assert!(err(&out).starts_with("rshm_server: "), "{}", err(&out));
+    }
     assert!(
         err(&out).starts_with("rshm_server: starting node 127.0.0.1:"),
         "{}",
