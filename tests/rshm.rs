@@ -476,9 +476,20 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     c.ok(0, &["write", "0x59", "first"]);
     let pid = c.pids[1].unwrap() as i32;
     ipclab::sys::process::kill(pid, libc::SIGSTOP).unwrap();
+    // SIGSTOP takes effect asynchronously: wait until the kernel shows it stopped.
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(") ").next().and_then(|r| r.chars().next())
+    };
+    assert!(wait_until(LIMIT, || state() == Some('T')), "{:?}", state());
     let out = c.client(0, &["write", "0x59", "second"]);
     ipclab::sys::process::kill(pid, libc::SIGCONT).unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "write with a frozen peer: {out:?}\n{}",
+        c.log(0)
+    );
     assert!(
         err(&out).contains(&format!(
             "peer 127.0.0.1:{} did not acknowledge within",
