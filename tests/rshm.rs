@@ -394,6 +394,31 @@ fn sigterm_leaves_no_object_behind() {
 }
 
 #[test]
+fn a_server_killed_outright_leaves_no_replica() {
+    let mut c = Cluster::new("rshm-kill", 2);
+    c.start(0);
+    c.start(1);
+    c.connected(0);
+    c.ok(0, &["write", "0x5d", "doomed"]);
+    let replica: i32 = c.rows(1)[0][5].parse().unwrap();
+    assert!(
+        ShmId(replica).stat().unwrap().removed,
+        "marked from the start"
+    );
+    // SIGKILL: no destructor runs. The kernel detaches, and a marked segment then goes.
+    let mut child = c.s.take(c.pids[1].take().unwrap());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        ShmId(replica).stat().is_err(),
+        "replica {replica} outlived its server"
+    );
+    // Its queue stays (it has a key, so ipcrm or the Scratch guard can find it).
+    let q = ipclab::sys::msg::msgget(queue_key(c.ports[1]), ipclab::sys::shm::Get::Open);
+    assert!(q.is_ok());
+}
+
+#[test]
 fn bad_input_gets_clear_errors_and_never_hangs() {
     let mut c = Cluster::new("rshm-err", 2);
     c.start(0);
@@ -498,8 +523,8 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
         "{}",
         err(&out)
     );
-    // Once it runs again, it has the update (it was queued on the connection).
-    assert_eq!(c.ok(1, &["read", "0x59"]), "second\n");
+    // Once it runs again, it gets the update (it was queued on the connection).
+    assert!(wait_until(LIMIT, || c.ok(1, &["read", "0x59"]) == "second\n"));
 
     // A follower killed outright (no cleanup) while it waits: the reply meant for it must not
     // stay in the queue for ever.

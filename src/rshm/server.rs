@@ -632,7 +632,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             seg.counts.insert(me, count);
             let r = Reply {
                 rshmid,
-                shmid: seg.replica.shm.get().0,
+                shmid: seg.replica.shmid.0,
                 size: seg.size as u64,
                 version: seg.version,
                 ..Reply::to(&req)

@@ -14,9 +14,10 @@
 //! processes are attached, and announces that number (not +1/-1) to the others. The
 //! cluster-wide count is the sum. A number can be repeated or merged twice without harm.
 //!
-//! Rules: only the server's state lock reaches a `Table`; a row's replica is removed exactly
-//! when the row is dropped (its `Owner` guard), and destroyed rows are remembered so that a
-//! late HELLO from a node that missed the removal does not bring them back.
+//! Rules: only the server's state lock reaches a `Table`; a row's replica is marked for removal
+//! as soon as it exists and goes when the row is dropped and the last program has detached (see
+//! [`Replica`]); destroyed rows are remembered so that a late HELLO from a node that missed the
+//! removal does not bring them back.
 
 use crate::params::{
     DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_TOMBSTONES,
@@ -29,12 +30,19 @@ use std::io;
 use std::net::SocketAddrV4;
 
 /// This node's copy of one segment.
+///
+/// Who removes it: the kernel, when the last process detaches. The server marks the replica
+/// with IPC_RMID the moment it has attached it ([`Table::insert`]). Linux still lets other
+/// processes `shmat` a marked segment by its id (a Linux extension, which RSHM relies on), and
+/// keeps it while anyone is attached: so when the row is dropped (the server detaches) or the
+/// server dies, even by SIGKILL, the replica goes as soon as the last program lets go of it. An
+/// `IPC_PRIVATE` segment has no key that a cleanup script could find it by, so nothing else
+/// could be trusted to remove it.
 pub struct Replica {
-    /// The server's own attachment (the seed's `addr`). Declared first: fields drop in order,
-    /// so the server detaches before the owner removes the segment.
+    /// The server's own attachment (the seed's `addr`): it keeps the replica alive.
     pub att: Attachment,
-    /// Who removes the replica: this server, when the row is dropped.
-    pub shm: Owner<ShmId>,
+    /// The replica's id, what `rshmat` hands to programs.
+    pub shmid: ShmId,
 }
 
 /// One row.
@@ -198,6 +206,9 @@ impl Table {
         let size = e.size as usize;
         let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
         let att = shm.attach(Access::ReadWrite)?;
+        // Marked at once: from now on our attachment alone keeps it (see `Replica`).
+        let shmid = shm.get();
+        shm.remove()?;
         let mut counts: BTreeMap<SocketAddrV4, u32> =
             e.counts.iter().take(RSHM_MAX_PEERS + 1).copied().collect();
         counts.insert(self.me, 0);
@@ -206,7 +217,7 @@ impl Table {
             e.rshmid,
             e.key,
             e.owner,
-            shm.get().0
+            shmid.0
         );
         self.rows.insert(
             e.rshmid,
@@ -221,7 +232,7 @@ impl Table {
                 // the group's. (Sending the contents with HELLO is left for later work.)
                 version: e.version,
                 counts,
-                replica: Replica { att, shm },
+                replica: Replica { att, shmid },
             },
         );
         Ok(true)
@@ -315,7 +326,7 @@ impl Table {
                 owner: s.owner,
                 marked: s.marked,
                 attaches: s.total(),
-                shmid: s.replica.shm.get().0,
+                shmid: s.replica.shmid.0,
                 version: s.version,
             })
             .collect()
@@ -346,7 +357,7 @@ mod tests {
         let me = node(1);
         let mut t = Table::new(me).unwrap();
         let id = t.create(0x77, 64).unwrap().rshmid;
-        let shmid = t.get(id).unwrap().replica.shm.get();
+        let shmid = t.get(id).unwrap().replica.shmid;
         t.set_count(id, me, 2);
         let mut e = t.get(id).unwrap().entry();
         // Another node's view of our count never overrides ours; its own count is taken.
