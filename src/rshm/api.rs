@@ -32,9 +32,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The version of each segment this process has seen, per node: what "changed" means to
-/// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait.
-static SEEN: Mutex<BTreeMap<(u16, i32), u64>> = Mutex::new(BTreeMap::new());
+/// The version of each segment each thread has seen, per node: what "changed" means to
+/// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per thread, so
+/// that one thread's wait never hides a change from another thread that has not seen it.
+static SEEN: Mutex<BTreeMap<(u16, i32, i32), u64>> = Mutex::new(BTreeMap::new());
 
 /// Request serials, process-wide.
 static SERIAL: AtomicU32 = AtomicU32::new(0);
@@ -42,14 +43,14 @@ static SERIAL: AtomicU32 = AtomicU32::new(0);
 fn seen(port: u16, rshmid: i32) -> u64 {
     SEEN.lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&(port, rshmid))
+        .get(&(port, rshmid, process::thread_id()))
         .copied()
         .unwrap_or(0)
 }
 
 fn saw(port: u16, rshmid: i32, version: u64) {
     let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let v = m.entry((port, rshmid)).or_insert(0);
+    let v = m.entry((port, rshmid, process::thread_id())).or_insert(0);
     *v = (*v).max(version);
 }
 
