@@ -1,1 +1,125 @@
-//! Placeholder: the rshm library is added by its issue.
+//! RSHM, seed 000: processes on different machines share memory through an API modelled on
+//! System V shared memory.
+//!
+//! ```text
+//!   node A (rshm_server --listen :7001)              node B (rshm_server --listen :7002)
+//!   ┌──────────────────────────────┐  TCP frames   ┌──────────────────────────────┐
+//!   │ P1 ─msg─▶ queue ─▶ server A  │◀════════════▶│  server B ◀─ queue ◀─msg─ P2 │
+//!   │  │                  │        │               │       │                  │    │
+//!   │  └─shmat─▶ replica ◀┘ (addr) │               │ (addr)└▶ replica ◀─shmat─┘    │
+//!   └──────────────────────────────┘               └──────────────────────────────┘
+//! ```
+//!
+//! Each node runs one server. A program talks only to its own node's server, through a
+//! System V message queue whose key is derived from the server's port ([`queue_key`]). The
+//! servers keep a table of every segment in the group ([`table`]) and a TCP connection to every
+//! other server ([`server`]). Each node holds a *replica* of each segment, a private System V
+//! segment; the bytes move between replicas over TCP, only when a program calls
+//! `rshmChanged`.
+//!
+//! # The seed's calls, one to one
+//!
+//! | seed (C, `include/rshm.h`)            | Rust ([`api::Node`])                        | notes |
+//! |---------------------------------------|---------------------------------------------|-------|
+//! | `int rshmget(key_t key, size_t size)` | `node.rshmget(key, size) -> rshmid`         | size 0: open only |
+//! | `void rshmat(int rshmid, void *addr)` | `node.rshmat(rshmid) -> RshmAttachment`     | C returns `void *` |
+//! | `int rshmdt(int rshmid, void *addr)`  | `node.rshmdt(attachment)` (or drop it)      |       |
+//! | `int rshmctl(int rshmid, int cmd)`    | `node.rshmctl(rshmid, IPC_RMID)`            | IPC_RMID only |
+//! | `void rshmChanged(int rshmid)`        | `node.rshm_changed(rshmid) -> version`      | C returns `int` |
+//! | (beyond the seed)                     | `node.rshm_wait_changed(rshmid, timeout)`   | C: `rshm_wait_changed(id, ms)` |
+//!
+//! # Why `rshmat` cannot return the server's address
+//!
+//! The seed has the *server* call `shmat` and return the address it got. But an address is a
+//! number in one process's virtual memory: the server's mapping of the segment lives at, say,
+//! `0x7f3a1c000000` in the *server's* page tables. In P1 that number points at nothing (a
+//! SIGSEGV) or, worse, at some unrelated memory of P1's. Shared memory is shared *pages*, each
+//! process mapping them at an address of its own choosing. So the server answers with what *is*
+//! meaningful in another process, the local replica's shmid, and the API calls `shmat` in the
+//! caller's own process ([`api::Node::rshmat`]). The server still attaches every replica itself
+//! (the seed's `addr` field): that is how it reads and writes the bytes it sends and receives.
+//!
+//! # Layout
+//! - [`api`]: the calls above, for programs; queue requests and replies, never a hang.
+//! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
+//! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
+//! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
+//! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
+//! - The C calls: `src/sys/rshm_c.rs` and `include/rshm.h`; the timed wait for a reply:
+//!   [`crate::sys::msg_wait`].
+
+pub mod api;
+pub mod client;
+pub mod server;
+pub mod table;
+
+pub use api::{Listing, Node, RshmAttachment};
+
+use crate::params::{RSHM_DEFAULT_PORT, RSHM_PORT_ENV, RSHM_QUEUE_KEY_BASE};
+use crate::sys::Key;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// `rshmctl`'s one command, as with `shmctl`.
+pub const IPC_RMID: i32 = libc::IPC_RMID;
+
+/// The `mtype` of every request on a server's queue. Replies use the caller's thread id
+/// (always > 1: tid 1 is init), so that threads of one process never take each other's.
+pub const RSHM_REQUEST_TYPE: i64 = 1;
+
+/// The key of the queue of the server on `port`: `0x52530000 + port` ("RS", then the port).
+///
+/// Derived from the port, not from `ftok`, so that a program needs to know only which node
+/// it wants (`--port 7001`), and two servers on one machine never share a queue.
+pub fn queue_key(port: u16) -> Key {
+    RSHM_QUEUE_KEY_BASE + Key::from(port)
+}
+
+/// The node a program talks to: `RSHM_PORT` if set, else the default port.
+pub fn port_from_env() -> io::Result<u16> {
+    match std::env::var(RSHM_PORT_ENV) {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{RSHM_PORT_ENV}='{v}' is not a port number"),
+            )
+        }),
+        Err(_) => Ok(RSHM_DEFAULT_PORT),
+    }
+}
+
+/// `ADDR:PORT`, or just `PORT` (meaning 127.0.0.1), as `--listen` and `--peer` take them.
+pub fn parse_addr(s: &str) -> Option<SocketAddrV4> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    }
+    s.parse().ok()
+}
+
+/// A key as a user types it: decimal (`42`, `-5`) or hex (`0x2a`).
+pub fn parse_key(s: &str) -> Option<Key> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok().map(|k| k as Key),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_addresses_parse_as_documented() {
+        assert_eq!(queue_key(7001), 0x5253_1b59);
+        assert_eq!(parse_key("0x10"), Some(16));
+        assert_eq!(parse_key("0xffffffff"), Some(-1));
+        assert_eq!(parse_key("-3"), Some(-3));
+        assert_eq!(parse_key("x"), None);
+        assert_eq!(
+            parse_addr("7001"),
+            Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7001))
+        );
+        assert_eq!(parse_addr("10.0.0.2:80").unwrap().port(), 80);
+        assert_eq!(parse_addr("host:80"), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! `cargo bench --bench rshm`: how much does rshmChanged cost beyond the network itself?
+//!
+//! Two `rshm_server`s on loopback (nodes A and B). P1, a thread talking to A, writes a 4 KiB
+//! segment and calls rshmChanged in a loop; P2, a thread talking to B, follows the changes
+//! with rshm_wait_changed. In the same run, as the anchor, two threads play raw TCP ping-pong
+//! with 4 KiB messages on loopback. rshmChanged is one queue round trip (P1 to server A) plus
+//! one TCP round trip (A to B and its ACK); the ratio shows what the queue hop and the server
+//! add to the bare round trip.
+//!
+//! The machine is shared and noisy, so it runs many short rounds, alternating the two
+//! measurements so that both see the same load, and reports the median of the rounds' ratios. The last line is:
+//!
+//! ```text
+//! rshm_changed_vs_tcp_rtt: R
+//! ```
+//!
+//! where R = p50(rshmChanged) / p50(raw 4 KiB round trip). Target: R <= 2.0.
+
+use ipclab::rshm::{queue_key, Node};
+use ipclab::sys::ipcs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SIZE: usize = 4096;
+const ROUNDS: usize = 21;
+const PER_ROUND: usize = 150;
+const WARMUP: usize = 200;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Servers(Vec<Child>, Vec<u16>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = ipclab::sys::process::kill(c.id() as i32, libc::SIGTERM);
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+        // Whatever a crashed server left (it should leave nothing).
+        for p in &self.1 {
+            for o in ipcs::with_key(queue_key(*p)).unwrap_or_default() {
+                let _ = ipcs::remove(&o);
+            }
+        }
+    }
+}
+
+fn start(listen: u16, peer: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rshm_server"))
+        .args(["--listen", &listen.to_string(), "--peer", &peer.to_string()])
+        .env_remove("IPCLAB_TRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rshm_server")
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Raw TCP between two threads of this process: 4 KiB each way per round trip.
+struct PingPong {
+    s: TcpStream,
+    echo: Option<std::thread::JoinHandle<()>>,
+    buf: Vec<u8>,
+}
+
+impl PingPong {
+    fn new() -> PingPong {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let echo = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; SIZE];
+            while s.read_exact(&mut buf).is_ok() {
+                if s.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+        });
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut p = PingPong {
+            s,
+            echo: Some(echo),
+            buf: vec![7u8; SIZE],
+        };
+        p.run(WARMUP);
+        p
+    }
+
+    /// `n` round trips, each timed.
+    fn run(&mut self, n: usize) -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                self.s.write_all(&self.buf).unwrap();
+                self.s.read_exact(&mut self.buf).unwrap();
+                t.elapsed()
+            })
+            .collect()
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+        if let Some(h) = self.echo.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn main() {
+    let (pa, pb) = (free_port(), free_port());
+    let _servers = Servers(vec![start(pa, pb), start(pb, pa)], vec![pa, pb]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let up = |p: u16| {
+        Node::open(p)
+            .and_then(|n| n.ls())
+            .is_ok_and(|l| l.peers.iter().all(|x| x.up))
+    };
+    while !(up(pa) && up(pb)) {
+        assert!(Instant::now() < deadline, "the two nodes did not connect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = Node::open(pa).unwrap();
+    let b = Node::open(pb).unwrap();
+    let id = a.rshmget(0x0be7c4, SIZE).unwrap();
+    let p1 = a.rshmat(id).unwrap();
+
+    // P2 on node B: each time the replica changes, read the sequence number and the time
+    // stamp P1 wrote, and record how long the change took to become visible here.
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let follower = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let att = b.rshmat(id).unwrap();
+            let mut last = 0u64;
+            let mut head = [0u8; 16];
+            while !stop.load(Ordering::Relaxed) {
+                if !b.rshm_wait_changed(id, Duration::from_millis(200)).unwrap() {
+                    continue;
+                }
+                let now = epoch.elapsed();
+                att.read_at(0, &mut head).unwrap();
+                let seq = u64::from_le_bytes(head[..8].try_into().unwrap());
+                let sent = Duration::from_nanos(u64::from_le_bytes(head[8..].try_into().unwrap()));
+                if seq > last {
+                    last = seq;
+                    seen.lock().unwrap().push(now.saturating_sub(sent));
+                }
+            }
+            b.rshmdt(att).unwrap();
+        })
+    };
+
+    // P1 on node A.
+    let mut body = vec![0x5au8; SIZE];
+    let mut seq = 0u64;
+    let mut changed_once = |out: Option<&mut Vec<Duration>>| {
+        seq += 1;
+        body[..8].copy_from_slice(&seq.to_le_bytes());
+        let sent = epoch.elapsed().as_nanos() as u64;
+        body[8..16].copy_from_slice(&sent.to_le_bytes());
+        let t = Instant::now();
+        p1.write_at(0, &body).unwrap();
+        a.rshm_changed(id).unwrap();
+        if let Some(out) = out {
+            out.push(t.elapsed());
+        }
+    };
+    for _ in 0..WARMUP {
+        changed_once(None);
+    }
+    seen.lock().unwrap().clear();
+
+    // The queue hop alone: rshmget of an existing key is one request and one reply, no TCP.
+    let mut queue_rtt: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            a.rshmget(0x0be7c4, 0).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    let mut pp = PingPong::new();
+    let mut all_changed = Vec::new();
+    let mut all_rtt = Vec::new();
+    let mut ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut changed = Vec::with_capacity(PER_ROUND);
+        for _ in 0..PER_ROUND {
+            changed_once(Some(&mut changed));
+        }
+        let mut rtt = pp.run(PER_ROUND);
+        let c50 = percentile(&mut changed, 0.5);
+        let r50 = percentile(&mut rtt, 0.5);
+        ratios.push(c50.as_secs_f64() / r50.as_secs_f64());
+        all_changed.extend(changed);
+        all_rtt.extend(rtt);
+    }
+    stop.store(true, Ordering::Relaxed);
+    follower.join().unwrap();
+    a.rshmdt(p1).unwrap();
+    a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+
+    let mut visible = seen.lock().unwrap().clone();
+    ratios.sort_by(|x, y| x.total_cmp(y));
+    let ratio = ratios[ratios.len() / 2];
+    println!(
+        "rshm bench: 2 nodes on loopback, {SIZE}-byte segment, {ROUNDS} rounds x {PER_ROUND} changes"
+    );
+    println!(
+        "rshmChanged:           p50 {:8.1} us   p99 {:8.1} us",
+        micros(percentile(&mut all_changed, 0.5)),
+        micros(percentile(&mut all_changed, 0.99))
+    );
+    println!(
+        "P2 sees the change:    p50 {:8.1} us   p99 {:8.1} us   ({} changes seen)",
+        micros(percentile(&mut visible, 0.5)),
+        micros(percentile(&mut visible, 0.99)),
+        visible.len()
+    );
+    println!(
+        "raw TCP 4 KiB RTT:     p50 {:8.1} us   p99 {:8.1} us",
+        micros(percentile(&mut all_rtt, 0.5)),
+        micros(percentile(&mut all_rtt, 0.99))
+    );
+    println!(
+        "queue round trip:      p50 {:8.1} us   p99 {:8.1} us   (rshmget of an existing key)",
+        micros(percentile(&mut queue_rtt[WARMUP..], 0.5)),
+        micros(percentile(&mut queue_rtt[WARMUP..], 0.99))
+    );
+    println!(
+        "per-round ratios: {}",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("rshm_changed_vs_tcp_rtt: {ratio:.2}");
+}

@@ -1,0 +1,66 @@
+/* rshm.h: the RSHM API for C, shared memory across nodes (ipclab, seed 000).
+ *
+ * The seed's five calls, with the seed's names, implemented in Rust (src/rshm/api.rs) and
+ * exported by the static library target/{debug,release}/libipclab.a:
+ *
+ *     cc -Iinclude client.c target/debug/libipclab.a -lpthread -ldl -lm -o client_c
+ *
+ * Every call talks to the rshm_server of this machine's node, chosen by the environment
+ * variable RSHM_PORT (default 7070). Errors are reported as in System V: -1 (or (void *)-1
+ * for rshmat) with errno set; rshm_error() returns the message, which names what failed
+ * (e.g. "rshmChanged: peer 127.0.0.1:7002 did not acknowledge within 2000 ms").
+ *
+ * Where the signatures differ from the seed, and why:
+ *   - rshmat returns the address (void *) instead of void. The seed has the *server* call
+ *     shmat and hand back its address, but an address only means something in the process
+ *     that attached: the server's 0x7f...000 is nothing, or something else, in yours. So the
+ *     server returns its local replica's shmid and rshmat calls shmat in *your* process.
+ *     addr must be NULL (the kernel chooses where to map), as with shmat(id, NULL, 0).
+ *   - rshmChanged returns int (0, or -1 if a peer did not acknowledge in time) instead of
+ *     void: a write that did not reach every node must not pass silently.
+ *   - rshmget(key, 0) opens an existing segment only (ENOENT if the group has none), as
+ *     shmget does without IPC_CREAT; with size > 0 it creates the segment if needed.
+ *   - rshm_wait_changed and rshm_error are beyond the seed.
+ */
+#ifndef IPCLAB_RSHM_H
+#define IPCLAB_RSHM_H
+
+#include <stddef.h>
+#include <sys/ipc.h> /* key_t, IPC_RMID */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The rshmid of the segment with this key anywhere in the group (> 0); if none, this node
+ * creates it with `size` bytes and becomes its owner. -1 on error. */
+int rshmget(key_t key, size_t size);
+
+/* Attaches the segment in the calling process; counted on every node. Returns its address
+ * here, or (void *)-1. addr must be NULL. */
+void *rshmat(int rshmid, const void *addr);
+
+/* Detaches what rshmat returned; counted down on every node. 0 or -1. */
+int rshmdt(int rshmid, void *addr);
+
+/* cmd must be IPC_RMID: marks the segment (the request goes to its owner node); it is
+ * destroyed on every node when the cluster-wide attach count reaches zero. 0 or -1. */
+int rshmctl(int rshmid, int cmd);
+
+/* Sends this node's contents of the segment to every other node, and returns once every
+ * connected node has applied them: a read on another node after this returns sees them.
+ * 0, or -1 (errno ETIMEDOUT) naming the peer(s) that did not acknowledge. */
+int rshmChanged(int rshmid);
+
+/* Waits up to timeout_ms for the segment to change on this node (since this process last
+ * saw it). 1 changed, 0 timed out, -1 error (EIDRM: removed). */
+int rshm_wait_changed(int rshmid, int timeout_ms);
+
+/* The message of this thread's last failed call. */
+const char *rshm_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IPCLAB_RSHM_H */

@@ -1,0 +1,47 @@
+# lab/05-rshm/tour.sh: the tour's steps for RSHM, shared memory across nodes (seed 000).
+# Sourced by lab/tour.sh, which provides say, run, run_bg, expect_output, wait_bg and the
+# key tracking.
+
+# rshm_free_port: a TCP port nobody listens on, whose queue key (0x52530000 + port) is unused.
+rshm_free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        grep -q "$(printf ':%04X ' "$p")" /proc/net/tcp 2>/dev/null && continue
+        [ -n "$(objects_with_key $((0x52530000 + p)))" ] && continue
+        [ "$p" = "${RSHM_A:-}" ] && continue
+        echo "$p"
+        return
+    done
+}
+
+RSHM_A=$(rshm_free_port)
+RSHM_B=$(rshm_free_port)
+track_key $((0x52530000 + RSHM_A))
+track_key $((0x52530000 + RSHM_B))
+
+say "05: RSHM. Two nodes, each an rshm_server: local programs reach their node through a message queue (key 0x52530000 + port), the nodes reach each other through TCP. Here both nodes run on this machine, on ports $RSHM_A and $RSHM_B."
+run_bg rshm_server --listen "$RSHM_A" --peer "$RSHM_B"
+RSHM_PID_A=$BG_PID
+run_bg rshm_server --listen "$RSHM_B" --peer "$RSHM_A"
+RSHM_PID_B=$BG_PID
+rshm_up() { client --port "$1" ls 2>/dev/null | head -n 1 | grep -q ' up$'; }
+wait_for 5 rshm_up "$RSHM_A" && wait_for 5 rshm_up "$RSHM_B" || tour_failed "the nodes did not connect"
+
+say "P1 on node A: rshmget creates the segment (A owns it, B makes a replica), rshmat, the text goes in, rshmChanged sends it to B and returns when B has applied it."
+run client --port "$RSHM_A" write 0x5 "hello across nodes"
+
+say "P2 on node B reads its own replica: the bytes came over TCP, never through a shared segment."
+expect_output "hello across nodes" client --port "$RSHM_B" read 0x5
+
+say "Each node's table, like ipcs: the same rshmid, owner and attach count everywhere; each node its own shmid."
+run client --port "$RSHM_B" ls
+
+say "rm on B: the removal goes to the owner, A, which marks the segment on every node; nobody is attached, so it is destroyed everywhere at once."
+run client --port "$RSHM_B" rm 0x5
+run client --port "$RSHM_A" ls
+
+say "SIGTERM: each server tells its peer it is leaving, removes its replicas and its queue, and exits 0."
+run kill -TERM "$RSHM_PID_A" "$RSHM_PID_B"
+wait "$RSHM_PID_A" || tour_failed "node A exited with $?"
+wait "$RSHM_PID_B" || tour_failed "node B exited with $?"

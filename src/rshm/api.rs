@@ -1,0 +1,393 @@
+//! The RSHM API for programs: the seed's five calls, plus a wait for changes.
+//!
+//! Every call is one request on the local server's queue and one reply:
+//!
+//! ```text
+//!   rshmget/rshmat/...  --msgsnd(type 1, Request)-->  rshm_server
+//!                       <--msgrcv(type = my tid, Reply)--
+//! ```
+//!
+//! Rules this module keeps:
+//! - **Threads never see each other's replies.** A reply carries the calling thread's id as its
+//!   `mtype`, and a serial number that a late reply (to a call that already gave up) does not
+//!   match.
+//! - **Never a hang.** A reply is awaited until a deadline ([`RSHM_REPLY_TIMEOUT`]); a server
+//!   that died, or whose queue was removed, is an error naming the port.
+//! - **No sleep on the fast path.** The reply usually comes after one TCP round trip, tens of
+//!   microseconds; the wait first spins (yielding the CPU) for [`RSHM_SPIN`], then sleeps in
+//!   `msgrcv` itself ([`msg_wait::recv_until`]), which the kernel ends the moment the reply is
+//!   queued, and a timer signal ends at the deadline. A wait for a change does not spin.
+//! - **Attach in the caller's process.** [`Node::rshmat`] gets the local replica's shmid from
+//!   the server and calls `shmat` here: see the module [`crate::rshm`] for why.
+
+use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
+use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SPIN};
+use crate::sys::msg::{msgget, MsgId};
+use crate::sys::shm::{Access, Attachment, Get, ShmId};
+use crate::sys::{self, msg_wait, process};
+use crate::wire::rshm::{LsEntry, LsPeer, Op, Reply, Request, MAX_REPLY};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The version of each segment each thread has seen, per node: what "changed" means to
+/// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per thread, so
+/// that one thread's wait never hides a change from another thread that has not seen it.
+static SEEN: Mutex<BTreeMap<(u16, i32, i32), u64>> = Mutex::new(BTreeMap::new());
+
+/// Request serials, process-wide.
+static SERIAL: AtomicU32 = AtomicU32::new(0);
+
+fn seen(port: u16, rshmid: i32) -> u64 {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(port, rshmid, process::thread_id()))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn saw(port: u16, rshmid: i32, version: u64) {
+    let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let v = m.entry((port, rshmid, process::thread_id())).or_insert(0);
+    *v = (*v).max(version);
+}
+
+/// A node, as a program sees it: the queue of the server on one port.
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    port: u16,
+    queue: MsgId,
+}
+
+/// What `client ls` prints: this node's address, its table, its peers.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub node: String,
+    pub entries: Vec<LsEntry>,
+    pub peers: Vec<LsPeer>,
+}
+
+impl Node {
+    /// The server on `port`; fails at once if there is none.
+    pub fn open(port: u16) -> io::Result<Node> {
+        let key = queue_key(port);
+        match msgget(key, Get::Open) {
+            Ok(queue) => Ok(Node { port, queue }),
+            Err(e) => Err(sys::sys_error(
+                format!("no rshm_server on port {port} (queue key 0x{key:08x})"),
+                io::Error::from_raw_os_error(sys::errno(&e).unwrap_or(libc::ENOENT)),
+            )),
+        }
+    }
+
+    /// The server named by `RSHM_PORT`, or on the default port.
+    pub fn from_env() -> io::Result<Node> {
+        Node::open(port_from_env()?)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `rshmget(key, size)`: the rshmid of the segment with this key anywhere in the group;
+    /// if there is none, this node creates it (and owns it). `size` 0 only opens.
+    pub fn rshmget(&self, key: i32, size: usize) -> io::Result<i32> {
+        let r = self.call(
+            Op::Get {
+                key,
+                size: size as u64,
+            },
+            Duration::ZERO,
+        )?;
+        Ok(r.rshmid)
+    }
+
+    /// `rshmat(rshmid)`: counted by the server on every node, attached here.
+    pub fn rshmat(&self, rshmid: i32) -> io::Result<RshmAttachment> {
+        let r = self.call(Op::At { rshmid }, Duration::ZERO)?;
+        let att = match ShmId(r.shmid).attach(Access::ReadWrite) {
+            Ok(a) => a,
+            Err(e) => {
+                // Undo the count the server already made.
+                let _ = self.call(Op::Dt { rshmid }, Duration::ZERO);
+                return Err(e);
+            }
+        };
+        saw(self.port, rshmid, r.version);
+        Ok(RshmAttachment {
+            node: *self,
+            rshmid,
+            att: Some(att),
+        })
+    }
+
+    /// `rshmdt`: detaches here, then the server counts it down on every node. (Dropping the
+    /// attachment does the same, but cannot report an error.)
+    pub fn rshmdt(&self, mut att: RshmAttachment) -> io::Result<()> {
+        drop(att.att.take());
+        self.call(Op::Dt { rshmid: att.rshmid }, Duration::ZERO)?;
+        Ok(())
+    }
+
+    /// `rshmctl(rshmid, IPC_RMID)`: marks the segment; it is destroyed on every node when the
+    /// cluster-wide attach count reaches zero. Any other `cmd` is EINVAL, as in the seed.
+    pub fn rshmctl(&self, rshmid: i32, cmd: i32) -> io::Result<()> {
+        if cmd != IPC_RMID {
+            return Err(sys::sys_error(
+                format!("rshmctl(rshmid={rshmid}, cmd={cmd}): only IPC_RMID is supported"),
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        self.call(Op::Rmid { rshmid }, Duration::ZERO)?;
+        Ok(())
+    }
+
+    /// `rshmChanged(rshmid)`: the server sends this node's contents to every connected peer,
+    /// and this returns once each has applied them. Returns the segment's new version.
+    pub fn rshm_changed(&self, rshmid: i32) -> io::Result<u64> {
+        let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
+        saw(self.port, rshmid, r.version);
+        Ok(r.version)
+    }
+
+    /// Waits until this node's replica changes (an update arrives) after the version this
+    /// process last saw. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
+    pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {
+        let op = Op::Wait {
+            rshmid,
+            seen: seen(self.port, rshmid),
+            timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u64,
+        };
+        match self.call(op, timeout) {
+            Ok(r) => {
+                saw(self.port, rshmid, r.version);
+                Ok(true)
+            }
+            Err(e) if sys::errno(&e) == Some(libc::ETIMEDOUT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This node's table and peers, for `client ls`.
+    pub fn ls(&self) -> io::Result<Listing> {
+        let r = self.call(Op::Ls, Duration::ZERO)?;
+        Ok(Listing {
+            node: r.text,
+            entries: r.entries,
+            peers: r.peers,
+        })
+    }
+
+    /// One request and its reply.
+    fn call(&self, op: Op, extra: Duration) -> io::Result<Reply> {
+        let tid = process::thread_id();
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let what = op.to_string();
+        let req = Request {
+            reply_type: tid,
+            serial,
+            pid: std::process::id() as i32,
+            op,
+        };
+        crate::trace!("rshm: queue -> port {} {what}", self.port);
+        // IPC_NOWAIT: a queue that is full (a stuck server) is an error, not a hang.
+        self.queue
+            .send(RSHM_REQUEST_TYPE, &req.encode(), true)
+            .map_err(|e| self.lost(&what, e))?;
+        let deadline = Instant::now() + RSHM_REPLY_TIMEOUT + extra;
+        // A wait for a change may last seconds: spinning through them would take the CPU
+        // from the very servers that bring the change. Everything else answers within about
+        // one TCP round trip, which a spin catches without a wake-up.
+        let spin = if matches!(req.op, Op::Wait { .. }) {
+            Duration::ZERO
+        } else {
+            RSHM_SPIN
+        };
+        let mut buf = vec![0u8; MAX_REPLY];
+        loop {
+            let Some(n) = self
+                .wait_reply(tid, &mut buf, deadline, spin)
+                .map_err(|e| self.lost(&what, e))?
+            else {
+                return Err(sys::sys_error(
+                    format!(
+                        "{what}: no reply from rshm_server on port {} within {} s",
+                        self.port,
+                        (RSHM_REPLY_TIMEOUT + extra).as_secs()
+                    ),
+                    io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                ));
+            };
+            let r = Reply::decode(&buf[..n])?;
+            if r.serial != serial {
+                continue; // the late answer to an earlier call of this thread that gave up
+            }
+            if r.status != 0 {
+                return Err(sys::sys_error(
+                    r.text,
+                    io::Error::from_raw_os_error(r.status),
+                ));
+            }
+            return Ok(r);
+        }
+    }
+
+    /// Spin (yielding) for the reply for `spin`, then sleep in msgrcv until the deadline.
+    /// Spinning keeps this core awake and the reply's wake-up cheap; the cost is a little CPU
+    /// for [`RSHM_SPIN`] per call, and none while a long wait sleeps.
+    fn wait_reply(
+        &self,
+        tid: i32,
+        buf: &mut [u8],
+        deadline: Instant,
+        spin: Duration,
+    ) -> io::Result<Option<usize>> {
+        let spin_until = (Instant::now() + spin).min(deadline);
+        loop {
+            if let Some((_, n)) = self.queue.try_recv(i64::from(tid), buf)? {
+                return Ok(Some(n));
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        Ok(msg_wait::recv_until(self.queue, i64::from(tid), buf, deadline)?.map(|(_, n)| n))
+    }
+
+    /// The queue failed under us: the server has gone (EIDRM), or is stuck (EAGAIN).
+    fn lost(&self, what: &str, e: io::Error) -> io::Error {
+        let why = if sys::is_removed(&e) {
+            "the rshm_server's queue was removed (server stopped)"
+        } else if sys::is_timeout(&e) {
+            "the rshm_server's queue is full (server stuck?)"
+        } else {
+            "queue error"
+        };
+        sys::sys_error(
+            format!("{what}: port {}: {why}", self.port),
+            io::Error::from_raw_os_error(sys::errno(&e).unwrap_or(libc::EIO)),
+        )
+    }
+}
+
+/// A segment attached in this process, through [`Node::rshmat`]. Dropping it detaches and
+/// tells the server (as [`Node::rshmdt`] does, without an error to report).
+#[derive(Debug)]
+pub struct RshmAttachment {
+    node: Node,
+    rshmid: i32,
+    att: Option<Attachment>,
+}
+
+impl RshmAttachment {
+    pub fn rshmid(&self) -> i32 {
+        self.rshmid
+    }
+
+    fn att(&self) -> &Attachment {
+        self.att.as_ref().expect("attached until dropped")
+    }
+
+    /// The segment's size.
+    pub fn len(&self) -> usize {
+        self.att().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.att().is_empty()
+    }
+
+    /// Where the segment is mapped in *this* process (what C's `rshmat` returns).
+    pub fn addr(&self) -> usize {
+        self.att().addr()
+    }
+
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.att().read_at(offset, buf)
+    }
+
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.att().write_at(offset, data)
+    }
+
+    /// The NUL-terminated string at the start of the segment (all of it if there is no NUL).
+    pub fn read_string(&self) -> io::Result<String> {
+        let mut buf = vec![0u8; self.len()];
+        self.read_at(0, &mut buf)?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
+    /// Copies `text` and a NUL to the start of the segment; too long is an error (EFBIG).
+    pub fn write_string(&self, text: &str) -> io::Result<()> {
+        let need = text.len() + 1;
+        if need > self.len() {
+            return Err(sys::sys_error(
+                format!(
+                    "text of {} bytes (with its NUL) does not fit segment {} of {} bytes",
+                    need,
+                    self.rshmid,
+                    self.len()
+                ),
+                io::Error::from_raw_os_error(libc::EFBIG),
+            ));
+        }
+        self.write_at(0, text.as_bytes())?;
+        self.write_at(text.len(), &[0])
+    }
+}
+
+impl Drop for RshmAttachment {
+    fn drop(&mut self) {
+        if let Some(att) = self.att.take() {
+            drop(att);
+            if let Err(e) = self.node.call(
+                Op::Dt {
+                    rshmid: self.rshmid,
+                },
+                Duration::ZERO,
+            ) {
+                crate::trace!("rshmdt on drop: {e}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// For the C calls (src/sys/rshm_c.rs): C has no guard, so attachments live in a process-wide
+// table and are found again by the address C holds.
+
+static C_ATTACHED: Mutex<Vec<RshmAttachment>> = Mutex::new(Vec::new());
+
+/// C's `rshmat`: attach, keep the guard, return the address.
+pub fn c_rshmat(rshmid: i32) -> io::Result<usize> {
+    let att = Node::from_env()?.rshmat(rshmid)?;
+    let addr = att.addr();
+    C_ATTACHED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(att);
+    Ok(addr)
+}
+
+/// C's `rshmdt`: find the guard by address (and rshmid), detach, tell the server.
+pub fn c_rshmdt(rshmid: i32, addr: usize) -> io::Result<()> {
+    let att = {
+        let mut v = C_ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
+        let i = v
+            .iter()
+            .position(|a| a.addr() == addr && a.rshmid == rshmid)
+            .ok_or_else(|| {
+                sys::sys_error(
+                    format!("rshmdt(rshmid={rshmid}, addr=0x{addr:x}): not attached here"),
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })?;
+        v.swap_remove(i)
+    };
+    let node = att.node;
+    node.rshmdt(att)
+}

@@ -1,0 +1,1168 @@
+//! `rshm_server`: one node of the group. Local programs reach it through a message queue;
+//! other nodes through TCP.
+//!
+//! ```text
+//!              queue (key = 0x52530000 + port)               TCP, two connections per pair
+//!   P1 ──Request──▶ [ queue thread ] ──Frame──▶ dialer conn ══════════▶ peer's accepted conn
+//!   P1 ◀──Reply──── (or the thread   ◀──ACK──── (reader thread) ◀═══════ (applies, then ACKs)
+//!                    that got the last ACK)
+//! ```
+//!
+//! # Threads
+//! - **queue**: blocks in `msgrcv(type 1)`, handles one request at a time under the state lock.
+//!   A request that needs the peers (GET of a new key, AT, DT, RMID, CHANGED) sends its frame to
+//!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
+//!   never stalls the other programs.
+//! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
+//!   sends HELLO with our table, merges the HELLO_REPLY table, then reads ACKs. The last ACK
+//!   of a `Pending` sends the program its reply. This connection carries *our* requests.
+//! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
+//!   is a configured peer, answers its HELLO with our table, then applies each frame it sends
+//!   and answers with an ACK. This connection carries the *peer's* requests.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up.
+//! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
+//!
+//! Two connections per pair, one per direction of request, mean no rule is needed to decide
+//! who dials whom, and an ACK always arrives on the connection its request left on.
+//!
+//! # Locking
+//! One mutex, `Shared::state`, guards the table, the peers' outgoing streams, the pendings and
+//! the waits. Frames to peers are written while it is held, so every peer sees our frames in the
+//! order our table changed. (A write can block only while a peer's socket buffer is full, and
+//! gives up after `RSHM_WRITE_TIMEOUT`, dropping that peer.) Replies to programs are sent with
+//! `IPC_NOWAIT`, so a full queue never blocks a server thread.
+//!
+//! # Consistency
+//! `rshmChanged` is a release point: the reply is sent only once every connected peer has
+//! written the bytes into its replica and said so. A program on B that reads after P1's
+//! `rshmChanged` returned therefore sees P1's data. A peer that is not connected misses the
+//! update (it is listed as down in `client ls`); one that does not answer in time makes
+//! `rshmChanged` fail with an error that names it.
+
+use super::table::Table;
+use super::{queue_key, RSHM_REQUEST_TYPE};
+use crate::params::{
+    DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER,
+    RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+};
+use crate::sys::msg::{msgget, MsgId};
+use crate::sys::shm::Get;
+use crate::sys::signal::TermSignals;
+use crate::sys::{self, Owner};
+use crate::wire::rshm::{Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What `rshm_server` was asked to be.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our address: where we listen, and our name in every node's table.
+    pub listen: SocketAddrV4,
+    /// The other nodes. Only these may connect to us.
+    pub peers: Vec<SocketAddrV4>,
+}
+
+/// Logs a line on stderr, always (not only when tracing): connections, refusals, failures.
+/// Formatted first, then one write, so that lines of two servers sharing a terminal never mix.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let line = format!("{}: {}\n", crate::trace::program(), format_args!($($arg)*));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }};
+}
+
+/// What to answer once the peers have acknowledged a request.
+enum Then {
+    /// Send this reply; peers that did not acknowledge are only logged (the change is made
+    /// here, and they get the table again by HELLO when they reconnect).
+    Reply(Reply),
+    /// rshmChanged: send this reply, or an error naming every peer that did not acknowledge.
+    Changed(Reply),
+    /// RMID forwarded to the owner: its ACK status is the answer.
+    Forwarded(Reply, i32),
+}
+
+/// A request waiting for ACKs.
+struct Pending {
+    req: Request,
+    then: Then,
+    /// Peers whose ACK has not arrived yet.
+    waiting: Vec<SocketAddrV4>,
+    /// Why some peers did not acknowledge.
+    failures: Vec<String>,
+    /// An ACK's error, for a forwarded RMID.
+    status: (i32, String),
+    deadline: Instant,
+}
+
+/// A program in `rshm_wait_changed`.
+struct Waiter {
+    req: Request,
+    rshmid: i32,
+    seen: u64,
+    deadline: Instant,
+}
+
+/// One configured peer, as this node sees it.
+struct Peer {
+    addr: SocketAddrV4,
+    /// Our connection to it, while up: where our requests go.
+    out: Option<TcpStream>,
+    /// Set when the peer dialled us while our connection to it was down: it is back, so the
+    /// dialer stops waiting out its backoff and connects at once.
+    kick: bool,
+}
+
+/// Everything behind the one lock.
+struct State {
+    table: Table,
+    peers: Vec<Peer>,
+    /// Keyed by the seq of the frame whose ACKs they wait for.
+    pending: HashMap<u32, Pending>,
+    waiters: Vec<Waiter>,
+    next_seq: u32,
+    node_id: u32,
+}
+
+/// What every thread shares.
+struct Shared {
+    me: SocketAddrV4,
+    /// Recent callers `(tid, pid)`, so that replies left for a dead one can be removed.
+    recent: Mutex<Vec<(i32, i32)>>,
+    queue: MsgId,
+    stop: AtomicBool,
+    state: Mutex<State>,
+}
+
+/// A running node. Dropping it does not stop the threads; call [`Server::shutdown`].
+pub struct Server {
+    shared: Arc<Shared>,
+    /// Who removes the queue: this server, at shutdown.
+    queue: Option<Owner<MsgId>>,
+}
+
+fn errno_text(e: &io::Error) -> i32 {
+    sys::errno(e).unwrap_or(libc::EIO)
+}
+
+impl Server {
+    /// Binds the port, creates the queue, starts every thread. Fails if the port is taken or
+    /// a queue for this port already exists (another server, or a crashed one: `ipcrm -q`).
+    pub fn start(config: Config) -> io::Result<Server> {
+        if config.peers.len() > RSHM_MAX_PEERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {RSHM_MAX_PEERS} peers"),
+            ));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", config.listen)))?;
+        let key = queue_key(config.listen.port());
+        let queue = Owner::new(msgget(key, Get::Create(DEFAULT_MODE))?);
+        let mut table = Table::new(config.listen)?;
+        let node_id = table.new_node_id();
+        let shared = Arc::new(Shared {
+            me: config.listen,
+            recent: Mutex::new(Vec::new()),
+            queue: queue.get(),
+            stop: AtomicBool::new(false),
+            state: Mutex::new(State {
+                table,
+                peers: config
+                    .peers
+                    .iter()
+                    .map(|&addr| Peer {
+                        addr,
+                        out: None,
+                        kick: false,
+                    })
+                    .collect(),
+                pending: HashMap::new(),
+                waiters: Vec::new(),
+                next_seq: 1,
+                node_id,
+            }),
+        });
+        log!(
+            "node {} (id {node_id:08x}) serving queue key 0x{key:08x} (msqid {}), {} peer(s)",
+            config.listen,
+            queue.get().0,
+            config.peers.len()
+        );
+        let s = shared.clone();
+        std::thread::spawn(move || queue_loop(&s));
+        let s = shared.clone();
+        std::thread::spawn(move || accept_loop(&s, listener));
+        let s = shared.clone();
+        std::thread::spawn(move || sweep_loop(&s));
+        for peer in config.peers {
+            let s = shared.clone();
+            std::thread::spawn(move || dial_loop(&s, peer));
+        }
+        Ok(Server {
+            shared,
+            queue: Some(queue),
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down. `signals` must have been blocked before
+    /// any thread started (so that no thread but this one takes them).
+    pub fn serve(mut self, signals: &TermSignals) -> io::Result<i32> {
+        let sig = signals.wait()?;
+        log!("signal {sig}: leaving the group");
+        self.shutdown();
+        Ok(sig)
+    }
+
+    /// Tells the peers we leave, fails what is pending, drops every replica (detach, then
+    /// IPC_RMID), and removes the queue, which wakes the queue thread with EIDRM.
+    pub fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let mut st = lock(&self.shared);
+            let bye = Frame::Bye.encode(0);
+            for p in &mut st.peers {
+                if let Some(mut s) = p.out.take() {
+                    crate::trace!("tcp -> {} BYE", p.addr);
+                    let _ = s.write_all(&bye);
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
+            let pending: Vec<Pending> = st.pending.drain().map(|(_, p)| p).collect();
+            for p in pending {
+                reply(
+                    &self.shared,
+                    &p.req,
+                    &Reply::error(&p.req, libc::ESHUTDOWN, "rshm_server is shutting down"),
+                );
+            }
+            let waiters: Vec<Waiter> = st.waiters.drain(..).collect();
+            for w in waiters {
+                reply(
+                    &self.shared,
+                    &w.req,
+                    &Reply::error(&w.req, libc::ESHUTDOWN, "rshm_server is shutting down"),
+                );
+            }
+            st.table.clear();
+        }
+        // Removing the queue wakes the queue thread and every program waiting on it.
+        drop(self.queue.take());
+    }
+
+    /// Our address.
+    pub fn addr(&self) -> SocketAddrV4 {
+        self.shared.me
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A thread that panicked while holding the lock leaves the table as it was; keep serving.
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends a program its reply, without ever blocking (a dead program's queue may be full).
+fn reply(shared: &Shared, req: &Request, r: &Reply) {
+    if r.status == 0 {
+        crate::trace!("queue -> tid {} {} ok", req.reply_type, req.op);
+    } else {
+        crate::trace!(
+            "queue -> tid {} {} errno={} {}",
+            req.reply_type,
+            req.op,
+            r.status,
+            r.text
+        );
+    }
+    // A reply to a process that is gone would sit in the queue for ever, and enough of them
+    // fill it (msgmnb is 16 KiB by default): do not send it.
+    if !sys::process::alive(req.pid) {
+        crate::trace!("queue: pid {} is gone; reply dropped", req.pid);
+        return;
+    }
+    if let Err(e) = shared
+        .queue
+        .send(i64::from(req.reply_type), &r.encode(), true)
+    {
+        if !shared.stop.load(Ordering::Relaxed) {
+            log!("reply to tid {} lost: {e}", req.reply_type);
+        }
+        return;
+    }
+    let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+    if !recent.contains(&(req.reply_type, req.pid)) {
+        if recent.len() == RSHM_RECENT_CALLERS {
+            recent.remove(0);
+        }
+        recent.push((req.reply_type, req.pid));
+    }
+}
+
+/// Removes replies that nobody will take: those for callers whose process has died since
+/// (killed while it waited). Called by the sweeper now and then.
+fn drain_dead_callers(shared: &Shared) {
+    let dead: Vec<(i32, i32)> = {
+        let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let dead = recent
+            .iter()
+            .copied()
+            .filter(|(_, pid)| !sys::process::alive(*pid))
+            .collect();
+        recent.retain(|(_, pid)| sys::process::alive(*pid));
+        dead
+    };
+    let mut buf = vec![0u8; crate::wire::rshm::MAX_REPLY];
+    for (tid, pid) in dead {
+        let mut n = 0;
+        while let Ok(Some(_)) = shared.queue.try_recv(i64::from(tid), &mut buf) {
+            n += 1;
+        }
+        if n > 0 {
+            log!("removed {n} unread repl(ies) for tid {tid} of pid {pid}, which is gone");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending frames to peers (always with the state lock held).
+
+/// Writes `frame` to every connected peer. Returns the seq and the peers it reached; a peer
+/// whose write fails is dropped (its dialer reconnects).
+fn broadcast(st: &mut State, frame: &Frame) -> (u32, Vec<SocketAddrV4>) {
+    let all: Vec<SocketAddrV4> = st.peers.iter().map(|p| p.addr).collect();
+    send_to(st, frame, &all)
+}
+
+/// Writes `frame` to those of `targets` that are connected.
+fn send_to(st: &mut State, frame: &Frame, targets: &[SocketAddrV4]) -> (u32, Vec<SocketAddrV4>) {
+    let seq = st.next_seq;
+    st.next_seq = st.next_seq.wrapping_add(1).max(1);
+    let bytes = frame.encode(seq);
+    let mut reached = Vec::new();
+    for p in st.peers.iter_mut().filter(|p| targets.contains(&p.addr)) {
+        let Some(s) = p.out.as_mut() else { continue };
+        crate::trace!("tcp -> {} #{seq} {frame}", p.addr);
+        match s.write_all(&bytes) {
+            Ok(()) => reached.push(p.addr),
+            Err(e) => {
+                log!(
+                    "peer {}: write failed: {e}; dropping the connection",
+                    p.addr
+                );
+                let _ = s.shutdown(Shutdown::Both);
+                p.out = None;
+            }
+        }
+    }
+    (seq, reached)
+}
+
+/// Leaves `req` waiting for the ACKs of frame `seq` from `peers`; replies at once if none.
+fn await_acks(
+    shared: &Shared,
+    st: &mut State,
+    seq: u32,
+    peers: Vec<SocketAddrV4>,
+    req: Request,
+    then: Then,
+) {
+    let p = Pending {
+        req,
+        then,
+        waiting: peers,
+        failures: Vec::new(),
+        status: (0, String::new()),
+        deadline: Instant::now() + RSHM_ACK_TIMEOUT,
+    };
+    if p.waiting.is_empty() {
+        finish(shared, p);
+    } else {
+        st.pending.insert(seq, p);
+    }
+}
+
+/// Every ACK is in (or will never come): answer the program.
+fn finish(shared: &Shared, p: Pending) {
+    let r = match p.then {
+        Then::Reply(r) => {
+            for f in &p.failures {
+                log!("{}: {f}", p.req.op);
+            }
+            r
+        }
+        Then::Changed(r) if p.failures.is_empty() => r,
+        Then::Changed(r) => Reply::error(
+            &p.req,
+            libc::ETIMEDOUT,
+            format!(
+                "rshmChanged(rshmid={}): {}",
+                r.rshmid,
+                p.failures.join("; ")
+            ),
+        ),
+        Then::Forwarded(r, _) if p.failures.is_empty() && p.status.0 == 0 => r,
+        Then::Forwarded(_, rshmid) if p.failures.is_empty() => Reply::error(
+            &p.req,
+            p.status.0,
+            format!(
+                "rshmctl(rshmid={rshmid}, IPC_RMID) at the owner: {}",
+                p.status.1
+            ),
+        ),
+        Then::Forwarded(_, rshmid) => Reply::error(
+            &p.req,
+            libc::EHOSTUNREACH,
+            format!(
+                "rshmctl(rshmid={rshmid}, IPC_RMID): {}",
+                p.failures.join("; ")
+            ),
+        ),
+    };
+    reply(shared, &p.req, &r);
+}
+
+/// An ACK for frame `seq` from `peer`.
+fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: String) {
+    let mut st = lock(shared);
+    let Some(p) = st.pending.get_mut(&seq) else {
+        return; // a frame nobody waits for (a MARK, a DESTROY), or one that timed out
+    };
+    p.waiting.retain(|a| *a != peer);
+    if status != 0 {
+        p.failures.push(format!("peer {peer} refused: {text}"));
+        p.status = (status, text);
+    }
+    if p.waiting.is_empty() {
+        let p = st.pending.remove(&seq).expect("present");
+        drop(st);
+        finish(shared, p);
+    }
+}
+
+/// Our connection to `peer` is gone: whoever waits for its ACK will not get one.
+fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
+    let mut st = lock(shared);
+    if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+        if let Some(s) = p.out.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+    let seqs: Vec<u32> = st
+        .pending
+        .iter()
+        .filter(|(_, p)| p.waiting.contains(&peer))
+        .map(|(seq, _)| *seq)
+        .collect();
+    let mut done = Vec::new();
+    for seq in seqs {
+        let p = st.pending.get_mut(&seq).expect("present");
+        p.waiting.retain(|a| *a != peer);
+        p.failures.push(format!("peer {peer} went down ({why})"));
+        if p.waiting.is_empty() {
+            done.extend(st.pending.remove(&seq));
+        }
+    }
+    drop(st);
+    for p in done {
+        finish(shared, p);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table changes that every node must hear of.
+
+/// Destroys a row here, tells every peer, and answers the programs waiting on it.
+fn destroy(shared: &Shared, st: &mut State, rshmid: i32) -> (u32, Vec<SocketAddrV4>) {
+    st.table.destroy(rshmid);
+    wake(shared, st, rshmid);
+    broadcast(st, &Frame::Destroy { rshmid })
+}
+
+/// Answers every wait on `rshmid` that the new version (or a removal) satisfies.
+fn wake(shared: &Shared, st: &mut State, rshmid: i32) {
+    let version = st.table.get(rshmid).map(|s| s.version);
+    let mut i = 0;
+    while i < st.waiters.len() {
+        let w = &st.waiters[i];
+        if w.rshmid != rshmid || version.is_some_and(|v| v <= w.seen) {
+            i += 1;
+            continue;
+        }
+        let w = st.waiters.swap_remove(i);
+        let r = match version {
+            Some(v) => Reply {
+                rshmid,
+                version: v,
+                ..Reply::to(&w.req)
+            },
+            None => Reply::error(&w.req, libc::EIDRM, format!("rshmid {rshmid} was removed")),
+        };
+        reply(shared, &w.req, &r);
+    }
+}
+
+/// The owner's side of IPC_RMID: mark, tell everyone, destroy if nobody is attached.
+fn mark_as_owner(shared: &Shared, st: &mut State, rshmid: i32) -> (u32, Vec<SocketAddrV4>) {
+    let seg = st.table.get_mut(rshmid).expect("caller checked");
+    seg.marked = true;
+    let total = seg.total();
+    let sent = broadcast(st, &Frame::Mark { rshmid });
+    if total == 0 {
+        destroy(shared, st, rshmid)
+    } else {
+        sent
+    }
+}
+
+/// After a count changed: as owner, destroy a marked row nobody is attached to any more.
+fn destroy_if_done(
+    shared: &Shared,
+    st: &mut State,
+    rshmid: i32,
+) -> Option<(u32, Vec<SocketAddrV4>)> {
+    let seg = st.table.get(rshmid)?;
+    if seg.owner == shared.me && seg.marked && seg.total() == 0 {
+        Some(destroy(shared, st, rshmid))
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue thread: requests from local programs.
+
+fn queue_loop(shared: &Shared) {
+    // Room for the largest message the kernel allows: a bigger one would fail with E2BIG and
+    // stay at the head of the queue, jamming it for good.
+    let msgmax = sys::kernel_limit("msgmax").unwrap_or(8192) as usize;
+    let mut buf = vec![0u8; msgmax.clamp(8192, 1 << 20)];
+    loop {
+        let n = match shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf) {
+            Ok((_, n)) => n,
+            Err(e) => {
+                if !shared.stop.load(Ordering::SeqCst) {
+                    // Someone removed our queue (ipcrm): no local program can reach us any
+                    // more, so leave the group cleanly, as on SIGTERM.
+                    log!("queue: {e}; shutting down");
+                    let _ = sys::process::kill(std::process::id() as i32, libc::SIGTERM);
+                }
+                return;
+            }
+        };
+        let req = match Request::decode(&buf[..n]) {
+            Ok(r) => r,
+            Err(e) => {
+                log!("queue: dropped a {n}-byte message: {e}");
+                continue;
+            }
+        };
+        crate::trace!("queue <- tid {} pid {} {}", req.reply_type, req.pid, req.op);
+        let mut st = lock(shared);
+        handle(shared, &mut st, req);
+    }
+}
+
+/// One request, under the lock.
+fn handle(shared: &Shared, st: &mut State, req: Request) {
+    let me = shared.me;
+    let fail = |errno: i32, text: String| reply(shared, &req, &Reply::error(&req, errno, text));
+    match req.op {
+        Op::Get { key, size } => {
+            if let Some(seg) = st.table.by_key(key) {
+                if size > seg.size as u64 {
+                    return fail(
+                        libc::EINVAL,
+                        format!("rshmget(key=0x{key:08x}, size={size}): the segment exists with size {}", seg.size),
+                    );
+                }
+                let r = Reply {
+                    rshmid: seg.rshmid,
+                    size: seg.size as u64,
+                    ..Reply::to(&req)
+                };
+                return reply(shared, &req, &r);
+            }
+            if size == 0 {
+                return fail(
+                    libc::ENOENT,
+                    format!("rshmget(key=0x{key:08x}): no segment with this key in the group"),
+                );
+            }
+            if size > RSHM_MAX_SEGMENT as u64 {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmget(key=0x{key:08x}, size={size}): larger than {RSHM_MAX_SEGMENT} bytes"),
+                );
+            }
+            let entry = match st.table.create(key, size as usize) {
+                Ok(seg) => seg.entry(),
+                Err(e) => return fail(errno_text(&e), format!("rshmget(key=0x{key:08x}): {e}")),
+            };
+            log!(
+                "created rshmid {} (key 0x{key:08x}, {size} bytes)",
+                entry.rshmid
+            );
+            let r = Reply {
+                rshmid: entry.rshmid,
+                size,
+                ..Reply::to(&req)
+            };
+            let (seq, peers) = broadcast(st, &Frame::New(entry));
+            await_acks(shared, st, seq, peers, req, Then::Reply(r));
+        }
+        Op::At { rshmid } => {
+            let Some(seg) = st.table.get_mut(rshmid) else {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmat(rshmid={rshmid}): no such segment"),
+                );
+            };
+            if seg.marked {
+                return fail(
+                    libc::EIDRM,
+                    format!("rshmat(rshmid={rshmid}): the segment is marked for removal"),
+                );
+            }
+            let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
+            seg.counts.insert(me, count);
+            let r = Reply {
+                rshmid,
+                shmid: seg.replica.shmid.0,
+                size: seg.size as u64,
+                version: seg.version,
+                ..Reply::to(&req)
+            };
+            let (seq, peers) = broadcast(
+                st,
+                &Frame::Count {
+                    rshmid,
+                    node: me,
+                    count,
+                },
+            );
+            await_acks(shared, st, seq, peers, req, Then::Reply(r));
+        }
+        Op::Dt { rshmid } => {
+            let Some(seg) = st.table.get_mut(rshmid) else {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmdt(rshmid={rshmid}): no such segment"),
+                );
+            };
+            let count = seg.counts.get(&me).copied().unwrap_or(0);
+            if count == 0 {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmdt(rshmid={rshmid}): no process on this node is attached"),
+                );
+            }
+            seg.counts.insert(me, count - 1);
+            let r = Reply {
+                rshmid,
+                ..Reply::to(&req)
+            };
+            let (mut seq, mut peers) = broadcast(
+                st,
+                &Frame::Count {
+                    rshmid,
+                    node: me,
+                    count: count - 1,
+                },
+            );
+            // The last detach of a marked segment: the owner destroys it everywhere. Waiting
+            // for the DESTROY's ACKs (sent after the COUNT on the same connections) means the
+            // program's rshmdt returns when the segment is gone on every connected node.
+            if let Some(sent) = destroy_if_done(shared, st, rshmid) {
+                (seq, peers) = sent;
+            }
+            await_acks(shared, st, seq, peers, req, Then::Reply(r));
+        }
+        Op::Rmid { rshmid } => {
+            let Some(owner) = st.table.get(rshmid).map(|s| s.owner) else {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmctl(rshmid={rshmid}, IPC_RMID): no such segment"),
+                );
+            };
+            let r = Reply {
+                rshmid,
+                ..Reply::to(&req)
+            };
+            if owner == me {
+                let (seq, peers) = mark_as_owner(shared, st, rshmid);
+                return await_acks(shared, st, seq, peers, req, Then::Reply(r));
+            }
+            // Only the owner removes: forward the request and answer with the owner's ACK.
+            let (seq, peers) = send_to(st, &Frame::Rmid { rshmid }, &[owner]);
+            if peers.is_empty() {
+                return fail(
+                    libc::EHOSTUNREACH,
+                    format!("rshmctl(rshmid={rshmid}, IPC_RMID): the owner {owner} is unreachable"),
+                );
+            }
+            // Marked here at once (the owner's MARK would do it a moment later anyway).
+            if let Some(seg) = st.table.get_mut(rshmid) {
+                seg.marked = true;
+            }
+            await_acks(shared, st, seq, peers, req, Then::Forwarded(r, rshmid));
+        }
+        Op::Changed { rshmid } => {
+            let Some(seg) = st.table.get_mut(rshmid) else {
+                return fail(
+                    libc::EINVAL,
+                    format!("rshmChanged(rshmid={rshmid}): no such segment"),
+                );
+            };
+            // The server reads the replica through its own attachment (the seed's addr): the
+            // program wrote into the same physical pages through its own mapping.
+            let mut data = vec![0u8; seg.size];
+            if let Err(e) = seg.replica.att.read_at(0, &mut data) {
+                return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}"));
+            }
+            seg.version += 1;
+            let version = seg.version;
+            let r = Reply {
+                rshmid,
+                version,
+                ..Reply::to(&req)
+            };
+            let frame = Frame::Update {
+                rshmid,
+                version,
+                origin: me,
+                offset: 0,
+                data,
+            };
+            let (seq, peers) = broadcast(st, &frame);
+            // Local waiters after the frames are on their way: they are not on the hot path.
+            wake(shared, st, rshmid);
+            await_acks(shared, st, seq, peers, req, Then::Changed(r));
+        }
+        Op::Wait {
+            rshmid,
+            seen,
+            timeout_ms,
+        } => {
+            let Some(seg) = st.table.get(rshmid) else {
+                return fail(
+                    libc::EIDRM,
+                    format!("rshm_wait_changed(rshmid={rshmid}): no such segment (removed?)"),
+                );
+            };
+            if seg.version > seen {
+                let r = Reply {
+                    rshmid,
+                    version: seg.version,
+                    ..Reply::to(&req)
+                };
+                return reply(shared, &req, &r);
+            }
+            let timeout = Duration::from_millis(timeout_ms.min(24 * 3600 * 1000));
+            st.waiters.push(Waiter {
+                req,
+                rshmid,
+                seen,
+                deadline: Instant::now() + timeout,
+            });
+        }
+        Op::Ls => {
+            let r = Reply {
+                text: me.to_string(),
+                entries: st.table.ls(),
+                peers: st
+                    .peers
+                    .iter()
+                    .map(|p| LsPeer {
+                        addr: p.addr,
+                        up: p.out.is_some(),
+                    })
+                    .collect(),
+                ..Reply::to(&req)
+            };
+            reply(shared, &req, &r);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweeper: time limits.
+
+fn sweep_loop(shared: &Shared) {
+    let mut drained = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(RSHM_SWEEP_INTERVAL);
+        if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
+            drain_dead_callers(shared);
+            drained = Instant::now();
+        }
+        let now = Instant::now();
+        let mut st = lock(shared);
+        let late: Vec<u32> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut done = Vec::new();
+        for seq in late {
+            let mut p = st.pending.remove(&seq).expect("present");
+            for peer in std::mem::take(&mut p.waiting) {
+                p.failures.push(format!(
+                    "peer {peer} did not acknowledge within {} ms",
+                    RSHM_ACK_TIMEOUT.as_millis()
+                ));
+            }
+            done.push(p);
+        }
+        let mut timed_out = Vec::new();
+        st.waiters.retain(|w| {
+            let keep = w.deadline > now;
+            if !keep {
+                timed_out.push(w.req.clone());
+            }
+            keep
+        });
+        drop(st);
+        for p in done {
+            finish(shared, p);
+        }
+        for req in timed_out {
+            reply(
+                shared,
+                &req,
+                &Reply::error(&req, libc::ETIMEDOUT, "no change within the timeout"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP: reading frames.
+
+/// Reads one whole frame. The header is checked before the body is allocated, so a peer can
+/// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
+fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
+    buf.resize(FRAME_HEADER_LEN, 0);
+    s.read_exact(&mut buf[..FRAME_HEADER_LEN])?;
+    let (_, len, _) = Frame::decode_header(buf)?;
+    buf.resize(FRAME_HEADER_LEN + len, 0);
+    s.read_exact(&mut buf[FRAME_HEADER_LEN..])?;
+    let (seq, frame, _) = Frame::decode(buf)?;
+    Ok((seq, frame))
+}
+
+/// A table from `from`, merged into ours: new rows get their replicas.
+fn merge(shared: &Shared, from: SocketAddrV4, h: &Hello) {
+    let mut st = lock(shared);
+    if let Err(e) = st.table.merge(from, &h.entries) {
+        log!("merging the table of {from}: {e}");
+    }
+    // A peer that restarted has no attaches any more: a marked row may now be done with.
+    for rshmid in st.table.destroyable() {
+        destroy(shared, &mut st, rshmid);
+    }
+}
+
+fn hello(shared: &Shared, st: &State) -> Hello {
+    Hello {
+        node: shared.me,
+        node_id: st.node_id,
+        entries: st.table.entries(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dialer: our connection to one peer, carrying our requests.
+
+fn dial_loop(shared: &Shared, peer: SocketAddrV4) {
+    let mut backoff = RSHM_BACKOFF_MIN;
+    let mut announced_down = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        match TcpStream::connect_timeout(&SocketAddr::V4(peer), RSHM_CONNECT_TIMEOUT) {
+            Ok(s) => {
+                announced_down = false;
+                backoff = RSHM_BACKOFF_MIN;
+                let why = match talk_to(shared, peer, s) {
+                    Ok(()) => "closed by the peer".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                log!("lost peer {peer}: {why}");
+                peer_down(shared, peer, &why);
+            }
+            Err(e) => {
+                if !announced_down {
+                    log!("peer {peer} is down ({e}); retrying with backoff, serving locally");
+                    announced_down = true;
+                }
+                crate::trace!(
+                    "connect {peer}: {e}; next try in {} ms",
+                    backoff.as_millis()
+                );
+                sleep_unless_kicked(shared, peer, backoff);
+                backoff = (backoff * 2).min(RSHM_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Waits out a backoff, in short slices, returning early if the peer dialled us meanwhile.
+fn sleep_unless_kicked(shared: &Shared, peer: SocketAddrV4, pause: Duration) {
+    let until = Instant::now() + pause;
+    while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10).min(pause));
+        let mut st = lock(shared);
+        if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+            if std::mem::take(&mut p.kick) {
+                return;
+            }
+        }
+    }
+}
+
+/// One connection's life: HELLO, merge the reply, then read ACKs until it breaks.
+fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<()> {
+    // Updates are small and latency is the point: send each frame at once (no Nagle delay).
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
+    s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    {
+        // HELLO is written and the peer marked connected in one critical section: every
+        // frame broadcast after this snapshot of the table follows it on the same stream, so
+        // the peer misses no change.
+        let mut st = lock(shared);
+        let frame = Frame::Hello(hello(shared, &st));
+        crate::trace!("tcp -> {peer} {frame}");
+        s.write_all(&frame.encode(0))?;
+        let writer = s.try_clone()?;
+        if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+            p.out = Some(writer);
+        }
+    }
+    // Buffered: a frame, or several ACKs, usually arrive in one read(2), not two per frame.
+    let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
+    let mut buf = Vec::new();
+    match read_frame(&mut rd, &mut buf)? {
+        (_, Frame::HelloReply(h)) if h.node == peer => {
+            crate::trace!("tcp <- {peer} {}", Frame::HelloReply(h.clone()));
+            merge(shared, peer, &h);
+            log!(
+                "connected to peer {peer} (id {:08x}, {} segment(s))",
+                h.node_id,
+                h.entries.len()
+            );
+        }
+        (_, other) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected HELLO_REPLY from {peer}, got {other}"),
+            ))
+        }
+    }
+    s.set_read_timeout(None)?;
+    loop {
+        let (seq, frame) = read_frame(&mut rd, &mut buf)?;
+        crate::trace!("tcp <- {peer} #{seq} {frame}");
+        match frame {
+            Frame::Ack { status, text } => on_ack(shared, peer, seq, status, text),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected {other} on our own connection"),
+                ))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The acceptor and inbound connections: the peers' requests.
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let s = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log!("accept: {e}");
+                continue;
+            }
+        };
+        let from = match s.peer_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => continue,
+        };
+        let known_ip = lock(shared).peers.iter().any(|p| p.addr.ip() == from.ip());
+        if !known_ip {
+            log!("refused connection from {from}: not a configured peer");
+            continue;
+        }
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_peer(&shared, s, from) {
+                if !shared.stop.load(Ordering::Relaxed) {
+                    log!("connection from {from} closed: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// A peer's connection: its HELLO, then its requests, each applied and acknowledged in order.
+fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
+    s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
+    let mut buf = Vec::new();
+    let first = match read_frame(&mut rd, &mut buf) {
+        Ok(f) => f,
+        Err(e) => {
+            log!("refused connection from {from}: no HELLO ({e})");
+            return Ok(());
+        }
+    };
+    let peer = match first {
+        (_, Frame::Hello(h)) => {
+            // The peer names itself by its listen address; believe it only if that address is
+            // configured here and the connection really comes from its IP.
+            let configured = lock(shared).peers.iter().any(|p| p.addr == h.node);
+            if !configured || h.node.ip() != from.ip() {
+                log!(
+                    "refused connection from {from}: {} is not a configured peer",
+                    h.node
+                );
+                return Ok(());
+            }
+            crate::trace!("tcp <- {} {}", h.node, Frame::Hello(h.clone()));
+            merge(shared, h.node, &h);
+            let mut st = lock(shared);
+            if let Some(p) = st.peers.iter_mut().find(|p| p.addr == h.node) {
+                p.kick = p.out.is_none();
+            }
+            let answer = Frame::HelloReply(hello(shared, &st));
+            crate::trace!("tcp -> {} {answer}", h.node);
+            s.write_all(&answer.encode(0))?;
+            h.node
+        }
+        (_, other) => {
+            log!("refused connection from {from}: it sent {other} before HELLO");
+            return Ok(());
+        }
+    };
+    s.set_read_timeout(None)?;
+    loop {
+        let (seq, frame) = match read_frame(&mut rd, &mut buf) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => {
+                log!("peer {peer}: {e}; dropping its connection");
+                return Err(e);
+            }
+        };
+        crate::trace!("tcp <- {peer} #{seq} {frame}");
+        if matches!(frame, Frame::Bye) {
+            log!("peer {peer} left the group");
+            let mut st = lock(shared);
+            for rshmid in st.table.forget_node(peer) {
+                destroy(shared, &mut st, rshmid);
+            }
+            return Ok(());
+        }
+        let updated = match frame {
+            Frame::Update { rshmid, .. } => Some(rshmid),
+            _ => None,
+        };
+        let (status, text) = apply(shared, peer, frame);
+        let ack = Frame::Ack { status, text };
+        crate::trace!("tcp -> {peer} #{seq} {ack}");
+        s.write_all(&ack.encode(seq))?;
+        // The ACK first, then the local readers: the writer on the other node is waiting for
+        // the ACK, while a reader's wake-up costs nobody else anything.
+        if let (Some(rshmid), 0) = (updated, status) {
+            wake(shared, &mut lock(shared), rshmid);
+        }
+    }
+}
+
+/// One request from a peer, applied to our table: `(0, "")` or an errno and why.
+fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
+    let mut st = lock(shared);
+    let st = &mut *st;
+    let unknown = |rshmid: i32| {
+        (
+            libc::EINVAL,
+            format!("no segment with rshmid {rshmid} here"),
+        )
+    };
+    match frame {
+        Frame::New(e) => match st.table.insert(&e) {
+            Ok(_) => (0, String::new()),
+            Err(x) => (errno_text(&x), x.to_string()),
+        },
+        Frame::Count {
+            rshmid,
+            node,
+            count,
+        } => {
+            if !st.table.set_count(rshmid, node, count) {
+                return unknown(rshmid);
+            }
+            destroy_if_done(shared, st, rshmid);
+            (0, String::new())
+        }
+        Frame::Update {
+            rshmid,
+            version,
+            offset,
+            data,
+            ..
+        } => {
+            let Some(seg) = st.table.get_mut(rshmid) else {
+                return unknown(rshmid);
+            };
+            // An update older than what we hold (or a repeat) is acknowledged, not applied.
+            if version > seg.version {
+                if let Err(e) = seg.replica.att.write_at(offset as usize, &data) {
+                    return (libc::EINVAL, e.to_string());
+                }
+                seg.version = version;
+            }
+            (0, String::new())
+        }
+        Frame::Rmid { rshmid } => match st.table.get(rshmid) {
+            None => unknown(rshmid),
+            Some(seg) if seg.owner != shared.me => (
+                libc::EPERM,
+                format!("{} is not the owner of rshmid {rshmid}", shared.me),
+            ),
+            Some(_) => {
+                log!("rshmid {rshmid}: removal requested by {peer}");
+                mark_as_owner(shared, st, rshmid);
+                (0, String::new())
+            }
+        },
+        Frame::Mark { rshmid } => match st.table.get_mut(rshmid) {
+            Some(seg) => {
+                seg.marked = true;
+                (0, String::new())
+            }
+            None => unknown(rshmid),
+        },
+        Frame::Destroy { rshmid } => {
+            st.table.destroy(rshmid);
+            wake(shared, st, rshmid);
+            (0, String::new())
+        }
+        other => (libc::EPROTO, format!("unexpected {other}")),
+    }
+}
