@@ -33,7 +33,8 @@ pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A test's private directory, keys, children and objects; all cleaned up on drop.
+/// A test's private directory, keys, children and objects; all cleaned up on drop: children
+/// get SIGTERM (then SIGKILL), and objects under the test's keys are removed.
 pub struct Scratch {
     dir: PathBuf,
     keys: std::cell::RefCell<Vec<Key>>,
@@ -113,7 +114,17 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for mut c in self.children.borrow_mut().drain(..) {
+        // SIGTERM first, so that each program removes what it owns (a private-key object can
+        // be found by nobody else); SIGKILL whoever is still running after a grace period.
+        let mut children: Vec<Child> = self.children.borrow_mut().drain(..).collect();
+        for c in &children {
+            let _ = ipclab::sys::process::kill(c.id() as i32, ipclab::sys::process::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for c in &mut children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
