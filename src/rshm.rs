@@ -42,6 +42,7 @@
 //! # Layout
 //! - [`api`]: the calls above, for programs; queue requests and replies, never a hang.
 //! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
+//! - [`diff`]: twins and diffs: an update carries only the words that changed.
 //! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
 //! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
 //! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
@@ -50,6 +51,7 @@
 
 pub mod api;
 pub mod client;
+pub mod diff;
 pub mod server;
 pub mod table;
 
