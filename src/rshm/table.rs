@@ -642,6 +642,95 @@ mod tests {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
     }
 
+    fn bytes(seg: &Segment) -> Vec<u8> {
+        let mut b = vec![0u8; seg.size];
+        seg.replica.att.read_at(0, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
+        // Two nodes change one segment at once, from the same starting point: A words 0 and 1,
+        // B words 1 and 2. Both stamps have version 1; B's address is higher, so B wins word 1.
+        let (a, b, c) = (node(1), node(2), node(3));
+        let mut ta = Table::new(a).unwrap();
+        let id = ta.create(0x99, 32).unwrap().rshmid;
+        let e = ta.get(id).unwrap().entry();
+        let mut tb = Table::new(b).unwrap();
+        tb.adopt(&e).unwrap();
+        let sa = ta.get_mut(id).unwrap();
+        sa.replica.att.write_at(0, &[0xaa; 16]).unwrap();
+        let (stamp_a, runs_a) = sa.local_change(a).unwrap();
+        let sb = tb.get_mut(id).unwrap();
+        sb.replica.att.write_at(8, &[0xbb; 16]).unwrap();
+        let (stamp_b, runs_b) = sb.local_change(b).unwrap();
+        assert_eq!(stamp_a.version, stamp_b.version);
+        assert!(stamp_a < stamp_b);
+        assert_eq!(runs_a.len(), 1);
+        assert_eq!((runs_a[0].offset, runs_a[0].data.len()), (0, 16));
+        // Each applies the other's; a third node gets them in the other order, twice.
+        ta.get_mut(id).unwrap().apply_update(stamp_b, &runs_b).unwrap();
+        tb.get_mut(id).unwrap().apply_update(stamp_a, &runs_a).unwrap();
+        let mut tc = Table::new(c).unwrap();
+        tc.adopt(&e).unwrap();
+        let sc = tc.get_mut(id).unwrap();
+        sc.apply_update(stamp_b, &runs_b).unwrap();
+        assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 8, "word 1 is B's");
+        assert_eq!(sc.apply_update(stamp_b, &runs_b).unwrap(), 0, "a repeat");
+        assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 0, "a repeat");
+        let want: Vec<u8> = [[0xaa; 8], [0xbb; 8], [0xbb; 8], [0; 8]].concat();
+        for (t, name) in [(&ta, "A"), (&tb, "B"), (&tc, "C")] {
+            let seg = t.get(id).unwrap();
+            assert_eq!(bytes(seg), want, "node {name}");
+            assert_eq!(seg.twin, want, "node {name}'s twin");
+            assert_eq!(seg.stamp, stamp_b);
+        }
+        // The next change anywhere is numbered above both, and sends only what changed.
+        let sc = tc.get_mut(id).unwrap();
+        sc.replica.att.write_at(31, &[1]).unwrap();
+        let (s3, r3) = sc.local_change(c).unwrap();
+        assert_eq!(s3.version, 2);
+        assert_eq!((r3[0].offset, r3[0].data.len()), (24, 8));
+        // A state is taken only if newer.
+        let sa = ta.get_mut(id).unwrap();
+        assert!(!sa.apply_state(stamp_a, &[0; 32]).unwrap());
+        assert!(sa.apply_state(s3, &bytes(tc.get(id).unwrap())).unwrap());
+        assert_eq!(bytes(ta.get(id).unwrap()), bytes(tc.get(id).unwrap()));
+        // A run outside the segment is refused.
+        let bad = [Run {
+            offset: 30,
+            data: vec![0; 8],
+        }];
+        assert!(ta.get_mut(id).unwrap().apply_update(s3, &bad).is_err());
+    }
+
+    #[test]
+    fn a_key_made_twice_goes_to_the_lower_rshmid_everywhere() {
+        let (a, b) = (node(1), node(2));
+        let mut ta = Table::new(a).unwrap();
+        let mut tb = Table::new(b).unwrap();
+        let ea = ta.create(0x42, 64).unwrap().entry();
+        let eb = tb.create(0x42, 64).unwrap().entry();
+        let (lo, hi) = if ea.rshmid < eb.rshmid {
+            (ea.rshmid, eb.rshmid)
+        } else {
+            (eb.rshmid, ea.rshmid)
+        };
+        let ra = ta.adopt(&eb).unwrap();
+        let rb = tb.adopt(&ea).unwrap();
+        for t in [&ta, &tb] {
+            assert_eq!(t.by_key(0x42).unwrap().rshmid, lo);
+            assert_eq!(t.resolve(hi), lo);
+            assert_eq!(t.rows().count(), 1);
+        }
+        // One side renamed its row, the other reports the winner to the sender.
+        let outcomes = [ra, rb];
+        assert!(outcomes.contains(&Adopted::Renamed { from: hi }));
+        assert!(outcomes
+            .iter()
+            .any(|o| matches!(o, Adopted::Lost(w) if w.rshmid == lo)));
+    }
+
     #[test]
     fn ids_are_positive_random_and_distinct() {
         let mut a = Table::new(node(1)).unwrap();
