@@ -975,14 +975,45 @@ fn correct_counts(shared: &Shared) {
 
 /// Reads one whole frame. The header is checked before the body is allocated, so a peer can
 /// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
+///
+/// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
+/// is a truncated frame (`InvalidData`), which the caller logs.
 fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
     buf.resize(FRAME_HEADER_LEN, 0);
-    s.read_exact(&mut buf[..FRAME_HEADER_LEN])?;
+    match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
+        0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < FRAME_HEADER_LEN => return Err(truncated(n, FRAME_HEADER_LEN)),
+        _ => {}
+    }
     let (_, len, _) = Frame::decode_header(buf)?;
     buf.resize(FRAME_HEADER_LEN + len, 0);
-    s.read_exact(&mut buf[FRAME_HEADER_LEN..])?;
+    let n = fill(s, &mut buf[FRAME_HEADER_LEN..])?;
+    if n < len {
+        return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
+    }
     let (seq, frame, _) = Frame::decode(buf)?;
     Ok((seq, frame))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn truncated(got: usize, want: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("truncated frame: the stream ended after {got} of its {want} bytes"),
+    )
 }
 
 /// A table from `from`, merged into ours: new rows get their replicas.
