@@ -108,8 +108,10 @@ pub struct Segment {
     pub absorbed: u32,
 }
 
-/// A fresh replica and its twin, word stamps, all zero.
-fn fresh(size: usize) -> io::Result<(Replica, Vec<u8>, Vec<u64>, Vec<u8>)> {
+/// A fresh replica and its twin, word versions and word origins, all zero.
+type Fresh = (Replica, Vec<u8>, Vec<u64>, Vec<u8>);
+
+fn fresh(size: usize) -> io::Result<Fresh> {
     let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
     let att = shm.attach(Access::ReadWrite)?;
     // Marked at once: from now on our attachment alone keeps it (see `Replica`).
