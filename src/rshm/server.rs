@@ -44,7 +44,8 @@ use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
     RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE,
-    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV,
+    RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
@@ -142,6 +143,8 @@ struct Shared {
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
+    /// The lab switch `RSHM_UNORDERED=1`: apply updates ignoring their order (wrong).
+    unordered: bool,
 }
 
 /// A running node. Dropping it does not stop the threads; call [`Server::shutdown`].
@@ -174,6 +177,7 @@ impl Server {
         let shared = Arc::new(Shared {
             me: config.listen,
             recent: Mutex::new(Vec::new()),
+            unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -209,6 +213,9 @@ impl Server {
         for peer in config.peers {
             let s = shared.clone();
             std::thread::spawn(move || dial_loop(&s, peer));
+        }
+        if shared.unordered {
+            log!("{RSHM_UNORDERED_ENV}=1: updates applied in arrival order, not by stamp (a lab experiment; nodes may diverge)");
         }
         Ok(Server {
             shared,
@@ -1370,9 +1377,14 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Opt
             };
             // Word by word, only where the update is newer: a late or repeated update is
             // acknowledged but never overwrites newer data. (Lab exercise: see what happens
-            // without this rule, `RSHM_UNORDERED` in `Segment::apply_update`.)
+            // without this rule, with RSHM_UNORDERED=1 and `Segment::apply_unordered`.)
             let stamp = Stamp { version, origin };
-            match seg.apply_update(stamp, &runs) {
+            let applied = if shared.unordered {
+                seg.apply_unordered(stamp, &runs)
+            } else {
+                seg.apply_update(stamp, &runs)
+            };
+            match applied {
                 Ok(n) => {
                     let total: usize = runs.iter().map(|r| r.data.len()).sum();
                     if n < total {

@@ -252,6 +252,26 @@ impl Segment {
         Ok(written)
     }
 
+    /// The lab's wrong way (`RSHM_UNORDERED=1`): every run written whole, whatever its stamp;
+    /// the segment takes the update's stamp even if it is older. A late update then overwrites
+    /// newer data, and two nodes that get two updates in opposite orders disagree for good.
+    pub fn apply_unordered(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
+        let org = self.origin_index(stamp.origin)?;
+        let mut written = 0;
+        for run in runs {
+            let (a, b) = (run.offset as usize, run.offset as usize + run.data.len());
+            if b > self.size {
+                return Err(err(libc::EINVAL, format!("run at {a} outside the segment")));
+            }
+            self.replica.att.write_at(a, &run.data)?;
+            self.twin[a..b].copy_from_slice(&run.data);
+            self.stamp_words(a, b, stamp.version, org);
+            written += b - a;
+        }
+        self.stamp = stamp;
+        Ok(written)
+    }
+
     /// A whole-segment state (from a HELLO exchange): taken if its stamp is newer than ours,
     /// and then it replaces everything. Returns whether it was taken.
     pub fn apply_state(&mut self, stamp: Stamp, data: &[u8]) -> io::Result<bool> {
