@@ -14,12 +14,15 @@
 //!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
-//!   sends HELLO with our table, merges the HELLO_REPLY table, then reads ACKs. The last ACK
-//!   of a `Pending` sends the program its reply. This connection carries *our* requests.
+//!   sends HELLO with our table, merges the HELLO_REPLY table, applies the STATE (contents)
+//!   of each row that follows it, then reads ACKs. The last ACK of a `Pending` sends the
+//!   program its reply. This connection carries *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
-//!   is a configured peer, answers its HELLO with our table, then applies each frame it sends
-//!   and answers with an ACK. This connection carries the *peer's* requests.
-//! - **sweeper**: every few ms, fails the pendings and waits whose time is up.
+//!   is a configured peer, answers its HELLO with our table and every row's contents, then
+//!   applies each frame it sends and answers with an ACK. This connection carries the *peer's*
+//!   requests. A frame that is garbage, too long or cut short drops the connection, logged.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up; every second,
+//!   removes replies left for dead callers and corrects attach counts from `shm_nattch`.
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
@@ -33,6 +36,11 @@
 //! `IPC_NOWAIT`, so a full queue never blocks a server thread.
 //!
 //! # Consistency
+//! The rules (diffs, the (version, node) order, whole-segment states at HELLO, races for a key)
+//! are stated in [`crate::rshm`], "Consistency model". Here is where they run: `Op::Changed` in
+//! `handle` makes the diff, `apply` applies a peer's update word by word, `apply_state` a
+//! peer's contents, `adopt` a peer's NEW.
+//!
 //! `rshmChanged` is a release point: the reply is sent only once every connected peer has
 //! written the bytes into its replica and said so. A program on B that reads after P1's
 //! `rshmChanged` returned therefore sees P1's data. A peer that is not connected misses the
