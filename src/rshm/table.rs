@@ -34,7 +34,9 @@ use crate::params::{
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{update_len, Entry, LsEntry, Run, RUN_HEADER_LEN, UPDATE_FIXED_LEN};
+use crate::wire::rshm::{
+    update_len, Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN, UPDATE_FIXED_LEN,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -272,28 +274,48 @@ impl Segment {
         Ok(written)
     }
 
-    /// A whole-segment state (from a HELLO exchange): taken if its stamp is newer than ours,
-    /// and then it replaces everything. Returns whether it was taken.
-    pub fn apply_state(&mut self, stamp: Stamp, data: &[u8]) -> io::Result<bool> {
-        if data.len() != self.size {
-            return Err(err(
-                libc::EINVAL,
-                format!(
-                    "state of {} bytes for a segment of {}",
-                    data.len(),
-                    self.size
-                ),
-            ));
+    /// The contents as a STATE carries them: the twin (what was last published), cut into
+    /// runs of consecutive words written by the same update, each with that update's stamp.
+    /// Words never written are zeros on every node, and are left out.
+    pub fn state_runs(&self) -> Vec<StampedRun> {
+        let mut out = Vec::new();
+        let words = self.wver.len();
+        let mut w = 0;
+        while w < words {
+            let stamp = self.word_stamp(w);
+            let first = w;
+            while w < words && self.word_stamp(w) == stamp {
+                w += 1;
+            }
+            if stamp == Stamp::ZERO {
+                continue;
+            }
+            let (a, b) = (first * WORD, (w * WORD).min(self.size));
+            out.push(StampedRun {
+                version: stamp.version,
+                origin: stamp.origin,
+                run: Run {
+                    offset: a as u32,
+                    data: self.twin[a..b].to_vec(),
+                },
+            });
         }
-        if stamp <= self.stamp {
-            return Ok(false);
+        out
+    }
+
+    /// A STATE from a peer (HELLO exchange): each run applied as an update with its own stamp,
+    /// so word by word the newer bytes win, exactly as if the updates had arrived one by one.
+    /// Returns the number of bytes written.
+    pub fn apply_state(&mut self, runs: &[StampedRun]) -> io::Result<usize> {
+        let mut written = 0;
+        for r in runs {
+            let stamp = Stamp {
+                version: r.version,
+                origin: r.origin,
+            };
+            written += self.apply_update(stamp, std::slice::from_ref(&r.run))?;
         }
-        let org = self.origin_index(stamp.origin)?;
-        self.replica.att.write_at(0, data)?;
-        self.twin.copy_from_slice(data);
-        self.stamp_words(0, self.size, stamp.version, org);
-        self.stamp = stamp;
-        Ok(true)
+        Ok(written)
     }
 }
 
@@ -723,11 +745,14 @@ mod tests {
         let (s3, r3) = sc.local_change(c).unwrap();
         assert_eq!(s3.version, 2);
         assert_eq!((r3[0].offset, r3[0].data.len()), (24, 8));
-        // A state is taken only if newer.
+        // A state merges word by word: A takes C's newer word 3, and nothing else.
+        let state = tc.get(id).unwrap().state_runs();
+        assert_eq!(state.len(), 3, "words 0, 1-2, 3: three writers {state:?}");
         let sa = ta.get_mut(id).unwrap();
-        assert!(!sa.apply_state(stamp_a, &[0; 32]).unwrap());
-        assert!(sa.apply_state(s3, &bytes(tc.get(id).unwrap())).unwrap());
+        assert_eq!(sa.apply_state(&state).unwrap(), 8);
+        assert_eq!(sa.apply_state(&state).unwrap(), 0, "a repeat");
         assert_eq!(bytes(ta.get(id).unwrap()), bytes(tc.get(id).unwrap()));
+        assert_eq!(ta.get(id).unwrap().stamp, s3);
         // A run outside the segment is refused.
         let bad = [Run {
             offset: 30,
