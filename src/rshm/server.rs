@@ -733,8 +733,11 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             };
             let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0);
-            if count == 0 && seg.absorbed > 0 {
-                // The server already counted this detach from shm_nattch (see the sweeper).
+            if seg.absorbed > 0 {
+                // The sweeper already counted a detach from shm_nattch (`correct_counts`):
+                // perhaps this one, whose shmdt came just before its DT. Taking the credit
+                // first can only leave the count too high, never too low, and the next sweep
+                // corrects a count that is too high.
                 seg.absorbed -= 1;
                 return reply(
                     shared,
