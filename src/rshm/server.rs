@@ -51,9 +51,9 @@ use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE,
-    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV,
-    RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
+    RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL,
+    RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
@@ -1332,14 +1332,15 @@ fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]
     }
 }
 
-/// A row's STATE runs, cut into frames whose bodies fit [`MAX_BODY`]; the last says so.
+/// A row's STATE runs, cut into frames whose bodies fit [`MAX_BODY`] and hold at most
+/// `RSHM_MAX_RUNS` runs; the last says so.
 fn state_frames(rshmid: i32, runs: Vec<StampedRun>) -> Vec<Frame> {
     let mut frames = Vec::new();
     let mut chunk = Vec::new();
     let mut len = STATE_FIXED_LEN;
     for r in runs {
         let cost = STATE_RUN_HEADER_LEN + r.run.data.len();
-        if !chunk.is_empty() && len + cost > MAX_BODY {
+        if !chunk.is_empty() && (len + cost > MAX_BODY || chunk.len() == RSHM_MAX_RUNS) {
             frames.push(Frame::State {
                 rshmid,
                 last: false,

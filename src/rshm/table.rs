@@ -30,13 +30,12 @@
 
 use super::diff::{diff, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+    RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{
-    update_len, Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN, UPDATE_FIXED_LEN,
-};
+use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -178,7 +177,8 @@ impl Segment {
 
     /// rshmChanged here: the runs that differ from the twin, stamped one above the newest
     /// update seen. The twin and the word stamps take the new bytes. If the runs would cost
-    /// more on the wire than the whole segment, the whole segment is one run.
+    /// more on the wire than the whole segment, or are more than `RSHM_MAX_RUNS`, the whole
+    /// segment is one run.
     pub fn local_change(&mut self, me: SocketAddrV4) -> io::Result<(Stamp, Vec<Run>)> {
         let mut live = vec![0u8; self.size];
         self.replica.att.read_at(0, &mut live)?;
@@ -187,20 +187,23 @@ impl Segment {
             origin: me,
         };
         let org = self.origin_index(me)?;
-        let mut runs = Vec::new();
-        for (off, len) in diff(&self.twin, &live) {
+        let changed = diff(&self.twin, &live);
+        let cost: usize = changed.iter().map(|(_, len)| RUN_HEADER_LEN + len).sum();
+        // Too many runs, or more bytes than a copy: the whole segment, as one run, and every
+        // word stamped (the peers stamp every word of it, and the stamps must agree).
+        let changed = if changed.len() > RSHM_MAX_RUNS || cost > RUN_HEADER_LEN + self.size {
+            vec![(0, self.size)]
+        } else {
+            changed
+        };
+        let mut runs = Vec::with_capacity(changed.len());
+        for (off, len) in changed {
             self.twin[off..off + len].copy_from_slice(&live[off..off + len]);
             self.stamp_words(off, off + len, stamp.version, org);
             runs.push(Run {
                 offset: off as u32,
                 data: live[off..off + len].to_vec(),
             });
-        }
-        if update_len(&runs) > UPDATE_FIXED_LEN + RUN_HEADER_LEN + self.size {
-            runs = vec![Run {
-                offset: 0,
-                data: live,
-            }];
         }
         self.stamp = stamp;
         Ok((stamp, runs))
@@ -759,6 +762,22 @@ mod tests {
             data: vec![0; 8],
         }];
         assert!(ta.get_mut(id).unwrap().apply_update(s3, &bad).is_err());
+    }
+
+    #[test]
+    fn too_many_runs_become_one_run_of_the_whole_segment() {
+        let mut t = Table::new(node(1)).unwrap();
+        let id = t.create(0x98, 1 << 20).unwrap().rshmid;
+        let seg = t.get_mut(id).unwrap();
+        // One changed word in every three: far more runs than RSHM_MAX_RUNS.
+        for w in (0..(1 << 20) / 8).step_by(3) {
+            seg.replica.att.write_at(w * 8, &[1]).unwrap();
+        }
+        let (_, runs) = seg.local_change(node(1)).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].offset, runs[0].data.len()), (0, 1 << 20));
+        // The state of it still fits frames of at most RSHM_MAX_RUNS runs each.
+        assert!(seg.state_runs().len() <= RSHM_MAX_RUNS);
     }
 
     #[test]

@@ -116,8 +116,9 @@
 //! An UPDATE is a *diff*: only the runs of bytes that changed since the last update (see
 //! `crate::rshm::diff`). Its fixed part is 38 bytes with the header, and each run costs 8 bytes
 //! plus its bytes, so a 1-byte change (one 8-byte word) is a 54-byte frame. The decoder checks,
-//! before it allocates, that every run lies inside [`RSHM_MAX_SEGMENT`] and follows the one
-//! before it, so the runs of one frame can never add up to more than the largest segment.
+//! before it allocates, that there are at most `RSHM_MAX_RUNS` runs, and that every run is
+//! non-empty, lies inside [`RSHM_MAX_SEGMENT`] and follows the one before it: so the runs of
+//! one frame never add up to more than the largest segment, plus a bounded list of runs.
 //!
 //! # Decoding entry points
 //! [`Request::decode`], [`Reply::decode`], [`Frame::decode_header`] and [`Frame::decode`]:
@@ -140,7 +141,7 @@
 //! a table that already has it, gives the same result.
 
 use super::{DecodeError, Reader, Writer};
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -866,9 +867,11 @@ impl Frame {
                 let version = r.u64()?;
                 let origin = get_addr(r)?;
                 let n = r.u32()? as usize;
-                // Each run takes at least 8 bytes of the body: more runs than that cannot be.
-                if n > r.remaining() / RUN_HEADER_LEN {
-                    return invalid(format!("update of {n} runs in a body too short for them"));
+                // Each run takes at least 9 bytes of the body: more runs than that cannot be.
+                if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
+                    return invalid(format!(
+                        "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
+                    ));
                 }
                 let mut runs = Vec::with_capacity(n);
                 let mut end = 0usize;
@@ -876,10 +879,10 @@ impl Frame {
                     let offset = r.u32()?;
                     let len = r.u32()? as usize;
                     let start = offset as usize;
-                    if start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
                         return invalid(format!(
-                            "run of {len} bytes at {offset}: overlaps the one before, or \
-                             exceeds {RSHM_MAX_SEGMENT}"
+                            "run of {len} bytes at {offset}: empty, overlaps the one before, \
+                             or exceeds {RSHM_MAX_SEGMENT}"
                         ));
                     }
                     end = start + len;
@@ -903,8 +906,10 @@ impl Frame {
                     other => return invalid(format!("STATE last {other}, expected 0 or 1")),
                 };
                 let n = r.u32()? as usize;
-                if n > r.remaining() / STATE_RUN_HEADER_LEN {
-                    return invalid(format!("state of {n} runs in a body too short for them"));
+                if n > RSHM_MAX_RUNS || n > r.remaining() / (STATE_RUN_HEADER_LEN + 1) {
+                    return invalid(format!(
+                        "state of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
+                    ));
                 }
                 let mut runs = Vec::with_capacity(n);
                 let mut end = 0usize;
@@ -914,10 +919,10 @@ impl Frame {
                     let offset = r.u32()?;
                     let len = r.u32()? as usize;
                     let start = offset as usize;
-                    if start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
                         return invalid(format!(
-                            "state run of {len} bytes at {offset}: overlaps the one before, \
-                             or exceeds {RSHM_MAX_SEGMENT}"
+                            "state run of {len} bytes at {offset}: empty, overlaps the one \
+                             before, or exceeds {RSHM_MAX_SEGMENT}"
                         ));
                     }
                     end = start + len;
