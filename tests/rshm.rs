@@ -5,179 +5,15 @@
 
 mod common;
 
-use common::{cmd, run_with_limit, wait_until, Scratch};
+mod rshm_cluster;
+
+use common::{cmd, run_with_limit, wait_until};
 use ipclab::rshm::{queue_key, Node};
 use ipclab::sys::shm::ShmId;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// `n` distinct ports that were free a moment ago.
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-/// A group of nodes on loopback, each knowing all the others.
-struct Cluster {
-    s: Scratch,
-    ports: Vec<u16>,
-    pids: Vec<Option<u32>>,
-}
-
-impl Cluster {
-    fn new(tag: &str, n: usize) -> Cluster {
-        let s = Scratch::new(tag);
-        let ports = free_ports(n);
-        for &p in &ports {
-            s.track_key(queue_key(p));
-        }
-        Cluster {
-            s,
-            pids: vec![None; n],
-            ports,
-        }
-    }
-
-    /// Starts node `i`, its stderr in `node<i>.log`.
-    fn start(&mut self, i: usize) {
-        self.start_with(i, &[]);
-    }
-
-    fn start_with(&mut self, i: usize, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.log_path(i)).unwrap();
-        let mut c = cmd("rshm_server");
-        c.arg("--listen").arg(self.ports[i].to_string());
-        for (j, p) in self.ports.iter().enumerate() {
-            if j != i {
-                c.arg("--peer").arg(format!("127.0.0.1:{p}"));
-            }
-        }
-        c.envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.pids[i] = Some(self.s.spawn(&mut c));
-        let port = self.ports[i];
-        assert!(
-            wait_until(LIMIT, || Node::open(port).is_ok()),
-            "node {i} did not start: {}",
-            self.log(i)
-        );
-    }
-
-    fn log_path(&self, i: usize) -> std::path::PathBuf {
-        self.s.dir().join(format!("node{i}.log"))
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
-    }
-
-    /// Stops node `i` with SIGTERM and checks it exits 0.
-    fn stop(&mut self, i: usize) {
-        let pid = self.pids[i].take().expect("running");
-        ipclab::sys::process::kill(pid as i32, libc::SIGTERM).unwrap();
-        let mut child = self.s.take(pid);
-        assert!(
-            wait_until(LIMIT, || child.try_wait().unwrap().is_some()),
-            "node {i} did not stop"
-        );
-        assert!(child.wait().unwrap().success(), "node {i}: {}", self.log(i));
-    }
-
-    /// `client --port <node i> args...`, run to completion.
-    fn client(&self, i: usize, args: &[&str]) -> Output {
-        let mut c = cmd("client");
-        c.arg("--port").arg(self.ports[i].to_string()).args(args);
-        run_with_limit(&mut c, LIMIT)
-    }
-
-    /// As `client`, asserting success; returns stdout.
-    fn ok(&self, i: usize, args: &[&str]) -> String {
-        let out = self.client(i, args);
-        assert!(
-            out.status.success(),
-            "client {args:?} on node {i} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Waits until node `i` has every one of its peers up.
-    fn connected(&self, i: usize) {
-        assert!(
-            wait_until(LIMIT, || {
-                let first = self.ok(i, &["ls"]);
-                let first = first.lines().next().unwrap_or("").to_string();
-                first.contains(" up") && !first.contains("down")
-            }),
-            "node {i} never saw all peers up: {}",
-            self.log(i)
-        );
-    }
-
-    /// Node `i`'s table rows: (rshmid, key, size, owner, attaches, shmid, version, status).
-    fn rows(&self, i: usize) -> Vec<Vec<String>> {
-        self.ok(i, &["ls"])
-            .lines()
-            .skip(2)
-            .map(|l| l.split_whitespace().map(String::from).collect())
-            .collect()
-    }
-
-    /// A long-running `client` (read --follow): stdout piped, killed on drop.
-    fn follower(&self, i: usize, key: &str) -> Follower {
-        let mut child = cmd("client")
-            .arg("--port")
-            .arg(self.ports[i].to_string())
-            .args(["read", key, "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Follower { child, out }
-    }
-}
-
-struct Follower {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Follower {
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.out.read_line(&mut l).unwrap();
-        l
-    }
-
-    /// SIGTERM, as Ctrl-C would: it detaches and exits 0.
-    fn stop(mut self) {
-        ipclab::sys::process::kill(self.child.id() as i32, libc::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "follower exited with {status}");
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The columns that must be the same on every node: rshmid, key, size, owner, attaches.
-fn shared_columns(rows: &[Vec<String>]) -> Vec<Vec<String>> {
-    rows.iter().map(|r| r[..5].to_vec()).collect()
-}
+use rshm_cluster::{shared_columns, Cluster, LIMIT};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
 
 #[test]
 fn written_on_one_node_read_on_every_node() {
@@ -267,7 +103,7 @@ fn ref_counts_agree_everywhere_and_removal_waits_for_the_last_detach() {
     c.ok(2, &["rm", "0x52"]);
     for i in 0..3 {
         assert!(
-            wait_until(LIMIT, || c.rows(i)[0].get(7).map(String::as_str)
+            wait_until(LIMIT, || c.rows(i)[0].get(8).map(String::as_str)
                 == Some("dest")),
             "node {i} never marked it"
         );

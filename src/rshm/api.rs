@@ -152,6 +152,14 @@ impl Node {
         Ok(r.version)
     }
 
+    /// As [`Node::rshm_changed`], and also returns the length of the UPDATE frame the server
+    /// sent to each peer: the bytes this change cost on the wire (a diff: see `rshm::diff`).
+    pub fn rshm_changed_wire(&self, rshmid: i32) -> io::Result<(u64, u64)> {
+        let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
+        saw(self.port, rshmid, r.version);
+        Ok((r.version, r.size))
+    }
+
     /// Waits until this node's replica changes (an update arrives) after the version this
     /// process last saw. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
     pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {
@@ -160,13 +168,16 @@ impl Node {
             seen: seen(self.port, rshmid),
             timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u64,
         };
-        match self.call(op, timeout) {
-            Ok(r) => {
+        // Only the *server's* "no change in time" means false. No reply at all (the server
+        // died, SIGKILL leaves its queue) is an error, or a follower would wait for ever.
+        let r = self.call_raw(op, timeout)?;
+        match r.status {
+            0 => {
                 saw(self.port, rshmid, r.version);
                 Ok(true)
             }
-            Err(e) if sys::errno(&e) == Some(libc::ETIMEDOUT) => Ok(false),
-            Err(e) => Err(e),
+            libc::ETIMEDOUT => Ok(false),
+            errno => Err(sys::sys_error(r.text, io::Error::from_raw_os_error(errno))),
         }
     }
 
@@ -180,8 +191,21 @@ impl Node {
         })
     }
 
-    /// One request and its reply.
+    /// One request and its reply; a reply with an error status is an error.
     fn call(&self, op: Op, extra: Duration) -> io::Result<Reply> {
+        let r = self.call_raw(op, extra)?;
+        if r.status != 0 {
+            return Err(sys::sys_error(
+                r.text,
+                io::Error::from_raw_os_error(r.status),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// One request and its reply, whatever its status. Errors: the queue failed, or no reply
+    /// came before the deadline.
+    fn call_raw(&self, op: Op, extra: Duration) -> io::Result<Reply> {
         let tid = process::thread_id();
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let what = op.to_string();
@@ -223,12 +247,6 @@ impl Node {
             let r = Reply::decode(&buf[..n])?;
             if r.serial != serial {
                 continue; // the late answer to an earlier call of this thread that gave up
-            }
-            if r.status != 0 {
-                return Err(sys::sys_error(
-                    r.text,
-                    io::Error::from_raw_os_error(r.status),
-                ));
             }
             return Ok(r);
         }

@@ -14,12 +14,15 @@
 //!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
-//!   sends HELLO with our table, merges the HELLO_REPLY table, then reads ACKs. The last ACK
-//!   of a `Pending` sends the program its reply. This connection carries *our* requests.
+//!   sends HELLO with our table, merges the HELLO_REPLY table, applies the STATE (contents)
+//!   of each row that follows it, then reads ACKs. The last ACK of a `Pending` sends the
+//!   program its reply. This connection carries *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
-//!   is a configured peer, answers its HELLO with our table, then applies each frame it sends
-//!   and answers with an ACK. This connection carries the *peer's* requests.
-//! - **sweeper**: every few ms, fails the pendings and waits whose time is up.
+//!   is a configured peer, answers its HELLO with our table and every row's contents, then
+//!   applies each frame it sends and answers with an ACK. This connection carries the *peer's*
+//!   requests. A frame that is garbage, too long or cut short drops the connection, logged.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up; every second,
+//!   removes replies left for dead callers and corrects attach counts from `shm_nattch`.
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
@@ -33,24 +36,33 @@
 //! `IPC_NOWAIT`, so a full queue never blocks a server thread.
 //!
 //! # Consistency
+//! The rules (diffs, the (version, node) order, whole-segment states at HELLO, races for a key)
+//! are stated in [`crate::rshm`], "Consistency model". Here is where they run: `Op::Changed` in
+//! `handle` makes the diff, `apply` applies a peer's update word by word, `apply_state` a
+//! peer's contents, `adopt` a peer's NEW.
+//!
 //! `rshmChanged` is a release point: the reply is sent only once every connected peer has
 //! written the bytes into its replica and said so. A program on B that reads after P1's
 //! `rshmChanged` returned therefore sees P1's data. A peer that is not connected misses the
 //! update (it is listed as down in `client ls`); one that does not answer in time makes
 //! `rshmChanged` fail with an error that names it.
 
-use super::table::Table;
+use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER,
-    RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
+    RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL,
+    RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
-use crate::wire::rshm::{Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN};
+use crate::wire::rshm::{
+    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, StampedRun, FRAME_HEADER_LEN,
+    MAX_BODY, STATE_FIXED_LEN, STATE_RUN_HEADER_LEN,
+};
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -116,6 +128,9 @@ struct Peer {
     /// Set when the peer dialled us while our connection to it was down: it is back, so the
     /// dialer stops waiting out its backoff and connects at once.
     kick: bool,
+    /// Its HELLO_REPLY and the STATE of every row have been applied: `client ls` says "up"
+    /// only then, so a program that waits for "up" reads the group's current data.
+    synced: bool,
 }
 
 /// Everything behind the one lock.
@@ -137,6 +152,8 @@ struct Shared {
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
+    /// The lab switch `RSHM_UNORDERED=1`: apply updates ignoring their order (wrong).
+    unordered: bool,
 }
 
 /// A running node. Dropping it does not stop the threads; call [`Server::shutdown`].
@@ -169,6 +186,7 @@ impl Server {
         let shared = Arc::new(Shared {
             me: config.listen,
             recent: Mutex::new(Vec::new()),
+            unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -180,6 +198,7 @@ impl Server {
                         addr,
                         out: None,
                         kick: false,
+                        synced: false,
                     })
                     .collect(),
                 pending: HashMap::new(),
@@ -203,6 +222,9 @@ impl Server {
         for peer in config.peers {
             let s = shared.clone();
             std::thread::spawn(move || dial_loop(&s, peer));
+        }
+        if shared.unordered {
+            log!("{RSHM_UNORDERED_ENV}=1: updates applied in arrival order, not by stamp (a lab experiment; nodes may diverge)");
         }
         Ok(Server {
             shared,
@@ -380,9 +402,26 @@ fn await_acks(
         deadline: Instant::now() + RSHM_ACK_TIMEOUT,
     };
     if p.waiting.is_empty() {
+        let mut p = p;
+        settle(st, &mut p);
         finish(shared, p);
     } else {
         st.pending.insert(seq, p);
+    }
+}
+
+/// Before answering: a GET whose row was renamed meanwhile (it lost a race for its key)
+/// answers with the name that won, and that row's size.
+fn settle(st: &State, p: &mut Pending) {
+    if let Then::Reply(r) = &mut p.then {
+        if r.rshmid != 0 {
+            r.rshmid = st.table.resolve(r.rshmid);
+            if matches!(p.req.op, Op::Get { .. }) {
+                if let Some(seg) = st.table.get(r.rshmid) {
+                    r.size = seg.size as u64;
+                }
+            }
+        }
     }
 }
 
@@ -426,9 +465,20 @@ fn finish(shared: &Shared, p: Pending) {
     reply(shared, &p.req, &r);
 }
 
-/// An ACK for frame `seq` from `peer`.
-fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: String) {
+/// An ACK for frame `seq` from `peer`. One that names a winner answers our NEW: the key was
+/// created elsewhere at the same moment, with a lower rshmid; we adopt that row.
+fn on_ack(
+    shared: &Shared,
+    peer: SocketAddrV4,
+    seq: u32,
+    (status, text, winner): (i32, String, Option<Entry>),
+) {
     let mut st = lock(shared);
+    if let Some(e) = winner {
+        if let Err(x) = adopt(&mut st, &e) {
+            log!("adopting rshmid {} from {peer}: {x}", e.rshmid);
+        }
+    }
     let Some(p) = st.pending.get_mut(&seq) else {
         return; // a frame nobody waits for (a MARK, a DESTROY), or one that timed out
     };
@@ -438,9 +488,30 @@ fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: Stri
         p.status = (status, text);
     }
     if p.waiting.is_empty() {
-        let p = st.pending.remove(&seq).expect("present");
+        let mut p = st.pending.remove(&seq).expect("present");
+        settle(&st, &mut p);
         drop(st);
         finish(shared, p);
+    }
+}
+
+/// A row another node announced, by the rule of [`Table::adopt`]. Returns the row that beat
+/// it, if it lost. A rename moves the waits on the old name to the new one.
+fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Error> {
+    match st.table.adopt(e)? {
+        Adopted::Lost(w) => Ok(Some(w)),
+        Adopted::Renamed { from } => {
+            log!(
+                "key 0x{:08x} was created on two nodes at once: rshmid {} wins over ours, {from}",
+                e.key,
+                e.rshmid
+            );
+            for w in st.waiters.iter_mut().filter(|w| w.rshmid == from) {
+                w.rshmid = e.rshmid;
+            }
+            Ok(None)
+        }
+        Adopted::New | Adopted::Known => Ok(None),
     }
 }
 
@@ -448,6 +519,7 @@ fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: Stri
 fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
     let mut st = lock(shared);
     if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+        p.synced = false;
         if let Some(s) = p.out.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -467,6 +539,9 @@ fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
             done.extend(st.pending.remove(&seq));
         }
     }
+    for p in &mut done {
+        settle(&st, p);
+    }
     drop(st);
     for p in done {
         finish(shared, p);
@@ -485,7 +560,7 @@ fn destroy(shared: &Shared, st: &mut State, rshmid: i32) -> (u32, Vec<SocketAddr
 
 /// Answers every wait on `rshmid` that the new version (or a removal) satisfies.
 fn wake(shared: &Shared, st: &mut State, rshmid: i32) {
-    let version = st.table.get(rshmid).map(|s| s.version);
+    let version = st.table.get(rshmid).map(|s| s.stamp.version);
     let mut i = 0;
     while i < st.waiters.len() {
         let w = &st.waiters[i];
@@ -628,13 +703,15 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshmat(rshmid={rshmid}): the segment is marked for removal"),
                 );
             }
+            let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
             seg.counts.insert(me, count);
+            seg.last_at = Instant::now();
             let r = Reply {
                 rshmid,
                 shmid: seg.replica.shmid.0,
                 size: seg.size as u64,
-                version: seg.version,
+                version: seg.stamp.version,
                 ..Reply::to(&req)
             };
             let (seq, peers) = broadcast(
@@ -654,7 +731,23 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshmdt(rshmid={rshmid}): no such segment"),
                 );
             };
+            let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0);
+            if seg.absorbed > 0 {
+                // The sweeper already counted a detach from shm_nattch (`correct_counts`):
+                // perhaps this one, whose shmdt came just before its DT. Taking the credit
+                // first can only leave the count too high, never too low, and the next sweep
+                // corrects a count that is too high.
+                seg.absorbed -= 1;
+                return reply(
+                    shared,
+                    &req,
+                    &Reply {
+                        rshmid,
+                        ..Reply::to(&req)
+                    },
+                );
+            }
             if count == 0 {
                 return fail(
                     libc::EINVAL,
@@ -683,6 +776,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             await_acks(shared, st, seq, peers, req, Then::Reply(r));
         }
         Op::Rmid { rshmid } => {
+            let rshmid = st.table.resolve(rshmid);
             let Some(owner) = st.table.get(rshmid).map(|s| s.owner) else {
                 return fail(
                     libc::EINVAL,
@@ -719,24 +813,33 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             };
             // The server reads the replica through its own attachment (the seed's addr): the
-            // program wrote into the same physical pages through its own mapping.
-            let mut data = vec![0u8; seg.size];
-            if let Err(e) = seg.replica.att.read_at(0, &mut data) {
-                return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}"));
-            }
-            seg.version += 1;
-            let version = seg.version;
+            // program wrote into the same physical pages through its own mapping. Only the
+            // words that differ from the twin travel (see `diff`).
+            let rshmid = seg.rshmid;
+            let (stamp, runs) = match seg.local_change(me) {
+                Ok(x) => x,
+                Err(e) => {
+                    return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}"))
+                }
+            };
+            let wire = update_len(&runs) as u64;
+            seg.sent = wire;
+            crate::trace!(
+                "rshmChanged rshmid={rshmid}: {} run(s), {} changed bytes, {wire} bytes per peer",
+                runs.len(),
+                runs.iter().map(|r| r.data.len()).sum::<usize>()
+            );
             let r = Reply {
                 rshmid,
-                version,
+                version: stamp.version,
+                size: wire,
                 ..Reply::to(&req)
             };
             let frame = Frame::Update {
                 rshmid,
-                version,
+                version: stamp.version,
                 origin: me,
-                offset: 0,
-                data,
+                runs,
             };
             let (seq, peers) = broadcast(st, &frame);
             // Local waiters after the frames are on their way: they are not on the hot path.
@@ -754,10 +857,11 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshm_wait_changed(rshmid={rshmid}): no such segment (removed?)"),
                 );
             };
-            if seg.version > seen {
+            let rshmid = seg.rshmid;
+            if seg.stamp.version > seen {
                 let r = Reply {
                     rshmid,
-                    version: seg.version,
+                    version: seg.stamp.version,
                     ..Reply::to(&req)
                 };
                 return reply(shared, &req, &r);
@@ -779,7 +883,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     .iter()
                     .map(|p| LsPeer {
                         addr: p.addr,
-                        up: p.out.is_some(),
+                        up: p.out.is_some() && p.synced,
                     })
                     .collect(),
                 ..Reply::to(&req)
@@ -798,6 +902,7 @@ fn sweep_loop(shared: &Shared) {
         std::thread::sleep(RSHM_SWEEP_INTERVAL);
         if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
             drain_dead_callers(shared);
+            correct_counts(shared);
             drained = Instant::now();
         }
         let now = Instant::now();
@@ -817,6 +922,7 @@ fn sweep_loop(shared: &Shared) {
                     RSHM_ACK_TIMEOUT.as_millis()
                 ));
             }
+            settle(&st, &mut p);
             done.push(p);
         }
         let mut timed_out = Vec::new();
@@ -841,19 +947,92 @@ fn sweep_loop(shared: &Shared) {
     }
 }
 
+/// Programs that died attached (SIGKILL: no rshmdt) leave the server's count too high, and a
+/// marked segment would then never go. The kernel knows better: `shm_nattch` of the replica
+/// counts every process attached, plus the server itself. A count above it is corrected down
+/// (and announced), unless a program attached a moment ago and has not called shmat yet.
+fn correct_counts(shared: &Shared) {
+    let me = shared.me;
+    let mut st = lock(shared);
+    let mut fixed = Vec::new();
+    for seg in st.table.rows() {
+        let mine = seg.counts.get(&me).copied().unwrap_or(0);
+        if mine == 0 || seg.last_at.elapsed() < RSHM_NATTCH_GRACE {
+            continue;
+        }
+        let Ok(stat) = seg.replica.shmid.stat() else {
+            continue;
+        };
+        let kernel = stat.attaches.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
+        if kernel < mine {
+            fixed.push((seg.rshmid, mine, kernel));
+        }
+    }
+    for (rshmid, mine, kernel) in fixed {
+        log!(
+            "rshmid {rshmid}: {} program(s) left without rshmdt; count corrected from shm_nattch",
+            mine - kernel
+        );
+        if let Some(seg) = st.table.get_mut(rshmid) {
+            seg.counts.insert(me, kernel);
+            seg.absorbed += mine - kernel;
+        }
+        broadcast(
+            &mut st,
+            &Frame::Count {
+                rshmid,
+                node: me,
+                count: kernel,
+            },
+        );
+        destroy_if_done(shared, &mut st, rshmid);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // TCP: reading frames.
 
 /// Reads one whole frame. The header is checked before the body is allocated, so a peer can
 /// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
+///
+/// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
+/// is a truncated frame (`InvalidData`), which the caller logs.
 fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
     buf.resize(FRAME_HEADER_LEN, 0);
-    s.read_exact(&mut buf[..FRAME_HEADER_LEN])?;
+    match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
+        0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < FRAME_HEADER_LEN => return Err(truncated(n, FRAME_HEADER_LEN)),
+        _ => {}
+    }
     let (_, len, _) = Frame::decode_header(buf)?;
     buf.resize(FRAME_HEADER_LEN + len, 0);
-    s.read_exact(&mut buf[FRAME_HEADER_LEN..])?;
+    let n = fill(s, &mut buf[FRAME_HEADER_LEN..])?;
+    if n < len {
+        return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
+    }
     let (seq, frame, _) = Frame::decode(buf)?;
     Ok((seq, frame))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn truncated(got: usize, want: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("truncated frame: the stream ended after {got} of its {want} bytes"),
+    )
 }
 
 /// A table from `from`, merged into ours: new rows get their replicas.
@@ -953,6 +1132,30 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         (_, Frame::HelloReply(h)) if h.node == peer => {
             crate::trace!("tcp <- {peer} {}", Frame::HelloReply(h.clone()));
             merge(shared, peer, &h);
+            // Then the contents: STATE frames for every row of that table (the last of each
+            // row says so), merged word by word by stamp.
+            let mut rows_done = 0;
+            while rows_done < h.entries.len() {
+                match read_frame(&mut rd, &mut buf)? {
+                    (_, state @ Frame::State { .. }) => {
+                        crate::trace!("tcp <- {peer} {state}");
+                        let Frame::State { rshmid, last, runs } = state else {
+                            unreachable!("matched above")
+                        };
+                        apply_state(shared, &mut lock(shared), rshmid, &runs);
+                        rows_done += usize::from(last);
+                    }
+                    (_, other) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("expected STATE from {peer}, got {other}"),
+                        ))
+                    }
+                }
+            }
+            if let Some(p) = lock(shared).peers.iter_mut().find(|p| p.addr == peer) {
+                p.synced = true;
+            }
             log!(
                 "connected to peer {peer} (id {:08x}, {} segment(s))",
                 h.node_id,
@@ -971,7 +1174,11 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         let (seq, frame) = read_frame(&mut rd, &mut buf)?;
         crate::trace!("tcp <- {peer} #{seq} {frame}");
         match frame {
-            Frame::Ack { status, text } => on_ack(shared, peer, seq, status, text),
+            Frame::Ack {
+                status,
+                text,
+                winner,
+            } => on_ack(shared, peer, seq, (status, text, winner)),
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -1051,7 +1258,16 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             }
             let answer = Frame::HelloReply(hello(shared, &st));
             crate::trace!("tcp -> {} {answer}", h.node);
-            s.write_all(&answer.encode(0))?;
+            // The table, then every row's contents (the twin: what was last published, and
+            // the stamp it carries), in one critical section, so no update slips between.
+            let mut out = answer.encode(0);
+            for seg in st.table.rows() {
+                for state in state_frames(seg.rshmid, seg.state_runs()) {
+                    crate::trace!("tcp -> {} {state}", h.node);
+                    out.extend_from_slice(&state.encode(0));
+                }
+            }
+            s.write_all(&out)?;
             h.node
         }
         (_, other) => {
@@ -1079,11 +1295,15 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             return Ok(());
         }
         let updated = match frame {
-            Frame::Update { rshmid, .. } => Some(rshmid),
+            Frame::Update { rshmid, .. } => Some(lock(shared).table.resolve(rshmid)),
             _ => None,
         };
-        let (status, text) = apply(shared, peer, frame);
-        let ack = Frame::Ack { status, text };
+        let (status, text, winner) = apply(shared, peer, frame);
+        let ack = Frame::Ack {
+            status,
+            text,
+            winner,
+        };
         crate::trace!("tcp -> {peer} #{seq} {ack}");
         s.write_all(&ack.encode(seq))?;
         // The ACK first, then the local readers: the writer on the other node is waiting for
@@ -1094,20 +1314,68 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     }
 }
 
-/// One request from a peer, applied to our table: `(0, "")` or an errno and why.
-fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
+/// A STATE from a peer: merged word by word, newer stamps winning (see [`Table`]).
+fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]) {
+    let Some(seg) = st.table.get_mut(rshmid) else {
+        return; // a row we could not make (table full), or destroyed meanwhile
+    };
+    let rshmid = seg.rshmid;
+    let before = seg.stamp;
+    match seg.apply_state(runs) {
+        Ok(n) => {
+            crate::trace!("rshmid {rshmid}: state merged, {n} bytes newer than ours");
+            if seg.stamp != before {
+                wake(shared, st, rshmid);
+            }
+        }
+        Err(e) => log!("rshmid {rshmid}: state refused: {e}"),
+    }
+}
+
+/// A row's STATE runs, cut into frames whose bodies fit [`MAX_BODY`] and hold at most
+/// `RSHM_MAX_RUNS` runs; the last says so.
+fn state_frames(rshmid: i32, runs: Vec<StampedRun>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut chunk = Vec::new();
+    let mut len = STATE_FIXED_LEN;
+    for r in runs {
+        let cost = STATE_RUN_HEADER_LEN + r.run.data.len();
+        if !chunk.is_empty() && (len + cost > MAX_BODY || chunk.len() == RSHM_MAX_RUNS) {
+            frames.push(Frame::State {
+                rshmid,
+                last: false,
+                runs: std::mem::take(&mut chunk),
+            });
+            len = STATE_FIXED_LEN;
+        }
+        len += cost;
+        chunk.push(r);
+    }
+    frames.push(Frame::State {
+        rshmid,
+        last: true,
+        runs: chunk,
+    });
+    frames
+}
+
+/// One request from a peer, applied to our table: `(0, "", None)` or an errno and why; and,
+/// for a NEW that lost a race for its key, the row that won.
+fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Option<Entry>) {
     let mut st = lock(shared);
     let st = &mut *st;
     let unknown = |rshmid: i32| {
         (
             libc::EINVAL,
             format!("no segment with rshmid {rshmid} here"),
+            None,
         )
     };
+    let ok = (0, String::new(), None);
     match frame {
-        Frame::New(e) => match st.table.insert(&e) {
-            Ok(_) => (0, String::new()),
-            Err(x) => (errno_text(&x), x.to_string()),
+        Frame::New(e) => match adopt(st, &e) {
+            Ok(winner) => (0, String::new(), winner),
+            Err(x) => (errno_text(&x), x.to_string(), None),
         },
         Frame::Count {
             rshmid,
@@ -1117,52 +1385,77 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
             if !st.table.set_count(rshmid, node, count) {
                 return unknown(rshmid);
             }
+            let rshmid = st.table.resolve(rshmid);
             destroy_if_done(shared, st, rshmid);
-            (0, String::new())
+            ok
         }
         Frame::Update {
             rshmid,
             version,
-            offset,
-            data,
-            ..
+            origin,
+            runs,
         } => {
+            // A node sends only its own changes: any other origin is a forgery or a bug.
+            if origin != peer {
+                return (
+                    libc::EPROTO,
+                    format!("update from {peer} claims to come from {origin}"),
+                    None,
+                );
+            }
             let Some(seg) = st.table.get_mut(rshmid) else {
                 return unknown(rshmid);
             };
-            // An update older than what we hold (or a repeat) is acknowledged, not applied.
-            if version > seg.version {
-                if let Err(e) = seg.replica.att.write_at(offset as usize, &data) {
-                    return (libc::EINVAL, e.to_string());
+            // Word by word, only where the update is newer: a late or repeated update is
+            // acknowledged but never overwrites newer data. (Lab exercise: see what happens
+            // without this rule, with RSHM_UNORDERED=1 and `Segment::apply_unordered`.)
+            let stamp = Stamp { version, origin };
+            let applied = if shared.unordered {
+                seg.apply_unordered(stamp, &runs)
+            } else {
+                seg.apply_update(stamp, &runs)
+            };
+            match applied {
+                Ok(n) => {
+                    let total: usize = runs.iter().map(|r| r.data.len()).sum();
+                    if n < total {
+                        crate::trace!(
+                            "rshmid {}: update {stamp}: {} of {total} bytes were older than ours, kept ours",
+                            seg.rshmid,
+                            total - n
+                        );
+                    }
+                    ok
                 }
-                seg.version = version;
+                Err(e) => (errno_text(&e), e.to_string(), None),
             }
-            (0, String::new())
         }
-        Frame::Rmid { rshmid } => match st.table.get(rshmid) {
+        Frame::Rmid { rshmid } => match st.table.get(rshmid).map(|s| (s.rshmid, s.owner)) {
             None => unknown(rshmid),
-            Some(seg) if seg.owner != shared.me => (
+            Some((rshmid, owner)) if owner != shared.me => (
                 libc::EPERM,
                 format!("{} is not the owner of rshmid {rshmid}", shared.me),
+                None,
             ),
-            Some(_) => {
+            Some((rshmid, _)) => {
                 log!("rshmid {rshmid}: removal requested by {peer}");
                 mark_as_owner(shared, st, rshmid);
-                (0, String::new())
+                ok
             }
         },
         Frame::Mark { rshmid } => match st.table.get_mut(rshmid) {
             Some(seg) => {
                 seg.marked = true;
-                (0, String::new())
+                ok
             }
             None => unknown(rshmid),
         },
         Frame::Destroy { rshmid } => {
+            let rshmid = st.table.resolve(rshmid);
             st.table.destroy(rshmid);
             wake(shared, st, rshmid);
-            (0, String::new())
+            ok
         }
-        other => (libc::EPROTO, format!("unexpected {other}")),
+        other => (libc::EPROTO, format!("unexpected {other}"), None),
     }
 }

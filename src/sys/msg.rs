@@ -15,7 +15,7 @@
 //! server has died without removing it.
 
 use super::shm::Get;
-use super::{cvt, cvt_r, removed_if_invalid, Key, Removable};
+use super::{cvt, cvt_r, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,21 @@ impl MsgId {
                 )
             },
         )
-        .map_err(removed_if_invalid)?;
+        .map_err(|e| {
+            // EINVAL means a removed queue, or a message over msgmax: tell them apart.
+            let limit = super::kernel_limit("msgmax").unwrap_or(u64::MAX);
+            if super::errno(&e) == Some(libc::EINVAL) && data.len() as u64 > limit {
+                return sys_error(
+                    format!(
+                        "msgsnd(msqid={}, {} bytes): larger than msgmax ({limit} bytes)",
+                        self.0,
+                        data.len()
+                    ),
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                );
+            }
+            removed_if_invalid(e)
+        })?;
         Ok(())
     }
 
@@ -244,6 +258,15 @@ mod tests {
         assert_eq!(q.recv(5, &mut buf).unwrap(), (5, 0));
         assert_eq!(q.recv(5, &mut buf).unwrap(), (5, 4));
         assert_eq!(buf, [0, 255, 10, 0]);
+    }
+
+    #[test]
+    fn a_message_over_msgmax_is_einval_and_says_so() {
+        let q = private();
+        let max = crate::sys::kernel_limit("msgmax").unwrap() as usize;
+        let e = q.send(1, &vec![0u8; max + 1], true).unwrap_err();
+        assert_eq!(crate::sys::errno(&e), Some(libc::EINVAL));
+        assert!(e.to_string().contains("larger than msgmax"), "{e}");
     }
 
     #[test]
