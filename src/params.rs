@@ -239,6 +239,10 @@ pub const RSHM_TOMBSTONES: usize = 1024;
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;
 
+/// How long after a program's rshmat the server trusts its own attach count over the
+/// kernel's `shm_nattch` (the program calls shmat only after the reply).
+pub const RSHM_NATTCH_GRACE: Duration = Duration::from_secs(2);
+
 /// `client read --follow`: how long one wait for a change lasts before it waits again.
 pub const RSHM_FOLLOW_WAIT: Duration = Duration::from_secs(1);
 

@@ -39,9 +39,56 @@
 //! caller's own process ([`api::Node::rshmat`]). The server still attaches every replica itself
 //! (the seed's `addr` field): that is how it reads and writes the bytes it sends and receives.
 //!
+//! # Consistency model
+//!
+//! What RSHM guarantees, and what it does not. An *update* is what one `rshmChanged` sends:
+//! the runs of 8-byte words that differ from the segment's twin ([`diff`]).
+//!
+//! - **The order.** Every update carries a stamp `(version, node)`: the version is a Lamport
+//!   clock (one above the highest version this node has applied for the segment), the node is
+//!   the address of the node that made it (`--listen`, unique in the group). Stamps compare by
+//!   version, then by node address (IP, then port). Every node compares two stamps the same way.
+//! - **Per word, the highest stamp wins.** A node writes a word of an update only if the
+//!   update's stamp is above the stamp of the update that last wrote that word
+//!   ([`table::Segment::apply_update`]). So an update that arrives twice, or after a newer one,
+//!   is acknowledged but changes nothing it should not: it never overwrites newer data.
+//! - **Concurrent writers.** Two nodes that call `rshmChanged` on one segment at the same time
+//!   (neither had seen the other's update) may pick the same version; the higher node address
+//!   wins the tie. Their runs merge word by word: words only one of them changed keep that
+//!   change on every node; words both changed end, on every node, with the bytes of the update
+//!   with the higher stamp. Once both updates have reached every node, every replica holds the
+//!   same bytes, whatever order the frames arrived in.
+//! - **Release consistency.** Writes reach other nodes only at `rshmChanged`; its reply comes
+//!   once every connected peer has applied the update (or names the peers that did not, within
+//!   `RSHM_ACK_TIMEOUT`). After it returns, a read on any connected node sees the write, unless a
+//!   concurrent update with a higher stamp overwrote the same words.
+//! - **Joining, restarts, partitions.** A node that (re)connects gets, in the HELLO exchange,
+//!   every row and its whole contents with their stamp (a STATE frame). It takes a state only
+//!   if the stamp is above its own: **whole segment, last writer wins**. So after a partition
+//!   heals, each segment holds, on every node, the contents of the side whose last update has
+//!   the highest stamp; the other side's changes made during the partition are lost (there is
+//!   no per-word history to merge them). `client ls` shows `up` for a peer only once this
+//!   exchange is complete.
+//! - **Not guaranteed.** A program's own unsent writes are overwritten if an update from
+//!   another node writes the same words before its `rshmChanged` (the server cannot tell a
+//!   program's bytes from the twin's until the program says so). A peer that is down or frozen
+//!   misses updates until it reconnects; a write made while it is frozen waits in its socket
+//!   and applies when it runs again. Word granularity: two nodes changing different bytes of the
+//!   *same* 8-byte word conflict as if they wrote the same bytes.
+//!
+//! # One key, one segment
+//!
+//! Two nodes that `rshmget` the same new key at the same moment each create a row with their
+//! own random rshmid and announce it (NEW). A node that learns of two live rows with one key
+//! keeps the **lower rshmid**; the other becomes an alias of it, on every node
+//! ([`table::Table::adopt`]). The creator of the losing row learns it from the ACK of its NEW
+//! (the ACK carries the winning row), so both callers' `rshmget` return the same rshmid. A
+//! program that already holds the losing id still reaches the segment through the alias.
+//!
 //! # Layout
 //! - [`api`]: the calls above, for programs; queue requests and replies, never a hang.
 //! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
+//! - [`diff`]: twins and diffs: an update carries only the words that changed.
 //! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
 //! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
 //! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
@@ -50,6 +97,7 @@
 
 pub mod api;
 pub mod client;
+pub mod diff;
 pub mod server;
 pub mod table;
 

@@ -123,7 +123,8 @@ impl Cluster {
         );
     }
 
-    /// Node `i`'s table rows: (rshmid, key, size, owner, attaches, shmid, version, status).
+    /// Node `i`'s table rows: (rshmid, key, size, owner, attaches, shmid, version, sent,
+    /// status).
     fn rows(&self, i: usize) -> Vec<Vec<String>> {
         self.ok(i, &["ls"])
             .lines()
@@ -267,7 +268,7 @@ fn ref_counts_agree_everywhere_and_removal_waits_for_the_last_detach() {
     c.ok(2, &["rm", "0x52"]);
     for i in 0..3 {
         assert!(
-            wait_until(LIMIT, || c.rows(i)[0].get(7).map(String::as_str)
+            wait_until(LIMIT, || c.rows(i)[0].get(8).map(String::as_str)
                 == Some("dest")),
             "node {i} never marked it"
         );

@@ -152,6 +152,14 @@ impl Node {
         Ok(r.version)
     }
 
+    /// As [`Node::rshm_changed`], and also returns the length of the UPDATE frame the server
+    /// sent to each peer: the bytes this change cost on the wire (a diff: see `rshm::diff`).
+    pub fn rshm_changed_wire(&self, rshmid: i32) -> io::Result<(u64, u64)> {
+        let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
+        saw(self.port, rshmid, r.version);
+        Ok((r.version, r.size))
+    }
+
     /// Waits until this node's replica changes (an update arrives) after the version this
     /// process last saw. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
     pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {

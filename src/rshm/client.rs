@@ -49,6 +49,8 @@ pub fn remove(node: &Node, key: i32) -> io::Result<i32> {
 }
 
 /// `client ls`: the node and its peers on one line, then one row per segment, like `ipcs`.
+/// `sent` is the length of the last UPDATE frame this node sent for the segment: the bytes
+/// one rshmChanged here put on the wire to each peer (header included).
 pub fn format_ls(l: &Listing) -> String {
     let mut out = format!("node {}", l.node);
     for (i, p) in l.peers.iter().enumerate() {
@@ -59,13 +61,13 @@ pub fn format_ls(l: &Listing) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:<11} {:<10} {:>8} {:<21} {:>8} {:>8} {:>8} status",
-        "rshmid", "key", "size", "owner", "attaches", "shmid", "version"
+        "{:<11} {:<10} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8} status",
+        "rshmid", "key", "size", "owner", "attaches", "shmid", "version", "sent"
     );
     for e in &l.entries {
         let _ = writeln!(
             out,
-            "{:<11} 0x{:08x} {:>8} {:<21} {:>8} {:>8} {:>8} {}",
+            "{:<11} 0x{:08x} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8} {}",
             e.rshmid,
             e.key,
             e.size,
@@ -73,6 +75,7 @@ pub fn format_ls(l: &Listing) -> String {
             e.attaches,
             e.shmid,
             e.version,
+            e.sent,
             if e.marked { "dest" } else { "" }
         );
     }

@@ -39,18 +39,20 @@
 //! update (it is listed as down in `client ls`); one that does not answer in time makes
 //! `rshmChanged` fail with an error that names it.
 
-use super::table::Table;
+use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER,
-    RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE,
+    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
-use crate::wire::rshm::{Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN};
+use crate::wire::rshm::{
+    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN,
+};
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
@@ -116,6 +118,9 @@ struct Peer {
     /// Set when the peer dialled us while our connection to it was down: it is back, so the
     /// dialer stops waiting out its backoff and connects at once.
     kick: bool,
+    /// Its HELLO_REPLY and the STATE of every row have been applied: `client ls` says "up"
+    /// only then, so a program that waits for "up" reads the group's current data.
+    synced: bool,
 }
 
 /// Everything behind the one lock.
@@ -180,6 +185,7 @@ impl Server {
                         addr,
                         out: None,
                         kick: false,
+                        synced: false,
                     })
                     .collect(),
                 pending: HashMap::new(),
@@ -380,9 +386,26 @@ fn await_acks(
         deadline: Instant::now() + RSHM_ACK_TIMEOUT,
     };
     if p.waiting.is_empty() {
+        let mut p = p;
+        settle(st, &mut p);
         finish(shared, p);
     } else {
         st.pending.insert(seq, p);
+    }
+}
+
+/// Before answering: a GET whose row was renamed meanwhile (it lost a race for its key)
+/// answers with the name that won, and that row's size.
+fn settle(st: &State, p: &mut Pending) {
+    if let Then::Reply(r) = &mut p.then {
+        if r.rshmid != 0 {
+            r.rshmid = st.table.resolve(r.rshmid);
+            if matches!(p.req.op, Op::Get { .. }) {
+                if let Some(seg) = st.table.get(r.rshmid) {
+                    r.size = seg.size as u64;
+                }
+            }
+        }
     }
 }
 
@@ -426,9 +449,20 @@ fn finish(shared: &Shared, p: Pending) {
     reply(shared, &p.req, &r);
 }
 
-/// An ACK for frame `seq` from `peer`.
-fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: String) {
+/// An ACK for frame `seq` from `peer`. One that names a winner answers our NEW: the key was
+/// created elsewhere at the same moment, with a lower rshmid; we adopt that row.
+fn on_ack(
+    shared: &Shared,
+    peer: SocketAddrV4,
+    seq: u32,
+    (status, text, winner): (i32, String, Option<Entry>),
+) {
     let mut st = lock(shared);
+    if let Some(e) = winner {
+        if let Err(x) = adopt(&mut st, &e) {
+            log!("adopting rshmid {} from {peer}: {x}", e.rshmid);
+        }
+    }
     let Some(p) = st.pending.get_mut(&seq) else {
         return; // a frame nobody waits for (a MARK, a DESTROY), or one that timed out
     };
@@ -438,9 +472,30 @@ fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: Stri
         p.status = (status, text);
     }
     if p.waiting.is_empty() {
-        let p = st.pending.remove(&seq).expect("present");
+        let mut p = st.pending.remove(&seq).expect("present");
+        settle(&st, &mut p);
         drop(st);
         finish(shared, p);
+    }
+}
+
+/// A row another node announced, by the rule of [`Table::adopt`]. Returns the row that beat
+/// it, if it lost. A rename moves the waits on the old name to the new one.
+fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Error> {
+    match st.table.adopt(e)? {
+        Adopted::Lost(w) => Ok(Some(w)),
+        Adopted::Renamed { from } => {
+            log!(
+                "key 0x{:08x} was created on two nodes at once: rshmid {} wins over ours, {from}",
+                e.key,
+                e.rshmid
+            );
+            for w in st.waiters.iter_mut().filter(|w| w.rshmid == from) {
+                w.rshmid = e.rshmid;
+            }
+            Ok(None)
+        }
+        Adopted::New | Adopted::Known => Ok(None),
     }
 }
 
@@ -448,6 +503,7 @@ fn on_ack(shared: &Shared, peer: SocketAddrV4, seq: u32, status: i32, text: Stri
 fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
     let mut st = lock(shared);
     if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+        p.synced = false;
         if let Some(s) = p.out.take() {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -467,6 +523,9 @@ fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
             done.extend(st.pending.remove(&seq));
         }
     }
+    for p in &mut done {
+        settle(&st, p);
+    }
     drop(st);
     for p in done {
         finish(shared, p);
@@ -485,7 +544,7 @@ fn destroy(shared: &Shared, st: &mut State, rshmid: i32) -> (u32, Vec<SocketAddr
 
 /// Answers every wait on `rshmid` that the new version (or a removal) satisfies.
 fn wake(shared: &Shared, st: &mut State, rshmid: i32) {
-    let version = st.table.get(rshmid).map(|s| s.version);
+    let version = st.table.get(rshmid).map(|s| s.stamp.version);
     let mut i = 0;
     while i < st.waiters.len() {
         let w = &st.waiters[i];
@@ -628,13 +687,15 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshmat(rshmid={rshmid}): the segment is marked for removal"),
                 );
             }
+            let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
             seg.counts.insert(me, count);
+            seg.last_at = Instant::now();
             let r = Reply {
                 rshmid,
                 shmid: seg.replica.shmid.0,
                 size: seg.size as u64,
-                version: seg.version,
+                version: seg.stamp.version,
                 ..Reply::to(&req)
             };
             let (seq, peers) = broadcast(
@@ -654,7 +715,20 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshmdt(rshmid={rshmid}): no such segment"),
                 );
             };
+            let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0);
+            if count == 0 && seg.absorbed > 0 {
+                // The server already counted this detach from shm_nattch (see the sweeper).
+                seg.absorbed -= 1;
+                return reply(
+                    shared,
+                    &req,
+                    &Reply {
+                        rshmid,
+                        ..Reply::to(&req)
+                    },
+                );
+            }
             if count == 0 {
                 return fail(
                     libc::EINVAL,
@@ -683,6 +757,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             await_acks(shared, st, seq, peers, req, Then::Reply(r));
         }
         Op::Rmid { rshmid } => {
+            let rshmid = st.table.resolve(rshmid);
             let Some(owner) = st.table.get(rshmid).map(|s| s.owner) else {
                 return fail(
                     libc::EINVAL,
@@ -719,24 +794,33 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             };
             // The server reads the replica through its own attachment (the seed's addr): the
-            // program wrote into the same physical pages through its own mapping.
-            let mut data = vec![0u8; seg.size];
-            if let Err(e) = seg.replica.att.read_at(0, &mut data) {
-                return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}"));
-            }
-            seg.version += 1;
-            let version = seg.version;
+            // program wrote into the same physical pages through its own mapping. Only the
+            // words that differ from the twin travel (see `diff`).
+            let rshmid = seg.rshmid;
+            let (stamp, runs) = match seg.local_change(me) {
+                Ok(x) => x,
+                Err(e) => {
+                    return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}"))
+                }
+            };
+            let wire = update_len(&runs) as u64;
+            seg.sent = wire;
+            crate::trace!(
+                "rshmChanged rshmid={rshmid}: {} run(s), {} changed bytes, {wire} bytes per peer",
+                runs.len(),
+                runs.iter().map(|r| r.data.len()).sum::<usize>()
+            );
             let r = Reply {
                 rshmid,
-                version,
+                version: stamp.version,
+                size: wire,
                 ..Reply::to(&req)
             };
             let frame = Frame::Update {
                 rshmid,
-                version,
+                version: stamp.version,
                 origin: me,
-                offset: 0,
-                data,
+                runs,
             };
             let (seq, peers) = broadcast(st, &frame);
             // Local waiters after the frames are on their way: they are not on the hot path.
@@ -754,10 +838,11 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     format!("rshm_wait_changed(rshmid={rshmid}): no such segment (removed?)"),
                 );
             };
-            if seg.version > seen {
+            let rshmid = seg.rshmid;
+            if seg.stamp.version > seen {
                 let r = Reply {
                     rshmid,
-                    version: seg.version,
+                    version: seg.stamp.version,
                     ..Reply::to(&req)
                 };
                 return reply(shared, &req, &r);
@@ -779,7 +864,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                     .iter()
                     .map(|p| LsPeer {
                         addr: p.addr,
-                        up: p.out.is_some(),
+                        up: p.out.is_some() && p.synced,
                     })
                     .collect(),
                 ..Reply::to(&req)
@@ -798,6 +883,7 @@ fn sweep_loop(shared: &Shared) {
         std::thread::sleep(RSHM_SWEEP_INTERVAL);
         if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
             drain_dead_callers(shared);
+            correct_counts(shared);
             drained = Instant::now();
         }
         let now = Instant::now();
@@ -817,6 +903,7 @@ fn sweep_loop(shared: &Shared) {
                     RSHM_ACK_TIMEOUT.as_millis()
                 ));
             }
+            settle(&st, &mut p);
             done.push(p);
         }
         let mut timed_out = Vec::new();
@@ -838,6 +925,48 @@ fn sweep_loop(shared: &Shared) {
                 &Reply::error(&req, libc::ETIMEDOUT, "no change within the timeout"),
             );
         }
+    }
+}
+
+/// Programs that died attached (SIGKILL: no rshmdt) leave the server's count too high, and a
+/// marked segment would then never go. The kernel knows better: `shm_nattch` of the replica
+/// counts every process attached, plus the server itself. A count above it is corrected down
+/// (and announced), unless a program attached a moment ago and has not called shmat yet.
+fn correct_counts(shared: &Shared) {
+    let me = shared.me;
+    let mut st = lock(shared);
+    let mut fixed = Vec::new();
+    for seg in st.table.rows() {
+        let mine = seg.counts.get(&me).copied().unwrap_or(0);
+        if mine == 0 || seg.last_at.elapsed() < RSHM_NATTCH_GRACE {
+            continue;
+        }
+        let Ok(stat) = seg.replica.shmid.stat() else {
+            continue;
+        };
+        let kernel = stat.attaches.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
+        if kernel < mine {
+            fixed.push((seg.rshmid, mine, kernel));
+        }
+    }
+    for (rshmid, mine, kernel) in fixed {
+        log!(
+            "rshmid {rshmid}: {} program(s) left without rshmdt; count corrected from shm_nattch",
+            mine - kernel
+        );
+        if let Some(seg) = st.table.get_mut(rshmid) {
+            seg.counts.insert(me, kernel);
+            seg.absorbed += mine - kernel;
+        }
+        broadcast(
+            &mut st,
+            &Frame::Count {
+                rshmid,
+                node: me,
+                count: kernel,
+            },
+        );
+        destroy_if_done(shared, &mut st, rshmid);
     }
 }
 
@@ -953,6 +1082,36 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         (_, Frame::HelloReply(h)) if h.node == peer => {
             crate::trace!("tcp <- {peer} {}", Frame::HelloReply(h.clone()));
             merge(shared, peer, &h);
+            // Then the contents: one STATE per row of that table, each taken if newer.
+            for _ in 0..h.entries.len() {
+                match read_frame(&mut rd, &mut buf)? {
+                    (
+                        _,
+                        Frame::State {
+                            rshmid,
+                            version,
+                            origin,
+                            data,
+                        },
+                    ) => {
+                        crate::trace!(
+                            "tcp <- {peer} STATE rshmid={rshmid} v={version}@{origin} {} bytes",
+                            data.len()
+                        );
+                        let stamp = Stamp { version, origin };
+                        apply_state(shared, &mut lock(shared), rshmid, stamp, &data);
+                    }
+                    (_, other) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("expected STATE from {peer}, got {other}"),
+                        ))
+                    }
+                }
+            }
+            if let Some(p) = lock(shared).peers.iter_mut().find(|p| p.addr == peer) {
+                p.synced = true;
+            }
             log!(
                 "connected to peer {peer} (id {:08x}, {} segment(s))",
                 h.node_id,
@@ -971,7 +1130,11 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         let (seq, frame) = read_frame(&mut rd, &mut buf)?;
         crate::trace!("tcp <- {peer} #{seq} {frame}");
         match frame {
-            Frame::Ack { status, text } => on_ack(shared, peer, seq, status, text),
+            Frame::Ack {
+                status,
+                text,
+                winner,
+            } => on_ack(shared, peer, seq, (status, text, winner)),
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -1051,7 +1214,20 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             }
             let answer = Frame::HelloReply(hello(shared, &st));
             crate::trace!("tcp -> {} {answer}", h.node);
-            s.write_all(&answer.encode(0))?;
+            // The table, then every row's contents (the twin: what was last published, and
+            // the stamp it carries), in one critical section, so no update slips between.
+            let mut out = answer.encode(0);
+            for seg in st.table.rows() {
+                let state = Frame::State {
+                    rshmid: seg.rshmid,
+                    version: seg.stamp.version,
+                    origin: seg.stamp.origin,
+                    data: seg.twin.clone(),
+                };
+                crate::trace!("tcp -> {} {state}", h.node);
+                out.extend_from_slice(&state.encode(0));
+            }
+            s.write_all(&out)?;
             h.node
         }
         (_, other) => {
@@ -1079,11 +1255,15 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             return Ok(());
         }
         let updated = match frame {
-            Frame::Update { rshmid, .. } => Some(rshmid),
+            Frame::Update { rshmid, .. } => Some(lock(shared).table.resolve(rshmid)),
             _ => None,
         };
-        let (status, text) = apply(shared, peer, frame);
-        let ack = Frame::Ack { status, text };
+        let (status, text, winner) = apply(shared, peer, frame);
+        let ack = Frame::Ack {
+            status,
+            text,
+            winner,
+        };
         crate::trace!("tcp -> {peer} #{seq} {ack}");
         s.write_all(&ack.encode(seq))?;
         // The ACK first, then the local readers: the writer on the other node is waiting for
@@ -1094,20 +1274,39 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     }
 }
 
-/// One request from a peer, applied to our table: `(0, "")` or an errno and why.
-fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
+/// A STATE from a peer: taken if newer than what we hold (see [`Table`]).
+fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, stamp: Stamp, data: &[u8]) {
+    let Some(seg) = st.table.get_mut(rshmid) else {
+        return; // a row we could not make (table full), or destroyed meanwhile
+    };
+    let rshmid = seg.rshmid;
+    match seg.apply_state(stamp, data) {
+        Ok(true) => {
+            crate::trace!("rshmid {rshmid}: contents {stamp} taken");
+            wake(shared, st, rshmid);
+        }
+        Ok(false) => crate::trace!("rshmid {rshmid}: contents {stamp} not newer; kept ours"),
+        Err(e) => log!("rshmid {rshmid}: state {stamp} refused: {e}"),
+    }
+}
+
+/// One request from a peer, applied to our table: `(0, "", None)` or an errno and why; and,
+/// for a NEW that lost a race for its key, the row that won.
+fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Option<Entry>) {
     let mut st = lock(shared);
     let st = &mut *st;
     let unknown = |rshmid: i32| {
         (
             libc::EINVAL,
             format!("no segment with rshmid {rshmid} here"),
+            None,
         )
     };
+    let ok = (0, String::new(), None);
     match frame {
-        Frame::New(e) => match st.table.insert(&e) {
-            Ok(_) => (0, String::new()),
-            Err(x) => (errno_text(&x), x.to_string()),
+        Frame::New(e) => match adopt(st, &e) {
+            Ok(winner) => (0, String::new(), winner),
+            Err(x) => (errno_text(&x), x.to_string(), None),
         },
         Frame::Count {
             rshmid,
@@ -1117,52 +1316,72 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String) {
             if !st.table.set_count(rshmid, node, count) {
                 return unknown(rshmid);
             }
+            let rshmid = st.table.resolve(rshmid);
             destroy_if_done(shared, st, rshmid);
-            (0, String::new())
+            ok
         }
         Frame::Update {
             rshmid,
             version,
-            offset,
-            data,
-            ..
+            origin,
+            runs,
         } => {
+            // A node sends only its own changes: any other origin is a forgery or a bug.
+            if origin != peer {
+                return (
+                    libc::EPROTO,
+                    format!("update from {peer} claims to come from {origin}"),
+                    None,
+                );
+            }
             let Some(seg) = st.table.get_mut(rshmid) else {
                 return unknown(rshmid);
             };
-            // An update older than what we hold (or a repeat) is acknowledged, not applied.
-            if version > seg.version {
-                if let Err(e) = seg.replica.att.write_at(offset as usize, &data) {
-                    return (libc::EINVAL, e.to_string());
+            // Word by word, only where the update is newer: a late or repeated update is
+            // acknowledged but never overwrites newer data. (Lab exercise: see what happens
+            // without this rule, `RSHM_UNORDERED` in `Segment::apply_update`.)
+            let stamp = Stamp { version, origin };
+            match seg.apply_update(stamp, &runs) {
+                Ok(n) => {
+                    let total: usize = runs.iter().map(|r| r.data.len()).sum();
+                    if n < total {
+                        crate::trace!(
+                            "rshmid {}: update {stamp}: {} of {total} bytes were older than ours, kept ours",
+                            seg.rshmid,
+                            total - n
+                        );
+                    }
+                    ok
                 }
-                seg.version = version;
+                Err(e) => (errno_text(&e), e.to_string(), None),
             }
-            (0, String::new())
         }
-        Frame::Rmid { rshmid } => match st.table.get(rshmid) {
+        Frame::Rmid { rshmid } => match st.table.get(rshmid).map(|s| (s.rshmid, s.owner)) {
             None => unknown(rshmid),
-            Some(seg) if seg.owner != shared.me => (
+            Some((rshmid, owner)) if owner != shared.me => (
                 libc::EPERM,
                 format!("{} is not the owner of rshmid {rshmid}", shared.me),
+                None,
             ),
-            Some(_) => {
+            Some((rshmid, _)) => {
                 log!("rshmid {rshmid}: removal requested by {peer}");
                 mark_as_owner(shared, st, rshmid);
-                (0, String::new())
+                ok
             }
         },
         Frame::Mark { rshmid } => match st.table.get_mut(rshmid) {
             Some(seg) => {
                 seg.marked = true;
-                (0, String::new())
+                ok
             }
             None => unknown(rshmid),
         },
         Frame::Destroy { rshmid } => {
+            let rshmid = st.table.resolve(rshmid);
             st.table.destroy(rshmid);
             wake(shared, st, rshmid);
-            (0, String::new())
+            ok
         }
-        other => (libc::EPROTO, format!("unexpected {other}")),
+        other => (libc::EPROTO, format!("unexpected {other}"), None),
     }
 }

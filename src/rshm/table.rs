@@ -14,20 +14,55 @@
 //! processes are attached, and announces that number (not +1/-1) to the others. The
 //! cluster-wide count is the sum. A number can be repeated or merged twice without harm.
 //!
+//! Contents: each row also holds the *twin* (the contents last sent or received, see
+//! [`super::diff`]), the *stamp* `(version, origin)` of the newest update applied, and a stamp
+//! per 8-byte word: the update that last wrote that word. [`Segment::apply_update`] writes a
+//! word only if the update's stamp is higher than the word's, which is the whole consistency
+//! model of [`crate::rshm`] in one comparison.
+//!
+//! Races for a key: two nodes that create the same key at once make two rows; when a node
+//! sees both, the lower rshmid wins ([`Table::adopt`]) and the other becomes an *alias* of it.
+//!
 //! Rules: only the server's state lock reaches a `Table`; a row's replica is marked for removal
 //! as soon as it exists and goes when the row is dropped and the last program has detached (see
 //! [`Replica`]); destroyed rows are remembered so that a late HELLO from a node that missed the
 //! removal does not bring them back.
 
+use super::diff::{diff, WORD};
 use crate::params::{
     DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{Entry, LsEntry};
+use crate::wire::rshm::{update_len, Entry, LsEntry, Run, RUN_HEADER_LEN, UPDATE_FIXED_LEN};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// The total order of updates: by version, then by the address of the node that made it.
+/// Versions are Lamport clocks (a node numbers its change one above the highest it has seen),
+/// so an update made after another was seen is always higher; two made concurrently get the
+/// same version, and the node address breaks the tie the same way on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    pub version: u64,
+    pub origin: SocketAddrV4,
+}
+
+impl Stamp {
+    /// Below every update: a fresh replica's zeros.
+    pub const ZERO: Stamp = Stamp {
+        version: 0,
+        origin: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    };
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}@{}", self.version, self.origin)
+    }
+}
 
 /// This node's copy of one segment.
 ///
@@ -53,11 +88,40 @@ pub struct Segment {
     pub owner: SocketAddrV4,
     /// Marked for removal: destroyed when the cluster-wide attach count reaches zero.
     pub marked: bool,
-    /// Bumped by every rshmChanged; a replica with a lower version has older contents.
-    pub version: u64,
+    /// The newest update applied (its version is what `client ls` shows).
+    pub stamp: Stamp,
     /// Each node's attach count, as that node last announced it.
     pub counts: BTreeMap<SocketAddrV4, u32>,
     pub replica: Replica,
+    /// The contents last sent or received: what a diff compares against.
+    pub twin: Vec<u8>,
+    /// Per word: the version, and the index in `origins`, of the update that last wrote it.
+    wver: Vec<u64>,
+    worg: Vec<u8>,
+    /// The nodes that appear in word stamps (index 0: none). At most one per node.
+    origins: Vec<SocketAddrV4>,
+    /// The length of the last UPDATE frame this node sent for it.
+    pub sent: u64,
+    /// When a program here last attached (the kernel's count lags the server's a moment).
+    pub last_at: Instant,
+    /// Detaches the server counted from `shm_nattch` before the program's rshmdt arrived.
+    pub absorbed: u32,
+}
+
+/// A fresh replica and its twin, word stamps, all zero.
+fn fresh(size: usize) -> io::Result<(Replica, Vec<u8>, Vec<u64>, Vec<u8>)> {
+    let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
+    let att = shm.attach(Access::ReadWrite)?;
+    // Marked at once: from now on our attachment alone keeps it (see `Replica`).
+    let shmid = shm.get();
+    shm.remove()?;
+    let words = size.div_ceil(WORD);
+    Ok((
+        Replica { att, shmid },
+        vec![0; size],
+        vec![0; words],
+        vec![0; words],
+    ))
 }
 
 impl Segment {
@@ -74,9 +138,140 @@ impl Segment {
             size: self.size as u64,
             owner: self.owner,
             marked: self.marked,
-            version: self.version,
+            version: self.stamp.version,
             counts: self.counts.iter().map(|(a, n)| (*a, *n)).collect(),
         }
+    }
+
+    /// The stamp of word `w`.
+    fn word_stamp(&self, w: usize) -> Stamp {
+        Stamp {
+            version: self.wver[w],
+            origin: self.origins[usize::from(self.worg[w])],
+        }
+    }
+
+    fn origin_index(&mut self, node: SocketAddrV4) -> io::Result<u8> {
+        if let Some(i) = self.origins.iter().position(|o| *o == node) {
+            return Ok(i as u8);
+        }
+        if self.origins.len() > RSHM_MAX_PEERS + 1 {
+            return Err(err(
+                libc::EINVAL,
+                format!("update from unknown node {node}"),
+            ));
+        }
+        self.origins.push(node);
+        Ok((self.origins.len() - 1) as u8)
+    }
+
+    fn stamp_words(&mut self, start: usize, end: usize, version: u64, org: u8) {
+        for w in start / WORD..end.div_ceil(WORD) {
+            self.wver[w] = version;
+            self.worg[w] = org;
+        }
+    }
+
+    /// rshmChanged here: the runs that differ from the twin, stamped one above the newest
+    /// update seen. The twin and the word stamps take the new bytes. If the runs would cost
+    /// more on the wire than the whole segment, the whole segment is one run.
+    pub fn local_change(&mut self, me: SocketAddrV4) -> io::Result<(Stamp, Vec<Run>)> {
+        let mut live = vec![0u8; self.size];
+        self.replica.att.read_at(0, &mut live)?;
+        let stamp = Stamp {
+            version: self.stamp.version + 1,
+            origin: me,
+        };
+        let org = self.origin_index(me)?;
+        let mut runs = Vec::new();
+        for (off, len) in diff(&self.twin, &live) {
+            self.twin[off..off + len].copy_from_slice(&live[off..off + len]);
+            self.stamp_words(off, off + len, stamp.version, org);
+            runs.push(Run {
+                offset: off as u32,
+                data: live[off..off + len].to_vec(),
+            });
+        }
+        if update_len(&runs) > UPDATE_FIXED_LEN + RUN_HEADER_LEN + self.size {
+            runs = vec![Run {
+                offset: 0,
+                data: live,
+            }];
+        }
+        self.stamp = stamp;
+        Ok((stamp, runs))
+    }
+
+    /// An update from another node: each word of each run is written only if the update is
+    /// newer than the word's own stamp, so an update that arrives late, or twice, never
+    /// overwrites newer data. Returns the number of bytes written.
+    pub fn apply_update(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
+        if let Some(r) = runs
+            .iter()
+            .find(|r| r.offset as usize + r.data.len() > self.size)
+        {
+            return Err(err(
+                libc::EINVAL,
+                format!(
+                    "run of {} bytes at {} outside the segment of {} bytes",
+                    r.data.len(),
+                    r.offset,
+                    self.size
+                ),
+            ));
+        }
+        let org = self.origin_index(stamp.origin)?;
+        let mut written = 0;
+        for run in runs {
+            let (start, end) = (run.offset as usize, run.offset as usize + run.data.len());
+            let mut w = start / WORD;
+            while w * WORD < end {
+                // The longest stretch of words, from w, that this update may write.
+                let first = w;
+                while w * WORD < end && self.word_stamp(w) < stamp {
+                    w += 1;
+                }
+                if w > first {
+                    let a = (first * WORD).max(start);
+                    let b = (w * WORD).min(end);
+                    let bytes = &run.data[a - start..b - start];
+                    self.replica.att.write_at(a, bytes)?;
+                    self.twin[a..b].copy_from_slice(bytes);
+                    self.stamp_words(a, b, stamp.version, org);
+                    written += b - a;
+                }
+                // Skip the words that hold newer data.
+                while w * WORD < end && self.word_stamp(w) >= stamp {
+                    w += 1;
+                }
+            }
+        }
+        self.stamp = self.stamp.max(stamp);
+        Ok(written)
+    }
+
+    /// A whole-segment state (from a HELLO exchange): taken if its stamp is newer than ours,
+    /// and then it replaces everything. Returns whether it was taken.
+    pub fn apply_state(&mut self, stamp: Stamp, data: &[u8]) -> io::Result<bool> {
+        if data.len() != self.size {
+            return Err(err(
+                libc::EINVAL,
+                format!(
+                    "state of {} bytes for a segment of {}",
+                    data.len(),
+                    self.size
+                ),
+            ));
+        }
+        if stamp <= self.stamp {
+            return Ok(false);
+        }
+        let org = self.origin_index(stamp.origin)?;
+        self.replica.att.write_at(0, data)?;
+        self.twin.copy_from_slice(data);
+        self.stamp_words(0, self.size, stamp.version, org);
+        self.stamp = stamp;
+        Ok(true)
     }
 }
 
@@ -105,7 +300,22 @@ pub struct Table {
     me: SocketAddrV4,
     rows: BTreeMap<i32, Segment>,
     destroyed: VecDeque<i32>,
+    /// rshmids that lost a race for their key, and the rshmid that won.
+    aliases: VecDeque<(i32, i32)>,
     rng: Rng,
+}
+
+/// What [`Table::adopt`] did with a row another node announced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// A row new here.
+    New,
+    /// A row we knew (or had destroyed): counts merged.
+    Known,
+    /// It won a race for its key: our row `from` now goes by its rshmid.
+    Renamed { from: i32 },
+    /// It lost a race for its key to this row, which the sender must adopt.
+    Lost(Entry),
 }
 
 fn err(errno: i32, text: String) -> io::Error {
@@ -118,6 +328,7 @@ impl Table {
             me,
             rows: BTreeMap::new(),
             destroyed: VecDeque::new(),
+            aliases: VecDeque::new(),
             rng: Rng::from_os()?,
         })
     }
@@ -137,12 +348,97 @@ impl Table {
         (self.rng.next() >> 32) as u32
     }
 
+    /// The rshmid that `rshmid` now goes by: itself, or the winner of a race it lost.
+    pub fn resolve(&self, rshmid: i32) -> i32 {
+        let mut id = rshmid;
+        for _ in 0..8 {
+            match self.aliases.iter().find(|(from, _)| *from == id) {
+                Some((_, to)) => id = *to,
+                None => break,
+            }
+        }
+        id
+    }
+
+    fn alias(&mut self, from: i32, to: i32) {
+        if self.aliases.len() == RSHM_TOMBSTONES {
+            self.aliases.pop_front();
+        }
+        self.aliases.push_back((from, to));
+    }
+
     pub fn get(&self, rshmid: i32) -> Option<&Segment> {
-        self.rows.get(&rshmid)
+        self.rows.get(&self.resolve(rshmid))
     }
 
     pub fn get_mut(&mut self, rshmid: i32) -> Option<&mut Segment> {
-        self.rows.get_mut(&rshmid)
+        let id = self.resolve(rshmid);
+        self.rows.get_mut(&id)
+    }
+
+    /// A row another node announced (NEW, or a row of its HELLO table), with the rule for a
+    /// key created on two nodes at once: **the lower rshmid wins**. Every node compares the
+    /// same two numbers, so every node keeps the same row. The loser's rshmid becomes an alias
+    /// of the winner's, so its callers' later calls still reach the segment; a row of ours
+    /// that loses keeps its replica (and so the programs attached to it) if the sizes agree.
+    pub fn adopt(&mut self, e: &Entry) -> io::Result<Adopted> {
+        let id = self.resolve(e.rshmid);
+        if id != e.rshmid {
+            // It lost here before: the sender has not heard yet.
+            return Ok(match self.rows.get(&id) {
+                Some(w) => Adopted::Lost(w.entry()),
+                None => Adopted::Known,
+            });
+        }
+        if self.rows.contains_key(&id) || self.destroyed.contains(&id) {
+            self.insert(e)?;
+            return Ok(Adopted::Known);
+        }
+        let rival = if e.marked {
+            None
+        } else {
+            self.by_key(e.key).map(|s| s.rshmid)
+        };
+        let Some(x) = rival else {
+            self.insert(e)?;
+            return Ok(Adopted::New);
+        };
+        if x < e.rshmid {
+            self.alias(e.rshmid, x);
+            crate::trace!(
+                "table: key 0x{:08x} made twice: rshmid {x} wins over {}",
+                e.key,
+                e.rshmid
+            );
+            return Ok(Adopted::Lost(self.rows[&x].entry()));
+        }
+        // Ours loses: it takes the winner's name, owner and size.
+        let mut row = self.rows.remove(&x).expect("found by key");
+        crate::trace!(
+            "table: key 0x{:08x} made twice: rshmid {} wins over {x} (ours)",
+            e.key,
+            e.rshmid
+        );
+        row.rshmid = e.rshmid;
+        row.owner = e.owner;
+        for (node, n) in &e.counts {
+            if *node != self.me {
+                row.counts.entry(*node).or_insert(*n);
+            }
+        }
+        if row.size as u64 != e.size {
+            let size = e.size as usize;
+            let (replica, twin, wver, worg) = fresh(size)?;
+            row.size = size;
+            row.replica = replica;
+            row.twin = twin;
+            row.wver = wver;
+            row.worg = worg;
+            row.stamp = Stamp::ZERO;
+        }
+        self.alias(x, e.rshmid);
+        self.rows.insert(e.rshmid, row);
+        Ok(Adopted::Renamed { from: x })
     }
 
     /// The live (not marked) segment with this key: a marked one keeps its id, as with shm,
@@ -179,9 +475,8 @@ impl Table {
         }
         if let Some(row) = self.rows.get_mut(&e.rshmid) {
             row.marked |= e.marked;
-            // Versions work as a Lamport clock: take the larger, so that the next rshmChanged
-            // here is numbered above every update the group has seen, and is applied.
-            row.version = row.version.max(e.version);
+            // The version in a table row is for show: contents and their stamp travel only
+            // in UPDATE and STATE frames, which decide by the stamp alone.
             for (node, n) in &e.counts {
                 // A node is the authority on its own count: never let another node's view of
                 // *our* count overwrite ours, and only fill in third nodes we know nothing of.
@@ -204,11 +499,8 @@ impl Table {
             ));
         }
         let size = e.size as usize;
-        let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
-        let att = shm.attach(Access::ReadWrite)?;
-        // Marked at once: from now on our attachment alone keeps it (see `Replica`).
-        let shmid = shm.get();
-        shm.remove()?;
+        let (replica, twin, wver, worg) = fresh(size)?;
+        let shmid = replica.shmid;
         let mut counts: BTreeMap<SocketAddrV4, u32> =
             e.counts.iter().take(RSHM_MAX_PEERS + 1).copied().collect();
         counts.insert(self.me, 0);
@@ -227,12 +519,18 @@ impl Table {
                 size,
                 owner: e.owner,
                 marked: e.marked,
-                // The clock, not the bytes: a replica made from a HELLO table starts empty
-                // (contents travel only in UPDATE frames) but numbers its next change above
-                // the group's. (Sending the contents with HELLO is left for later work.)
-                version: e.version,
+                // Zeros, stamped below everything: the contents come in a STATE frame (after
+                // the HELLO_REPLY) or an UPDATE, and either is newer.
+                stamp: Stamp::ZERO,
                 counts,
-                replica: Replica { att, shmid },
+                replica,
+                twin,
+                wver,
+                worg,
+                origins: vec![Stamp::ZERO.origin],
+                sent: 0,
+                last_at: Instant::now(),
+                absorbed: 0,
             },
         );
         Ok(true)
@@ -240,7 +538,7 @@ impl Table {
 
     /// `node`'s own report of its attach count.
     pub fn set_count(&mut self, rshmid: i32, node: SocketAddrV4, count: u32) -> bool {
-        match self.rows.get_mut(&rshmid) {
+        match self.get_mut(rshmid) {
             Some(row) => {
                 row.counts.insert(node, count);
                 true
@@ -254,7 +552,7 @@ impl Table {
     pub fn merge(&mut self, from: SocketAddrV4, entries: &[Entry]) -> io::Result<()> {
         let mut first = Ok(());
         for e in entries {
-            if let Err(x) = self.insert(e) {
+            if let Err(x) = self.adopt(e) {
                 if first.is_ok() {
                     first = Err(x);
                 }
@@ -264,7 +562,7 @@ impl Table {
             self.set_count(e.rshmid, from, theirs);
         }
         // Rows the sender did not list: it has no process attached to them.
-        let listed: Vec<i32> = entries.iter().map(|e| e.rshmid).collect();
+        let listed: Vec<i32> = entries.iter().map(|e| self.resolve(e.rshmid)).collect();
         for row in self.rows.values_mut() {
             if !listed.contains(&row.rshmid) {
                 row.counts.insert(from, 0);
@@ -294,6 +592,7 @@ impl Table {
     /// Drops the row: the server detaches and removes its replica. Processes still attached
     /// keep their mapping, as with shm after IPC_RMID.
     pub fn destroy(&mut self, rshmid: i32) -> bool {
+        let rshmid = self.resolve(rshmid);
         if self.destroyed.len() == RSHM_TOMBSTONES {
             self.destroyed.pop_front();
         }
@@ -327,7 +626,8 @@ impl Table {
                 marked: s.marked,
                 attaches: s.total(),
                 shmid: s.replica.shmid.0,
-                version: s.version,
+                version: s.stamp.version,
+                sent: s.sent,
             })
             .collect()
     }
@@ -340,6 +640,95 @@ mod tests {
 
     fn node(port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    fn bytes(seg: &Segment) -> Vec<u8> {
+        let mut b = vec![0u8; seg.size];
+        seg.replica.att.read_at(0, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
+        // Two nodes change one segment at once, from the same starting point: A words 0 and 1,
+        // B words 1 and 2. Both stamps have version 1; B's address is higher, so B wins word 1.
+        let (a, b, c) = (node(1), node(2), node(3));
+        let mut ta = Table::new(a).unwrap();
+        let id = ta.create(0x99, 32).unwrap().rshmid;
+        let e = ta.get(id).unwrap().entry();
+        let mut tb = Table::new(b).unwrap();
+        tb.adopt(&e).unwrap();
+        let sa = ta.get_mut(id).unwrap();
+        sa.replica.att.write_at(0, &[0xaa; 16]).unwrap();
+        let (stamp_a, runs_a) = sa.local_change(a).unwrap();
+        let sb = tb.get_mut(id).unwrap();
+        sb.replica.att.write_at(8, &[0xbb; 16]).unwrap();
+        let (stamp_b, runs_b) = sb.local_change(b).unwrap();
+        assert_eq!(stamp_a.version, stamp_b.version);
+        assert!(stamp_a < stamp_b);
+        assert_eq!(runs_a.len(), 1);
+        assert_eq!((runs_a[0].offset, runs_a[0].data.len()), (0, 16));
+        // Each applies the other's; a third node gets them in the other order, twice.
+        ta.get_mut(id).unwrap().apply_update(stamp_b, &runs_b).unwrap();
+        tb.get_mut(id).unwrap().apply_update(stamp_a, &runs_a).unwrap();
+        let mut tc = Table::new(c).unwrap();
+        tc.adopt(&e).unwrap();
+        let sc = tc.get_mut(id).unwrap();
+        sc.apply_update(stamp_b, &runs_b).unwrap();
+        assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 8, "word 1 is B's");
+        assert_eq!(sc.apply_update(stamp_b, &runs_b).unwrap(), 0, "a repeat");
+        assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 0, "a repeat");
+        let want: Vec<u8> = [[0xaa; 8], [0xbb; 8], [0xbb; 8], [0; 8]].concat();
+        for (t, name) in [(&ta, "A"), (&tb, "B"), (&tc, "C")] {
+            let seg = t.get(id).unwrap();
+            assert_eq!(bytes(seg), want, "node {name}");
+            assert_eq!(seg.twin, want, "node {name}'s twin");
+            assert_eq!(seg.stamp, stamp_b);
+        }
+        // The next change anywhere is numbered above both, and sends only what changed.
+        let sc = tc.get_mut(id).unwrap();
+        sc.replica.att.write_at(31, &[1]).unwrap();
+        let (s3, r3) = sc.local_change(c).unwrap();
+        assert_eq!(s3.version, 2);
+        assert_eq!((r3[0].offset, r3[0].data.len()), (24, 8));
+        // A state is taken only if newer.
+        let sa = ta.get_mut(id).unwrap();
+        assert!(!sa.apply_state(stamp_a, &[0; 32]).unwrap());
+        assert!(sa.apply_state(s3, &bytes(tc.get(id).unwrap())).unwrap());
+        assert_eq!(bytes(ta.get(id).unwrap()), bytes(tc.get(id).unwrap()));
+        // A run outside the segment is refused.
+        let bad = [Run {
+            offset: 30,
+            data: vec![0; 8],
+        }];
+        assert!(ta.get_mut(id).unwrap().apply_update(s3, &bad).is_err());
+    }
+
+    #[test]
+    fn a_key_made_twice_goes_to_the_lower_rshmid_everywhere() {
+        let (a, b) = (node(1), node(2));
+        let mut ta = Table::new(a).unwrap();
+        let mut tb = Table::new(b).unwrap();
+        let ea = ta.create(0x42, 64).unwrap().entry();
+        let eb = tb.create(0x42, 64).unwrap().entry();
+        let (lo, hi) = if ea.rshmid < eb.rshmid {
+            (ea.rshmid, eb.rshmid)
+        } else {
+            (eb.rshmid, ea.rshmid)
+        };
+        let ra = ta.adopt(&eb).unwrap();
+        let rb = tb.adopt(&ea).unwrap();
+        for t in [&ta, &tb] {
+            assert_eq!(t.by_key(0x42).unwrap().rshmid, lo);
+            assert_eq!(t.resolve(hi), lo);
+            assert_eq!(t.rows().count(), 1);
+        }
+        // One side renamed its row, the other reports the winner to the sender.
+        let outcomes = [ra, rb];
+        assert!(outcomes.contains(&Adopted::Renamed { from: hi }));
+        assert!(outcomes
+            .iter()
+            .any(|o| matches!(o, Adopted::Lost(w) if w.rshmid == lo)));
     }
 
     #[test]

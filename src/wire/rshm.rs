@@ -43,17 +43,18 @@
 //! | 12     | 4     | status   | i32: 0, or an errno (ENOENT, EIDRM, ETIMEDOUT, ...)      |
 //! | 16     | 4     | rshmid   | i32                                                      |
 //! | 20     | 4     | shmid    | i32: the local replica (AT)                              |
-//! | 24     | 8     | size     | u64                                                      |
+//! | 24     | 8     | size     | u64: the segment's size; CHANGED: the UPDATE frame's     |
+//! |        |       |          | length in bytes, header included (what each peer gets)   |
 //! | 32     | 8     | version  | u64: the segment's version (AT, CHANGED, WAIT)           |
 //! | 40     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
 //! | 42     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
 //! | 44     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
 //! | 46     | 2     | zero     |                                                          |
 //! | 48     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
-//! | 48+n   | 40*m  | entries  | [`LsEntry`], below                                       |
+//! | 48+n   | 48*m  | entries  | [`LsEntry`], below                                       |
 //! | ...    | 7*p   | peers    | ip u32, port u16, up u8 (1 = connected)                  |
 //!
-//! An LS entry (40 bytes):
+//! An LS entry (48 bytes):
 //!
 //! | offset | size | field    | encoding                                  |
 //! |--------|------|----------|-------------------------------------------|
@@ -67,6 +68,8 @@
 //! | 24     | 4    | attaches | u32, cluster-wide                         |
 //! | 28     | 4    | shmid    | i32, the local replica                    |
 //! | 32     | 8    | version  | u64                                       |
+//! | 40     | 8    | sent     | u64: length of the last UPDATE frame this |
+//! |        |      |          | node sent for it (0: none yet)            |
 //!
 //! # Peer frame (server <-> server, TCP)
 //!
@@ -80,7 +83,7 @@
 //! | 0      | 4    | magic  | `RSHP`                                                        |
 //! | 4      | 2    | version| u16                                                           |
 //! | 6      | 1    | kind   | u8: 1 HELLO, 2 HELLO_REPLY, 3 NEW, 4 COUNT, 5 UPDATE, 6 RMID, |
-//! |        |      |        | 7 MARK, 8 DESTROY, 9 ACK, 10 BYE                              |
+//! |        |      |        | 7 MARK, 8 DESTROY, 9 ACK, 10 BYE, 11 STATE                    |
 //! | 7      | 1    | zero   |                                                               |
 //! | 8      | 4    | length | u32 body length, at most [`MAX_BODY`] (checked before any     |
 //! |        |      |        | allocation: a frame never costs more than the largest segment)|
@@ -94,12 +97,28 @@
 //! | HELLO_REPLY | as HELLO                                                              |
 //! | NEW         | one `Entry`                                                           |
 //! | COUNT       | rshmid i32, addr (the node), count u32 (its attaches, absolute)       |
-//! | UPDATE      | rshmid i32, version u64, addr (origin), offset u32, len u32, bytes    |
+//! | UPDATE      | rshmid i32, version u64, addr (origin), nruns u32, then each run:     |
+//! |             | offset u32, len u32, len bytes (runs ascending, never overlapping)    |
 //! | RMID        | rshmid i32                                                            |
 //! | MARK        | rshmid i32                                                            |
 //! | DESTROY     | rshmid i32                                                            |
-//! | ACK         | status i32 (0 or errno), n u16, text (n bytes, at most [`MAX_TEXT`])  |
+//! | ACK         | status i32 (0 or errno), n u16, text (n bytes, at most [`MAX_TEXT`]), |
+//! |             | has_winner u8 (0 or 1), then (if 1) one `Entry`: the segment that won |
+//! |             | a race for the NEW's key (see `crate::rshm` on concurrent rshmget)    |
 //! | BYE         | empty                                                                 |
+//! | STATE       | rshmid i32, version u64, addr (origin), len u32, bytes: the whole     |
+//! |             | contents and the (version, origin) stamp they carry; sent after a     |
+//! |             | HELLO_REPLY, one per row, so that a new node has the data at once     |
+//!
+//! An UPDATE is a *diff*: only the runs of bytes that changed since the last update (see
+//! `crate::rshm::diff`). Its fixed part is 38 bytes with the header, and each run costs 8 bytes
+//! plus its bytes, so a 1-byte change (one 8-byte word) is a 54-byte frame. The decoder checks,
+//! before it allocates, that every run lies inside [`RSHM_MAX_SEGMENT`] and follows the one
+//! before it, so the runs of one frame can never add up to more than the largest segment.
+//!
+//! # Decoding entry points
+//! [`Request::decode`], [`Reply::decode`], [`Frame::decode_header`] and [`Frame::decode`]:
+//! each takes any bytes, never panics, and answers NeedMore or Invalid.
 //!
 //! A table `Entry` (32 bytes + 10 per count):
 //!
@@ -122,8 +141,8 @@ use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// The version of both formats; bumped when a layout changes.
-pub const VERSION: u16 = 1;
+/// The version of both formats; bumped when a layout changes (2: diffs, STATE, LS `sent`).
+pub const VERSION: u16 = 2;
 /// Magic of a queue request, a queue reply and a peer frame.
 pub const REQUEST_MAGIC: &[u8; 4] = b"RSHQ";
 pub const REPLY_MAGIC: &[u8; 4] = b"RSHR";
@@ -133,7 +152,7 @@ pub const REQUEST_LEN: usize = 56;
 /// The fixed part of a reply.
 pub const REPLY_HEADER_LEN: usize = 48;
 /// One LS entry in a reply.
-pub const LS_ENTRY_LEN: usize = 40;
+pub const LS_ENTRY_LEN: usize = 48;
 /// One LS peer in a reply.
 pub const LS_PEER_LEN: usize = 7;
 /// The longest text (an error message) in a reply or an ACK.
@@ -143,10 +162,15 @@ pub const MAX_REPLY: usize =
     REPLY_HEADER_LEN + MAX_TEXT + RSHM_MAX_SEGMENTS * LS_ENTRY_LEN + RSHM_MAX_PEERS * LS_PEER_LEN;
 /// A peer frame's header.
 pub const FRAME_HEADER_LEN: usize = 16;
-/// The largest body a frame may announce: an UPDATE of the largest segment, or a HELLO with
-/// the fullest table, whichever is larger.
+/// An UPDATE's fixed part: header, rshmid, version, origin, nruns.
+pub const UPDATE_FIXED_LEN: usize = FRAME_HEADER_LEN + 22;
+/// What each run adds to an UPDATE besides its bytes: offset and length.
+pub const RUN_HEADER_LEN: usize = 8;
+/// The largest body a frame may announce: an UPDATE (or STATE) of the whole largest segment,
+/// or a HELLO with the fullest table, whichever is larger. (A sender whose diff would be
+/// larger than one run of the whole segment sends that one run instead.)
 pub const MAX_BODY: usize = {
-    let update = 30 + RSHM_MAX_SEGMENT;
+    let update = 22 + RUN_HEADER_LEN + RSHM_MAX_SEGMENT;
     let hello = 14 + RSHM_MAX_SEGMENTS * (32 + 10 * (RSHM_MAX_PEERS + 1));
     if update > hello {
         update
@@ -341,6 +365,8 @@ pub struct LsEntry {
     /// This node's replica.
     pub shmid: i32,
     pub version: u64,
+    /// The length of the last UPDATE frame this node sent for it: its bytes on the wire.
+    pub sent: u64,
 }
 
 /// A configured peer and whether this node's connection to it is up.
@@ -409,7 +435,8 @@ impl Reply {
                 .u8(0)
                 .u32(e.attaches)
                 .i32(e.shmid)
-                .u64(e.version);
+                .u64(e.version)
+                .u64(e.sent);
         }
         for p in peers {
             put_addr(&mut w, p.addr);
@@ -458,6 +485,7 @@ impl Reply {
                 attaches: r.u32()?,
                 shmid: r.i32()?,
                 version: r.u64()?,
+                sent: r.u64()?,
             });
         }
         let mut peers = Vec::with_capacity(p);
@@ -577,13 +605,12 @@ pub enum Frame {
         node: SocketAddrV4,
         count: u32,
     },
-    /// New contents: `data` goes at `offset` of the replica, which becomes `version`.
+    /// A diff: the runs of bytes `origin` changed, stamped `(version, origin)`.
     Update {
         rshmid: i32,
         version: u64,
         origin: SocketAddrV4,
-        offset: u32,
-        data: Vec<u8>,
+        runs: Vec<Run>,
     },
     /// "Please remove": sent to the owner by the node where `rshmctl(IPC_RMID)` was called.
     Rmid {
@@ -597,13 +624,38 @@ pub enum Frame {
     Destroy {
         rshmid: i32,
     },
-    /// The answer to the request with the same seq: 0 or an errno, and why.
+    /// The answer to the request with the same seq: 0 or an errno, and why; for a NEW that
+    /// lost a race for its key, the row that won.
     Ack {
         status: i32,
         text: String,
+        winner: Option<Entry>,
     },
     /// The sender is shutting down.
     Bye,
+    /// The whole contents of a segment and the stamp they carry (after a HELLO_REPLY).
+    State {
+        rshmid: i32,
+        version: u64,
+        origin: SocketAddrV4,
+        data: Vec<u8>,
+    },
+}
+
+/// One run of an UPDATE: `data` goes at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub offset: u32,
+    pub data: Vec<u8>,
+}
+
+/// The bytes an UPDATE with these runs takes on the wire, header included.
+pub fn update_len(runs: &[Run]) -> usize {
+    UPDATE_FIXED_LEN
+        + runs
+            .iter()
+            .map(|r| RUN_HEADER_LEN + r.data.len())
+            .sum::<usize>()
 }
 
 impl Frame {
@@ -619,6 +671,7 @@ impl Frame {
             Frame::Destroy { .. } => 8,
             Frame::Ack { .. } => 9,
             Frame::Bye => 10,
+            Frame::State { .. } => 11,
         }
     }
 
@@ -649,19 +702,46 @@ impl Frame {
                 rshmid,
                 version,
                 origin,
-                offset,
+                runs,
+            } => {
+                w.i32(*rshmid).u64(*version);
+                put_addr(&mut w, *origin);
+                w.u32(runs.len() as u32);
+                for run in runs {
+                    w.u32(run.offset)
+                        .u32(run.data.len() as u32)
+                        .bytes(&run.data);
+                }
+            }
+            Frame::State {
+                rshmid,
+                version,
+                origin,
                 data,
             } => {
                 w.i32(*rshmid).u64(*version);
                 put_addr(&mut w, *origin);
-                w.u32(*offset).u32(data.len() as u32).bytes(data);
+                w.u32(data.len() as u32).bytes(data);
             }
             Frame::Rmid { rshmid } | Frame::Mark { rshmid } | Frame::Destroy { rshmid } => {
                 w.i32(*rshmid);
             }
-            Frame::Ack { status, text } => {
+            Frame::Ack {
+                status,
+                text,
+                winner,
+            } => {
                 let text = clip(text);
                 w.i32(*status).u16(text.len() as u16).bytes(text.as_bytes());
+                match winner {
+                    Some(e) => {
+                        w.u8(1);
+                        e.encode_into(&mut w);
+                    }
+                    None => {
+                        w.u8(0);
+                    }
+                }
             }
             Frame::Bye => {}
         }
@@ -682,7 +762,7 @@ impl Frame {
             return invalid(format!("frame version {version}, expected {VERSION}"));
         }
         let kind = r.u8()?;
-        if !(1..=10).contains(&kind) {
+        if !(1..=11).contains(&kind) {
             return invalid(format!("unknown frame kind {kind}"));
         }
         if r.u8()? != 0 {
@@ -770,18 +850,50 @@ impl Frame {
                 let rshmid = r.i32()?;
                 let version = r.u64()?;
                 let origin = get_addr(r)?;
-                let offset = r.u32()?;
-                let len = r.u32()? as usize;
-                if (offset as usize).saturating_add(len) > RSHM_MAX_SEGMENT {
-                    return invalid(format!(
-                        "update of {len} bytes at {offset} exceeds {RSHM_MAX_SEGMENT}"
-                    ));
+                let n = r.u32()? as usize;
+                // Each run takes at least 8 bytes of the body: more runs than that cannot be.
+                if n > r.remaining() / RUN_HEADER_LEN {
+                    return invalid(format!("update of {n} runs in a body too short for them"));
+                }
+                let mut runs = Vec::with_capacity(n);
+                let mut end = 0usize;
+                for _ in 0..n {
+                    let offset = r.u32()?;
+                    let len = r.u32()? as usize;
+                    let start = offset as usize;
+                    if start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                        return invalid(format!(
+                            "run of {len} bytes at {offset}: overlaps the one before, or \
+                             exceeds {RSHM_MAX_SEGMENT}"
+                        ));
+                    }
+                    end = start + len;
+                    runs.push(Run {
+                        offset,
+                        data: r.bytes(len)?.to_vec(),
+                    });
                 }
                 Frame::Update {
                     rshmid,
                     version,
                     origin,
-                    offset,
+                    runs,
+                }
+            }
+            11 => {
+                let rshmid = r.i32()?;
+                let version = r.u64()?;
+                let origin = get_addr(r)?;
+                let len = r.u32()? as usize;
+                if len == 0 || len > RSHM_MAX_SEGMENT {
+                    return invalid(format!(
+                        "state of {len} bytes outside 1..={RSHM_MAX_SEGMENT}"
+                    ));
+                }
+                Frame::State {
+                    rshmid,
+                    version,
+                    origin,
                     data: r.bytes(len)?.to_vec(),
                 }
             }
@@ -791,9 +903,16 @@ impl Frame {
             9 => {
                 let status = r.i32()?;
                 let n = usize::from(r.u16()?);
+                let text = get_text(r, n)?;
+                let winner = match r.u8()? {
+                    0 => None,
+                    1 => Some(Entry::decode_from(r)?),
+                    other => return invalid(format!("ACK has_winner {other}, expected 0 or 1")),
+                };
                 Frame::Ack {
                     status,
-                    text: get_text(r, n)?,
+                    text,
+                    winner,
                 }
             }
             10 => Frame::Bye,
@@ -833,18 +952,39 @@ impl fmt::Display for Frame {
                 rshmid,
                 version,
                 origin,
-                offset,
+                runs,
+            } => {
+                // The runs as offset+length, at most 8 of them: the trace shows what a diff is.
+                write!(f, "UPDATE rshmid={rshmid} v={version}@{origin} runs=[")?;
+                for (i, run) in runs.iter().take(8).enumerate() {
+                    let sep = if i == 0 { "" } else { " " };
+                    write!(f, "{sep}{}+{}", run.offset, run.data.len())?;
+                }
+                if runs.len() > 8 {
+                    write!(f, " ...{} more", runs.len() - 8)?;
+                }
+                write!(f, "] {} bytes on the wire", update_len(runs))
+            }
+            Frame::State {
+                rshmid,
+                version,
+                origin,
                 data,
             } => write!(
                 f,
-                "UPDATE rshmid={rshmid} v={version} from={origin} {} bytes at {offset}",
+                "STATE rshmid={rshmid} v={version}@{origin} {} bytes",
                 data.len()
             ),
             Frame::Rmid { rshmid } => write!(f, "RMID rshmid={rshmid}"),
             Frame::Mark { rshmid } => write!(f, "MARK rshmid={rshmid}"),
             Frame::Destroy { rshmid } => write!(f, "DESTROY rshmid={rshmid}"),
+            Frame::Ack {
+                status: 0,
+                winner: Some(e),
+                ..
+            } => write!(f, "ACK ok, key 0x{:08x} is rshmid {}", e.key, e.rshmid),
             Frame::Ack { status: 0, .. } => write!(f, "ACK ok"),
-            Frame::Ack { status, text } => write!(f, "ACK errno={status} {text}"),
+            Frame::Ack { status, text, .. } => write!(f, "ACK errno={status} {text}"),
             Frame::Bye => write!(f, "BYE"),
         }
     }
@@ -919,6 +1059,7 @@ mod tests {
                 attaches: 2,
                 shmid: 99,
                 version: 4,
+                sent: 54,
             }],
             peers: vec![LsPeer {
                 addr: addr(7002),
@@ -952,7 +1093,7 @@ mod tests {
                 node_id: 0xabcd,
                 entries: vec![entry.clone()],
             }),
-            Frame::New(entry),
+            Frame::New(entry.clone()),
             Frame::Count {
                 rshmid: 5,
                 node: addr(7002),
@@ -962,12 +1103,32 @@ mod tests {
                 rshmid: 5,
                 version: 9,
                 origin: addr(7003),
-                offset: 0,
-                data: b"hello\0".to_vec(),
+                runs: vec![
+                    Run {
+                        offset: 0,
+                        data: b"hello\0".to_vec(),
+                    },
+                    Run {
+                        offset: 64,
+                        data: vec![1; 8],
+                    },
+                ],
+            },
+            Frame::State {
+                rshmid: 5,
+                version: 9,
+                origin: addr(7003),
+                data: vec![7; 64],
             },
             Frame::Ack {
                 status: 110,
                 text: "timed out".into(),
+                winner: None,
+            },
+            Frame::Ack {
+                status: 0,
+                text: String::new(),
+                winner: Some(entry.clone()),
             },
             Frame::Bye,
         ];
@@ -984,23 +1145,28 @@ mod tests {
                 }
             }
         }
+        let runs = vec![Run {
+            offset: 8,
+            data: vec![0xee],
+        }];
         let upd = Frame::Update {
             rshmid: 1,
             version: 2,
             origin: addr(0x0102),
-            offset: 0,
-            data: vec![0xee],
+            runs: runs.clone(),
         }
         .encode(3);
         assert_eq!(
             upd,
             [
-                b'R', b'S', b'H', b'P', 1, 0, 5, 0, 27, 0, 0, 0, 3, 0, 0, 0, // header
+                b'R', b'S', b'H', b'P', 2, 0, 5, 0, 31, 0, 0, 0, 3, 0, 0, 0, // header
                 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, // rshmid, version
                 1, 0, 0, 127, 2, 1, // origin 127.0.0.1:258
-                0, 0, 0, 0, 1, 0, 0, 0, 0xee // offset, len, data
+                1, 0, 0, 0, // one run
+                8, 0, 0, 0, 1, 0, 0, 0, 0xee // offset, len, data
             ]
         );
+        assert_eq!(upd.len(), update_len(&runs));
     }
 
     #[test]
@@ -1021,16 +1187,34 @@ mod tests {
             Frame::decode(&short),
             Err(DecodeError::Invalid(_))
         ));
-        // An update that would not fit the largest segment.
-        let mut upd = Frame::Update {
+        // A run that would not fit the largest segment.
+        let two = vec![
+            Run {
+                offset: 0,
+                data: vec![0; 4],
+            },
+            Run {
+                offset: 16,
+                data: vec![0; 4],
+            },
+        ];
+        let good = Frame::Update {
             rshmid: 1,
             version: 1,
             origin: addr(1),
-            offset: 0,
-            data: vec![0; 4],
+            runs: two,
         }
         .encode(0);
-        upd[38..42].copy_from_slice(&(RSHM_MAX_SEGMENT as u32).to_le_bytes());
+        let mut upd = good.clone();
+        upd[50..54].copy_from_slice(&(RSHM_MAX_SEGMENT as u32).to_le_bytes());
+        assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
+        // Runs that overlap (the second starts inside the first), and a run count the body
+        // cannot hold.
+        let mut upd = good.clone();
+        upd[50..54].copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
+        let mut upd = good;
+        upd[34..38].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
     }
 }
