@@ -31,7 +31,7 @@
 use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
-    Entry, Frame, Hello, LsEntry, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN, FRAME_MAGIC,
+    Entry, Frame, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, FRAME_HEADER_LEN, FRAME_MAGIC,
     MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION,
 };
 use ipclab::wire::DecodeError;
@@ -182,10 +182,35 @@ fn hello(rng: &mut Rng) -> Hello {
     }
 }
 
+/// The runs of a diff: ascending, never overlapping, inside the largest segment. Now and then
+/// one run of a whole largest segment (what a sender does when most of it changed).
+fn runs(rng: &mut Rng) -> Vec<Run> {
+    if rng.one_in(20_000) {
+        return vec![Run {
+            offset: 0,
+            data: rng.bytes(RSHM_MAX_SEGMENT),
+        }];
+    }
+    let mut runs = Vec::new();
+    let mut at = rng.below(4096);
+    for _ in 0..rng.len(6) {
+        let len = rng.len(64);
+        if at + len > RSHM_MAX_SEGMENT {
+            break;
+        }
+        runs.push(Run {
+            offset: at as u32,
+            data: rng.bytes(len),
+        });
+        at += len + rng.below(256);
+    }
+    runs
+}
+
 /// One valid frame of a random kind, with its seq.
 fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
     let rshmid = rng.u32() as i32;
-    let frame = match rng.below(10) {
+    let frame = match rng.below(11) {
         0 => Frame::Hello(hello(rng)),
         1 => Frame::HelloReply(hello(rng)),
         2 => Frame::New(entry(rng)),
@@ -194,28 +219,38 @@ fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
             node: rng.addr(),
             count: rng.u32(),
         },
-        4 => {
-            // Now and then the largest update there is: a whole segment of the largest size.
-            let len = if rng.one_in(20_000) {
-                RSHM_MAX_SEGMENT
-            } else {
-                rng.len(512)
-            };
-            Frame::Update {
-                rshmid,
-                version: rng.next(),
-                origin: rng.addr(),
-                offset: rng.below(RSHM_MAX_SEGMENT - len + 1) as u32,
-                data: rng.bytes(len),
-            }
-        }
+        4 => Frame::Update {
+            rshmid,
+            version: rng.next(),
+            origin: rng.addr(),
+            runs: runs(rng),
+        },
         5 => Frame::Rmid { rshmid },
         6 => Frame::Mark { rshmid },
         7 => Frame::Destroy { rshmid },
         8 => Frame::Ack {
             status: rng.u32() as i32,
             text: rng.text(),
+            winner: if rng.one_in(4) {
+                Some(entry(rng))
+            } else {
+                None
+            },
         },
+        9 => {
+            // A whole segment's contents; now and then one of the largest size.
+            let len = if rng.one_in(20_000) {
+                RSHM_MAX_SEGMENT
+            } else {
+                1 + rng.len(512)
+            };
+            Frame::State {
+                rshmid,
+                version: rng.next(),
+                origin: rng.addr(),
+                data: rng.bytes(len),
+            }
+        }
         _ => Frame::Bye,
     };
     (rng.u32(), frame)
@@ -269,6 +304,7 @@ fn valid_reply(rng: &mut Rng) -> Reply {
                 attaches: rng.u32(),
                 shmid: rng.u32() as i32,
                 version: rng.next(),
+                sent: rng.next(),
             })
             .collect(),
         peers: (0..p)
@@ -304,10 +340,12 @@ fn inner_length_fields(frame: &[u8]) -> &'static [(usize, u8)] {
         Some(1) | Some(2) => &[(H + 10, 4), (H + 14 + 23, 1)],
         // NEW: the entry's size u64 (low half) and ncounts u8.
         Some(3) => &[(H + 8, 4), (H + 23, 1)],
-        // UPDATE: offset u32 and len u32 after rshmid, version, origin.
-        Some(5) => &[(H + 18, 4), (H + 22, 4)],
+        // UPDATE: nruns u32 after rshmid, version, origin; the first run's offset and len.
+        Some(5) => &[(H + 18, 4), (H + 22, 4), (H + 26, 4)],
         // ACK: the text length u16.
         Some(9) => &[(H + 4, 2)],
+        // STATE: len u32 after rshmid, version, origin.
+        Some(11) => &[(H + 18, 4)],
         _ => &[],
     }
 }
@@ -439,13 +477,13 @@ fn random_input(rng: &mut Rng, magic: &[u8; 4]) -> Vec<u8> {
     b
 }
 
-/// A correct frame header (kind in and around 1..=10) in front of a random body.
+/// A correct frame header (kind in and around 1..=11) in front of a random body.
 fn header_and_random_body(rng: &mut Rng) -> Vec<u8> {
     let body = rng.len(160);
     let mut b = Vec::with_capacity(FRAME_HEADER_LEN + body);
     b.extend_from_slice(FRAME_MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
-    b.push(rng.below(12) as u8);
+    b.push(rng.below(13) as u8);
     b.push(if rng.one_in(16) { 1 } else { 0 });
     b.extend_from_slice(&(body as u32).to_le_bytes());
     b.extend_from_slice(&rng.u32().to_le_bytes());
@@ -479,14 +517,23 @@ impl Tally {
     }
 }
 
-/// What a decode may allocate: never more than the input in one block, except the table of
-/// entries a HELLO announces (bounded by `RSHM_MAX_SEGMENTS`, checked before the allocation);
-/// in all, a small multiple of the input. Never anything like `MAX_BODY` for a short input.
+/// How many bytes of decoded form one received byte may become: an UPDATE run's 8-byte header
+/// becomes a 32-byte `Run` (offset, and a `Vec` for its bytes). The bytes themselves are
+/// copied once more.
+const DECODED_PER_BYTE: usize = 4;
+
+/// What a decode may allocate: in proportion to the bytes actually received, never to a
+/// number the bytes claim. One block: at most [`DECODED_PER_BYTE`] times the input, or the
+/// table a HELLO announces (bounded by `RSHM_MAX_SEGMENTS`, checked before the allocation).
+/// In all: that, plus one copy of the input, plus error texts.
 fn alloc_bound(input: usize) -> (usize, usize) {
     let table =
         RSHM_MAX_SEGMENTS * std::mem::size_of::<Entry>().max(std::mem::size_of::<LsEntry>());
-    let largest = input.max(table).max(4 * MAX_TEXT);
-    (largest, 4 * input + 2 * table + 8 * MAX_TEXT)
+    let largest = (DECODED_PER_BYTE * input).max(table).max(4 * MAX_TEXT);
+    (
+        largest,
+        (DECODED_PER_BYTE + 1) * input + 2 * table + 8 * MAX_TEXT,
+    )
 }
 
 fn check_alloc(input: usize, u: Usage, t: &mut Tally) {
@@ -792,12 +839,55 @@ fn lengths_over_the_limit_are_refused_before_anything_is_allocated() {
         rshmid: 1,
         version: 1,
         origin: "127.0.0.1:1".parse().unwrap(),
-        offset: 0,
-        data: vec![1, 2, 3],
+        runs: vec![Run {
+            offset: 0,
+            data: vec![1, 2, 3],
+        }],
     }
     .encode(1);
-    put_u32(&mut update, FRAME_HEADER_LEN + 22, u32::MAX);
+    // The number of runs, then the first run's length.
+    for at in [FRAME_HEADER_LEN + 18, FRAME_HEADER_LEN + 26] {
+        let mut lie = update.clone();
+        put_u32(&mut lie, at, u32::MAX);
+        let (r, u) = measure(|| Frame::decode(&lie));
+        assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
+        assert!(u.largest < 256, "{u:?}");
+    }
+    put_u32(
+        &mut update,
+        FRAME_HEADER_LEN + 26,
+        RSHM_MAX_SEGMENT as u32 + 1,
+    );
     let (r, u) = measure(|| Frame::decode(&update));
     assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
     assert!(u.largest < 256, "{u:?}");
+}
+
+#[test]
+fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
+    use ipclab::wire::rshm::RUN_HEADER_LEN;
+    // An UPDATE of the largest body, every run empty: the most runs a body can hold.
+    let n = (MAX_BODY - 22) / RUN_HEADER_LEN;
+    let mut b = Frame::Update {
+        rshmid: 1,
+        version: 1,
+        origin: "127.0.0.1:1".parse().unwrap(),
+        runs: vec![],
+    }
+    .encode(1);
+    put_u32(&mut b, FRAME_HEADER_LEN + 18, n as u32);
+    b.resize(FRAME_HEADER_LEN + 22 + n * RUN_HEADER_LEN, 0);
+    let body = (b.len() - FRAME_HEADER_LEN) as u32;
+    put_u32(&mut b, 8, body);
+    let (r, u) = measure(|| Frame::decode(&b));
+    println!(
+        "rshm_fuzz: an UPDATE of {n} empty runs ({} bytes) decodes to {:?} with {u:?}",
+        b.len(),
+        r.as_ref().map(|(_, f, used)| (f.to_string().len(), used))
+    );
+    let (_, total) = alloc_bound(b.len());
+    assert!(u.total <= total, "{u:?}");
+    // Whatever the frame, a decode stays within a few times the largest body, the ceiling
+    // that the header check puts on what a peer can send.
+    assert!(u.total <= (DECODED_PER_BYTE + 1) * (FRAME_HEADER_LEN + MAX_BODY));
 }

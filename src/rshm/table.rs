@@ -669,13 +669,23 @@ mod tests {
         assert_eq!(runs_a.len(), 1);
         assert_eq!((runs_a[0].offset, runs_a[0].data.len()), (0, 16));
         // Each applies the other's; a third node gets them in the other order, twice.
-        ta.get_mut(id).unwrap().apply_update(stamp_b, &runs_b).unwrap();
-        tb.get_mut(id).unwrap().apply_update(stamp_a, &runs_a).unwrap();
+        ta.get_mut(id)
+            .unwrap()
+            .apply_update(stamp_b, &runs_b)
+            .unwrap();
+        tb.get_mut(id)
+            .unwrap()
+            .apply_update(stamp_a, &runs_a)
+            .unwrap();
         let mut tc = Table::new(c).unwrap();
         tc.adopt(&e).unwrap();
         let sc = tc.get_mut(id).unwrap();
         sc.apply_update(stamp_b, &runs_b).unwrap();
-        assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 8, "word 1 is B's");
+        assert_eq!(
+            sc.apply_update(stamp_a, &runs_a).unwrap(),
+            8,
+            "word 1 is B's"
+        );
         assert_eq!(sc.apply_update(stamp_b, &runs_b).unwrap(), 0, "a repeat");
         assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 0, "a repeat");
         let want: Vec<u8> = [[0xaa; 8], [0xbb; 8], [0xbb; 8], [0; 8]].concat();
