@@ -239,6 +239,10 @@ pub const RSHM_TOMBSTONES: usize = 1024;
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;
 
+/// Lab switch (lab/05-rshm/consistency.md): with this environment variable set to 1, a server
+/// applies every update whole, ignoring the (version, node) order. Wrong on purpose.
+pub const RSHM_UNORDERED_ENV: &str = "RSHM_UNORDERED";
+
 /// How long after a program's rshmat the server trusts its own attach count over the
 /// kernel's `shm_nattch` (the program calls shmat only after the reply).
 pub const RSHM_NATTCH_GRACE: Duration = Duration::from_secs(2);

@@ -37,6 +37,12 @@ expect_output "hello across nodes" client --port "$RSHM_B" read 0x5
 say "Each node's table, like ipcs: the same rshmid, owner and attach count everywhere; each node its own shmid."
 run client --port "$RSHM_B" ls
 
+say "Diffs: a 1 MiB segment, then a 1-byte change. Only the changed 8-byte word travels: the 'sent' column shows the bytes of the last update on the wire (54, not a megabyte)."
+run client --port "$RSHM_A" write 0x6 "hello" --size 1048576
+run client --port "$RSHM_A" write 0x6 "hellp"
+run client --port "$RSHM_A" ls
+run client --port "$RSHM_A" rm 0x6
+
 say "rm on B: the removal goes to the owner, A, which marks the segment on every node; nobody is attached, so it is destroyed everywhere at once."
 run client --port "$RSHM_B" rm 0x5
 run client --port "$RSHM_A" ls

@@ -7,7 +7,8 @@
 #     rshm_server --listen PORT --peer PORT...      (queue key 0x52530000 + PORT)
 #     client --port P write KEY TEXT | read KEY [--follow] | rm KEY | ls
 # and `client ls`'s first line "node ADDR peers ADDR up|down, ..." and its rows
-# "rshmid key size owner attaches shmid version [dest]".
+# "rshmid key size owner attaches shmid version sent [dest]" (sent: bytes of the last update
+# this node sent for the segment, per peer).
 source "$(dirname "$0")/lib.sh"
 grade_init "${1:-}" rshm_server client
 
@@ -38,7 +39,7 @@ start_node() {
 }
 start_node "$PA" "$PB" "$PC"
 start_node "$PB" "$PA" "$PC"
-start_node "$PC" "$PA" "$PB"
+# C starts later, in check_late_joiner.
 
 cl() { timeout 20 "$BIN/client" --port "$@"; }
 all_up() { cl "$1" ls 2>/dev/null | head -n 1 | grep -q ' up' && ! cl "$1" ls | head -n 1 | grep -q down; }
@@ -103,9 +104,53 @@ check_hello_merge() {
         wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
     done
     row "$PC" 0x00000072 | grep -q "^$id " || fail "C did not learn rshmid $id from HELLO"
+    got=$(cl "$PC" read 0x72)
+    [ "$got" = "while C was away" ] || fail "restarted C read '$got' before any new write, expected the current data"
     cl "$PA" write 0x72 "after C is back" >/dev/null
     got=$(cl "$PC" read 0x72)
     [ "$got" = "after C is back" ] || fail "C read '$got'"
+}
+
+check_diffs() {
+    local sent v p
+    cl "$PA" write 0x74 "hello" --size 1048576 >/dev/null || fail "write of a 1 MiB segment failed"
+    cl "$PA" write 0x74 "hellp" >/dev/null || fail "second write failed"
+    sent=$(row "$PA" 0x00000074 | awk '{print $8}')
+    [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$sent" -le 64 ] ||
+        fail "a 1-byte change in 1 MiB put '$sent' bytes on the wire, expected at most 64 (a diff)"
+    for p in $PA $PB $PC; do
+        v=$(row "$p" 0x00000074 | awk '{print $7}')
+        [ "$v" = 2 ] || fail "node $p shows version '$v', expected 2"
+    done
+    [ "$(cl "$PB" read 0x74)" = hellp ] || fail "B did not get the 1-byte change"
+}
+
+check_late_joiner() {
+    local got p
+    # A and B run; C starts only after the write, and must read it without a new write.
+    cl "$PA" write 0x75 "there before C" >/dev/null || fail "write on A failed"
+    start_node "$PC" "$PA" "$PB"
+    for p in $PA $PB $PC; do
+        wait_for 10 all_up "$p" || fail "node $p never saw all its peers up"
+    done
+    got=$(cl "$PC" read 0x75) || fail "read on the late node C failed"
+    [ "$got" = "there before C" ] || fail "the late node C read '$got' at once, expected 'there before C'"
+}
+
+check_restart_after_kill() {
+    local pid got p
+    pid=$(cat "$IPCLAB_WORK/$PC.pid")
+    kill -KILL "$pid"
+    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not die on SIGKILL"
+    cl "$PA" write 0x76 "written while C was dead" >/dev/null || fail "write on A with C dead failed"
+    # SIGKILL leaves C's queue: remove it, as an administrator would, and restart C.
+    ipcrm -Q $((0x52530000 + PC)) 2>/dev/null
+    start_node "$PC" "$PA" "$PB"
+    for p in $PA $PB $PC; do
+        wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
+    done
+    got=$(cl "$PC" read 0x76)
+    [ "$got" = "written while C was dead" ] || fail "restarted C read '$got'"
 }
 
 check_errors() {
@@ -132,11 +177,14 @@ check_shutdown() {
     done
 }
 
+check late-joiner-reads-at-once check_late_joiner
 check start check_start
 check write-read check_write_read
+check diffs-on-the-wire check_diffs
 check ref-counts check_ref_counts
 check removal-at-last-detach check_removal
 check hello-merge check_hello_merge
+check restart-after-sigkill check_restart_after_kill
 check clear-errors check_errors
 check shutdown check_shutdown
 check no-leaks check_no_leaks

@@ -168,13 +168,16 @@ impl Node {
             seen: seen(self.port, rshmid),
             timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u64,
         };
-        match self.call(op, timeout) {
-            Ok(r) => {
+        // Only the *server's* "no change in time" means false. No reply at all (the server
+        // died, SIGKILL leaves its queue) is an error, or a follower would wait for ever.
+        let r = self.call_raw(op, timeout)?;
+        match r.status {
+            0 => {
                 saw(self.port, rshmid, r.version);
                 Ok(true)
             }
-            Err(e) if sys::errno(&e) == Some(libc::ETIMEDOUT) => Ok(false),
-            Err(e) => Err(e),
+            libc::ETIMEDOUT => Ok(false),
+            errno => Err(sys::sys_error(r.text, io::Error::from_raw_os_error(errno))),
         }
     }
 
@@ -188,8 +191,21 @@ impl Node {
         })
     }
 
-    /// One request and its reply.
+    /// One request and its reply; a reply with an error status is an error.
     fn call(&self, op: Op, extra: Duration) -> io::Result<Reply> {
+        let r = self.call_raw(op, extra)?;
+        if r.status != 0 {
+            return Err(sys::sys_error(
+                r.text,
+                io::Error::from_raw_os_error(r.status),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// One request and its reply, whatever its status. Errors: the queue failed, or no reply
+    /// came before the deadline.
+    fn call_raw(&self, op: Op, extra: Duration) -> io::Result<Reply> {
         let tid = process::thread_id();
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let what = op.to_string();
@@ -231,12 +247,6 @@ impl Node {
             let r = Reply::decode(&buf[..n])?;
             if r.serial != serial {
                 continue; // the late answer to an earlier call of this thread that gave up
-            }
-            if r.status != 0 {
-                return Err(sys::sys_error(
-                    r.text,
-                    io::Error::from_raw_os_error(r.status),
-                ));
             }
             return Ok(r);
         }

@@ -14,12 +14,15 @@
 //!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
-//!   sends HELLO with our table, merges the HELLO_REPLY table, then reads ACKs. The last ACK
-//!   of a `Pending` sends the program its reply. This connection carries *our* requests.
+//!   sends HELLO with our table, merges the HELLO_REPLY table, applies the STATE (contents)
+//!   of each row that follows it, then reads ACKs. The last ACK of a `Pending` sends the
+//!   program its reply. This connection carries *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
-//!   is a configured peer, answers its HELLO with our table, then applies each frame it sends
-//!   and answers with an ACK. This connection carries the *peer's* requests.
-//! - **sweeper**: every few ms, fails the pendings and waits whose time is up.
+//!   is a configured peer, answers its HELLO with our table and every row's contents, then
+//!   applies each frame it sends and answers with an ACK. This connection carries the *peer's*
+//!   requests. A frame that is garbage, too long or cut short drops the connection, logged.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up; every second,
+//!   removes replies left for dead callers and corrects attach counts from `shm_nattch`.
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
@@ -33,6 +36,11 @@
 //! `IPC_NOWAIT`, so a full queue never blocks a server thread.
 //!
 //! # Consistency
+//! The rules (diffs, the (version, node) order, whole-segment states at HELLO, races for a key)
+//! are stated in [`crate::rshm`], "Consistency model". Here is where they run: `Op::Changed` in
+//! `handle` makes the diff, `apply` applies a peer's update word by word, `apply_state` a
+//! peer's contents, `adopt` a peer's NEW.
+//!
 //! `rshmChanged` is a release point: the reply is sent only once every connected peer has
 //! written the bytes into its replica and said so. A program on B that reads after P1's
 //! `rshmChanged` returned therefore sees P1's data. A peer that is not connected misses the
@@ -44,7 +52,8 @@ use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
     RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE,
-    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_WRITE_TIMEOUT,
+    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV,
+    RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
@@ -142,6 +151,8 @@ struct Shared {
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
+    /// The lab switch `RSHM_UNORDERED=1`: apply updates ignoring their order (wrong).
+    unordered: bool,
 }
 
 /// A running node. Dropping it does not stop the threads; call [`Server::shutdown`].
@@ -174,6 +185,7 @@ impl Server {
         let shared = Arc::new(Shared {
             me: config.listen,
             recent: Mutex::new(Vec::new()),
+            unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -209,6 +221,9 @@ impl Server {
         for peer in config.peers {
             let s = shared.clone();
             std::thread::spawn(move || dial_loop(&s, peer));
+        }
+        if shared.unordered {
+            log!("{RSHM_UNORDERED_ENV}=1: updates applied in arrival order, not by stamp (a lab experiment; nodes may diverge)");
         }
         Ok(Server {
             shared,
@@ -975,14 +990,45 @@ fn correct_counts(shared: &Shared) {
 
 /// Reads one whole frame. The header is checked before the body is allocated, so a peer can
 /// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
+///
+/// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
+/// is a truncated frame (`InvalidData`), which the caller logs.
 fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
     buf.resize(FRAME_HEADER_LEN, 0);
-    s.read_exact(&mut buf[..FRAME_HEADER_LEN])?;
+    match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
+        0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < FRAME_HEADER_LEN => return Err(truncated(n, FRAME_HEADER_LEN)),
+        _ => {}
+    }
     let (_, len, _) = Frame::decode_header(buf)?;
     buf.resize(FRAME_HEADER_LEN + len, 0);
-    s.read_exact(&mut buf[FRAME_HEADER_LEN..])?;
+    let n = fill(s, &mut buf[FRAME_HEADER_LEN..])?;
+    if n < len {
+        return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
+    }
     let (seq, frame, _) = Frame::decode(buf)?;
     Ok((seq, frame))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn truncated(got: usize, want: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("truncated frame: the stream ended after {got} of its {want} bytes"),
+    )
 }
 
 /// A table from `from`, merged into ours: new rows get their replicas.
@@ -1339,9 +1385,14 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Opt
             };
             // Word by word, only where the update is newer: a late or repeated update is
             // acknowledged but never overwrites newer data. (Lab exercise: see what happens
-            // without this rule, `RSHM_UNORDERED` in `Segment::apply_update`.)
+            // without this rule, with RSHM_UNORDERED=1 and `Segment::apply_unordered`.)
             let stamp = Stamp { version, origin };
-            match seg.apply_update(stamp, &runs) {
+            let applied = if shared.unordered {
+                seg.apply_unordered(stamp, &runs)
+            } else {
+                seg.apply_update(stamp, &runs)
+            };
+            match applied {
                 Ok(n) => {
                     let total: usize = runs.iter().map(|r| r.data.len()).sum();
                     if n < total {

@@ -108,8 +108,10 @@ pub struct Segment {
     pub absorbed: u32,
 }
 
-/// A fresh replica and its twin, word stamps, all zero.
-fn fresh(size: usize) -> io::Result<(Replica, Vec<u8>, Vec<u64>, Vec<u8>)> {
+/// A fresh replica and its twin, word versions and word origins, all zero.
+type Fresh = (Replica, Vec<u8>, Vec<u64>, Vec<u8>);
+
+fn fresh(size: usize) -> io::Result<Fresh> {
     let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
     let att = shm.attach(Access::ReadWrite)?;
     // Marked at once: from now on our attachment alone keeps it (see `Replica`).
@@ -247,6 +249,26 @@ impl Segment {
             }
         }
         self.stamp = self.stamp.max(stamp);
+        Ok(written)
+    }
+
+    /// The lab's wrong way (`RSHM_UNORDERED=1`): every run written whole, whatever its stamp;
+    /// the segment takes the update's stamp even if it is older. A late update then overwrites
+    /// newer data, and two nodes that get two updates in opposite orders disagree for good.
+    pub fn apply_unordered(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
+        let org = self.origin_index(stamp.origin)?;
+        let mut written = 0;
+        for run in runs {
+            let (a, b) = (run.offset as usize, run.offset as usize + run.data.len());
+            if b > self.size {
+                return Err(err(libc::EINVAL, format!("run at {a} outside the segment")));
+            }
+            self.replica.att.write_at(a, &run.data)?;
+            self.twin[a..b].copy_from_slice(&run.data);
+            self.stamp_words(a, b, stamp.version, org);
+            written += b - a;
+        }
+        self.stamp = stamp;
         Ok(written)
     }
 

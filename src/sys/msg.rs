@@ -15,7 +15,7 @@
 //! server has died without removing it.
 
 use super::shm::Get;
-use super::{cvt, cvt_r, removed_if_invalid, Key, Removable};
+use super::{cvt, cvt_r, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,21 @@ impl MsgId {
                 )
             },
         )
-        .map_err(removed_if_invalid)?;
+        .map_err(|e| {
+            // EINVAL means a removed queue, or a message over msgmax: tell them apart.
+            let limit = super::kernel_limit("msgmax").unwrap_or(u64::MAX);
+            if super::errno(&e) == Some(libc::EINVAL) && data.len() as u64 > limit {
+                return sys_error(
+                    format!(
+                        "msgsnd(msqid={}, {} bytes): larger than msgmax ({limit} bytes)",
+                        self.0,
+                        data.len()
+                    ),
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                );
+            }
+            removed_if_invalid(e)
+        })?;
         Ok(())
     }
 

@@ -1,0 +1,215 @@
+//! The test cluster shared by the RSHM test files: nodes on loopback, each knowing all the
+//! others, started and stopped as real `rshm_server` processes, and `client` runs against them.
+//! The `Scratch` guard removes every queue key of the cluster's ports, even on failure.
+
+#![allow(dead_code)]
+
+use crate::common::{cmd, run_with_limit, wait_until, Scratch};
+use ipclab::rshm::{queue_key, Node};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// `n` distinct ports that were free a moment ago.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A group of nodes on loopback, each knowing all the others.
+pub struct Cluster {
+    pub s: Scratch,
+    pub ports: Vec<u16>,
+    pub pids: Vec<Option<u32>>,
+}
+
+impl Cluster {
+    pub fn new(tag: &str, n: usize) -> Cluster {
+        let s = Scratch::new(tag);
+        let ports = free_ports(n);
+        for &p in &ports {
+            s.track_key(queue_key(p));
+        }
+        Cluster {
+            s,
+            pids: vec![None; n],
+            ports,
+        }
+    }
+
+    /// Starts node `i`, its stderr in `node<i>.log`.
+    pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    pub fn start_with(&mut self, i: usize, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
+        let mut c = cmd("rshm_server");
+        c.arg("--listen").arg(self.ports[i].to_string());
+        for (j, p) in self.ports.iter().enumerate() {
+            if j != i {
+                c.arg("--peer").arg(format!("127.0.0.1:{p}"));
+            }
+        }
+        c.envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.pids[i] = Some(self.s.spawn(&mut c));
+        let port = self.ports[i];
+        assert!(
+            wait_until(LIMIT, || Node::open(port).is_ok()),
+            "node {i} did not start: {}",
+            self.log(i)
+        );
+    }
+
+    pub fn log_path(&self, i: usize) -> std::path::PathBuf {
+        self.s.dir().join(format!("node{i}.log"))
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// Stops node `i` with SIGTERM and checks it exits 0.
+    pub fn stop(&mut self, i: usize) {
+        let pid = self.pids[i].take().expect("running");
+        ipclab::sys::process::kill(pid as i32, libc::SIGTERM).unwrap();
+        let mut child = self.s.take(pid);
+        assert!(
+            wait_until(LIMIT, || child.try_wait().unwrap().is_some()),
+            "node {i} did not stop"
+        );
+        assert!(child.wait().unwrap().success(), "node {i}: {}", self.log(i));
+    }
+
+    /// `client --port <node i> args...`, run to completion.
+    pub fn client(&self, i: usize, args: &[&str]) -> Output {
+        let mut c = cmd("client");
+        c.arg("--port").arg(self.ports[i].to_string()).args(args);
+        run_with_limit(&mut c, LIMIT)
+    }
+
+    /// As `client`, asserting success; returns stdout.
+    pub fn ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.client(i, args);
+        assert!(
+            out.status.success(),
+            "client {args:?} on node {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Waits until node `i` has every one of its peers up.
+    pub fn connected(&self, i: usize) {
+        assert!(
+            wait_until(LIMIT, || {
+                let first = self.ok(i, &["ls"]);
+                let first = first.lines().next().unwrap_or("").to_string();
+                first.contains(" up") && !first.contains("down")
+            }),
+            "node {i} never saw all peers up: {}",
+            self.log(i)
+        );
+    }
+
+    /// Node `i`'s table rows: (rshmid, key, size, owner, attaches, shmid, version, sent,
+    /// status).
+    pub fn rows(&self, i: usize) -> Vec<Vec<String>> {
+        self.ok(i, &["ls"])
+            .lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    }
+
+    /// A long-running `client` (read --follow): stdout piped, killed on drop.
+    pub fn follower(&self, i: usize, key: &str) -> Follower {
+        let mut child = cmd("client")
+            .arg("--port")
+            .arg(self.ports[i].to_string())
+            .args(["read", key, "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Follower { child, out }
+    }
+}
+
+pub struct Follower {
+    pub child: Child,
+    pub out: BufReader<std::process::ChildStdout>,
+}
+
+impl Follower {
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l
+    }
+
+    /// SIGTERM, as Ctrl-C would: it detaches and exits 0.
+    pub fn stop(mut self) {
+        ipclab::sys::process::kill(self.child.id() as i32, libc::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "follower exited with {status}");
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The columns that must be the same on every node: rshmid, key, size, owner, attaches.
+pub fn shared_columns(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+    rows.iter().map(|r| r[..5].to_vec()).collect()
+}
+
+impl Cluster {
+    /// Node `i`'s pid.
+    pub fn pid(&self, i: usize) -> i32 {
+        self.pids[i].expect("running") as i32
+    }
+
+    /// SIGKILL node `i`: no cleanup runs, and its queue stays (see [`Cluster::clear_queue`]).
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.s.take(self.pids[i].take().expect("running"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Removes the queue a killed node `i` left, as an administrator would before restarting it.
+    pub fn clear_queue(&self, i: usize) {
+        for o in ipclab::sys::ipcs::with_key(queue_key(self.ports[i])).unwrap() {
+            ipclab::sys::ipcs::remove(&o).unwrap();
+        }
+    }
+
+    /// Waits until node `i`'s process is stopped (SIGSTOP takes effect asynchronously).
+    pub fn stopped(&self, i: usize) -> bool {
+        let pid = self.pid(i);
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(") ").next().and_then(|r| r.chars().next())
+        };
+        wait_until(LIMIT, || state() == Some('T'))
+    }
+
+    /// The text in the segment with `key`, read on node `i`.
+    pub fn read(&self, i: usize, key: &str) -> String {
+        self.ok(i, &["read", key])
+    }
+}
