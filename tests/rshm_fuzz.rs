@@ -27,6 +27,12 @@
 //!
 //! The work is split over a fixed number of threads, each with its own seed derived from the
 //! run's seed, so the same seed gives the same inputs on any machine.
+//!
+//! Last, the same kinds of frames go to a real `rshm_server` over TCP, from a connection that
+//! passed the HELLO check: the server must drop each connection that sends garbage (with a log
+//! line), never crash or panic, and keep serving its programs and their data.
+
+mod common;
 
 use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
@@ -35,7 +41,8 @@ use ipclab::wire::rshm::{
     MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION,
 };
 use ipclab::wire::DecodeError;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 #[global_allocator]
@@ -47,6 +54,8 @@ const FRAMES: usize = 1_000_000;
 const QUEUE_MESSAGES: usize = 200_000;
 /// Fixed, so that a seed means the same inputs everywhere.
 const THREADS: usize = 4;
+/// Connections of a hostile peer to a live server, each sending up to 60 frames.
+const LIVE_CONNECTIONS: usize = 100;
 
 // ---------------------------------------------------------------------------------------------
 // The PRNG.
@@ -890,4 +899,145 @@ fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
     // Whatever the frame, a decode stays within a few times the largest body, the ceiling
     // that the header check puts on what a peer can send.
     assert!(u.total <= (DECODED_PER_BYTE + 1) * (FRAME_HEADER_LEN + MAX_BODY));
+}
+
+/// The frames a hostile but allowed peer sends in the live test: as in the decoder loop, but a
+/// NEW (which makes a replica) asks for small segments only, so the test stays light.
+fn live_frame(rng: &mut Rng) -> Vec<u8> {
+    let (seq, mut f) = valid_frame(rng);
+    match &mut f {
+        Frame::New(e)
+        | Frame::Ack {
+            winner: Some(e), ..
+        } => e.size = 1 + e.size % 4096,
+        Frame::Hello(h) | Frame::HelloReply(h) => h.entries.iter_mut().for_each(|e| e.size %= 4096),
+        _ => {}
+    }
+    let mut b = f.encode(seq);
+    match rng.below(4) {
+        0 => {}
+        1 => b = header_and_random_body(rng),
+        _ => {
+            let (oseq, other) = valid_frame(rng);
+            let other = other.encode(oseq);
+            mutate(rng, &mut b, &other, true);
+        }
+    }
+    b
+}
+
+#[test]
+fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
+    use ipclab::rshm::{queue_key, Node};
+    let seed = run_seed();
+    println!("rshm_fuzz: live server, seed {seed} (replay with IPCLAB_FUZZ_SEED={seed})");
+    let mut rng = Rng::new(seed ^ 0x4c49_5645);
+    let s = common::Scratch::new("rshm-fuzz");
+    // Two free ports: the server's, and the one it believes its peer listens on. Nobody
+    // listens there: the server's own dialer is refused and retries, which is fine.
+    let held: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let (port, peer) = (ports[0], SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports[1]));
+    s.track_key(queue_key(port));
+    let log_path = s.dir().join("server.log");
+    let pid = s.spawn(
+        common::cmd("rshm_server")
+            .args(["--listen", &port.to_string(), "--peer", &peer.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let limit = std::time::Duration::from_secs(20);
+    assert!(
+        common::wait_until(limit, || Node::open(port).is_ok()),
+        "{}",
+        log()
+    );
+    let node = Node::open(port).unwrap();
+    let id = node.rshmget(0x7a, 64).unwrap();
+    let att = node.rshmat(id).unwrap();
+    att.write_string("survives").unwrap();
+    node.rshm_changed(id).unwrap();
+    node.rshmdt(att).unwrap();
+
+    // First of all, a well-formed row whose per-node attach counts add up
+    // to more than a u32 holds: nothing forbids it on the wire, so the server must cope.
+    let big_counts = Frame::New(Entry {
+        rshmid: 0x7b7b_7b7b,
+        key: 0x7b,
+        size: 64,
+        owner: peer,
+        marked: false,
+        version: 1,
+        counts: vec![
+            (peer, u32::MAX),
+            (SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9), 2),
+        ],
+    });
+    let mut first = big_counts.encode(1);
+    let mut frames = 1;
+    for _ in 0..LIVE_CONNECTIONS {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(limit)).unwrap();
+        c.set_write_timeout(Some(limit)).unwrap();
+        let hello = Frame::Hello(Hello {
+            node: peer,
+            node_id: rng.u32(),
+            entries: vec![],
+        });
+        c.write_all(&hello.encode(0)).unwrap();
+        // Its answer (HELLO_REPLY, then a STATE per row) is read in the background, with the
+        // ACKs, so that the server never waits on a full socket.
+        let mut reader = c.try_clone().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut sink = [0u8; 4096];
+            while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+        });
+        for _ in 0..1 + rng.below(60) {
+            frames += 1;
+            let frame = if first.is_empty() {
+                live_frame(&mut rng)
+            } else {
+                std::mem::take(&mut first)
+            };
+            if c.write_all(&frame).is_err() {
+                break; // dropped by the server, as it should be for garbage
+            }
+        }
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        drain.join().unwrap();
+    }
+    println!("rshm_fuzz: live server: {frames} frames on {LIVE_CONNECTIONS} connections");
+    // Still running, still serving, the data intact.
+    let mut child = s.take(pid);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server died: {}",
+        log()
+    );
+    let att = node.rshmat(id).unwrap();
+    assert_eq!(att.read_string().unwrap(), "survives");
+    node.rshmdt(att).unwrap();
+    let ls = node.ls();
+    let log = log();
+    // A panic in a server thread is a bug even when the server lives on: the thread that
+    // panicked (the queue thread, say) no longer does its work.
+    let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
+    assert!(panics.is_empty(), "{panics:?} (seed {seed})\n{log}");
+    assert!(ls.is_ok(), "{ls:?} (seed {seed})\n{log}");
+    assert!(log.contains("; dropping its connection"), "{log}");
+    // And it still leaves cleanly.
+    ipclab::sys::process::kill(pid as i32, libc::SIGTERM).unwrap();
+    assert!(common::wait_until(limit, || child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(child.wait().unwrap().success());
+    s.assert_no_leftovers();
 }
