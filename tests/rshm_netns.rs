@@ -95,7 +95,8 @@ fn skipped(test: &str) -> bool {
 }
 
 /// Deletes namespaces that earlier runs left behind (their test process was killed before its
-/// guard could run): ours by prefix, and only those whose pid is no longer alive.
+/// guard could run), and the servers still running in them: ours by prefix, and only those
+/// whose test process is no longer alive.
 fn remove_stale_namespaces() {
     let Ok(out) = run(&["ip", "netns", "list"]) else {
         return;
@@ -111,6 +112,15 @@ fn remove_stale_namespaces() {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         if pid > 0 && !ipclab::sys::process::alive(pid) {
+            // Deleting the name does not stop what runs inside: end its servers first.
+            if let Ok(pids) = run(&["ip", "netns", "pids", name]) {
+                for p in String::from_utf8_lossy(&pids.stdout).lines() {
+                    let p: i32 = p.trim().parse().unwrap_or(0);
+                    if ipclab::sys::process::program_name(p).as_deref() == Some("rshm_server") {
+                        let _ = ipclab::sys::process::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
             let _ = run(&["ip", "netns", "del", name]);
         }
     }
