@@ -8,10 +8,11 @@
 //!   peer); so appending bytes to an invalid input leaves it invalid;
 //! - a message, which encodes back to bytes that decode to the same message.
 //!
-//! And it never allocates more than the documented bound: a 16-byte header that claims a
-//! 4 GiB body is `Invalid` before a byte of body is allocated. The test proves that by
-//! installing a counting global allocator ([`ipclab::sys::alloc_probe`]) and measuring every
-//! decode.
+//! And what it allocates is in proportion to the bytes it was given, never to a length those
+//! bytes claim: a 16-byte header that claims a 4 GiB body is `Invalid` before a byte of body is
+//! allocated, and since no body may exceed `MAX_BODY`, no frame costs more than a few times
+//! that. The test proves it by installing a counting global allocator
+//! ([`ipclab::sys::alloc_probe`]) and measuring every decode.
 //!
 //! The inputs come from a small hand-written PRNG (xorshift64*, seeded through splitmix64),
 //! so a failure can be replayed exactly: the seed is printed at the start, and
