@@ -239,6 +239,10 @@ pub const RSHM_TOMBSTONES: usize = 1024;
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;
 
+/// The most runs in one UPDATE or STATE frame: a diff with more is sent as one run of the whole
+/// segment, and a STATE is cut into more frames. It bounds what a frame's run list can cost.
+pub const RSHM_MAX_RUNS: usize = 4096;
+
 /// Lab switch (lab/05-rshm/consistency.md): with this environment variable set to 1, a server
 /// applies every update whole, ignoring the (version, node) order. Wrong on purpose.
 pub const RSHM_UNORDERED_ENV: &str = "RSHM_UNORDERED";

@@ -63,12 +63,14 @@
 //!   `RSHM_ACK_TIMEOUT`). After it returns, a read on any connected node sees the write, unless a
 //!   concurrent update with a higher stamp overwrote the same words.
 //! - **Joining, restarts, partitions.** A node that (re)connects gets, in the HELLO exchange,
-//!   every row and its whole contents with their stamp (a STATE frame). It takes a state only
-//!   if the stamp is above its own: **whole segment, last writer wins**. So after a partition
-//!   heals, each segment holds, on every node, the contents of the side whose last update has
-//!   the highest stamp; the other side's changes made during the partition are lost (there is
-//!   no per-word history to merge them). `client ls` shows `up` for a peer only once this
-//!   exchange is complete.
+//!   every row and its contents (STATE frames), cut into runs of words each with the stamp of
+//!   the update that wrote them. It merges them by the same rule, word by word. So after a
+//!   partition heals, every word holds, on every node, the bytes of the highest-stamped update
+//!   that wrote it on either side: changes to different words on the two sides are all kept;
+//!   for a word written on both sides, the side with the higher stamp wins and the other
+//!   side's bytes are lost. (Frames queued in a connection that survived the partition are
+//!   delivered on healing and merge the same way.) `client ls` shows `up` for a peer only once
+//!   this exchange is complete.
 //! - **Not guaranteed.** A program's own unsent writes are overwritten if an update from
 //!   another node writes the same words before its `rshmChanged` (the server cannot tell a
 //!   program's bytes from the twin's until the program says so). A peer that is down or frozen

@@ -128,6 +128,59 @@ fn two_nodes_racing_for_one_key_end_with_one_rshmid() {
 }
 
 #[test]
+fn concurrent_writers_on_two_nodes_converge_to_the_same_bytes() {
+    let mut c = Cluster::new("rshm6-conc", 3);
+    for i in 0..3 {
+        c.start(i);
+    }
+    for i in 0..3 {
+        c.connected(i);
+    }
+    let ports = c.ports.clone();
+    let id = Node::open(ports[0]).unwrap().rshmget(0x69, 256).unwrap();
+    // Two writers, on nodes 0 and 1, each in a loop: its own word (0 or 1, offsets 0 and 8)
+    // and a shared word (offset 64), then rshmChanged, at the same moments (a barrier).
+    let rounds = 40;
+    let gate = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let (gate, port) = (gate.clone(), ports[usize::from(w)]);
+            std::thread::spawn(move || {
+                let node = Node::open(port).unwrap();
+                let att = node.rshmat(id).unwrap();
+                for r in 0..rounds {
+                    gate.wait();
+                    att.write_at(usize::from(w) * 8, &[r + 1; 8]).unwrap();
+                    att.write_at(64, &[0x10 * (w + 1) + r % 16; 8]).unwrap();
+                    node.rshm_changed(id).unwrap();
+                }
+                node.rshmdt(att).unwrap();
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    // Every replica: the same bytes, and both writers' own last words.
+    let bytes: Vec<Vec<u8>> = ports
+        .iter()
+        .map(|&p| {
+            let node = Node::open(p).unwrap();
+            let att = node.rshmat(id).unwrap();
+            let mut b = vec![0u8; 256];
+            att.read_at(0, &mut b).unwrap();
+            node.rshmdt(att).unwrap();
+            b
+        })
+        .collect();
+    assert_eq!(bytes[0], bytes[1], "nodes 0 and 1 differ");
+    assert_eq!(bytes[0], bytes[2], "nodes 0 and 2 differ");
+    assert_eq!(bytes[0][..16], [[rounds; 8], [rounds; 8]].concat()[..]);
+    let versions: Vec<String> = (0..3).map(|i| c.rows(i)[0][6].clone()).collect();
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+}
+
+#[test]
 fn a_frozen_or_killed_peer_is_named_and_converges_when_back() {
     let mut c = Cluster::new("rshm6-fault", 3);
     c.start_with(0, &[("IPCLAB_TRACE", "1")]);

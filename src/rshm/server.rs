@@ -51,16 +51,17 @@ use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE,
-    RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV,
-    RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
+    RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL,
+    RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{
-    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, FRAME_HEADER_LEN,
+    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, StampedRun, FRAME_HEADER_LEN,
+    MAX_BODY, STATE_FIXED_LEN, STATE_RUN_HEADER_LEN,
 };
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -732,8 +733,11 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             };
             let rshmid = seg.rshmid;
             let count = seg.counts.get(&me).copied().unwrap_or(0);
-            if count == 0 && seg.absorbed > 0 {
-                // The server already counted this detach from shm_nattch (see the sweeper).
+            if seg.absorbed > 0 {
+                // The sweeper already counted a detach from shm_nattch (`correct_counts`):
+                // perhaps this one, whose shmdt came just before its DT. Taking the credit
+                // first can only leave the count too high, never too low, and the next sweep
+                // corrects a count that is too high.
                 seg.absorbed -= 1;
                 return reply(
                     shared,
@@ -1128,24 +1132,18 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
         (_, Frame::HelloReply(h)) if h.node == peer => {
             crate::trace!("tcp <- {peer} {}", Frame::HelloReply(h.clone()));
             merge(shared, peer, &h);
-            // Then the contents: one STATE per row of that table, each taken if newer.
-            for _ in 0..h.entries.len() {
+            // Then the contents: STATE frames for every row of that table (the last of each
+            // row says so), merged word by word by stamp.
+            let mut rows_done = 0;
+            while rows_done < h.entries.len() {
                 match read_frame(&mut rd, &mut buf)? {
-                    (
-                        _,
-                        Frame::State {
-                            rshmid,
-                            version,
-                            origin,
-                            data,
-                        },
-                    ) => {
-                        crate::trace!(
-                            "tcp <- {peer} STATE rshmid={rshmid} v={version}@{origin} {} bytes",
-                            data.len()
-                        );
-                        let stamp = Stamp { version, origin };
-                        apply_state(shared, &mut lock(shared), rshmid, stamp, &data);
+                    (_, state @ Frame::State { .. }) => {
+                        crate::trace!("tcp <- {peer} {state}");
+                        let Frame::State { rshmid, last, runs } = state else {
+                            unreachable!("matched above")
+                        };
+                        apply_state(shared, &mut lock(shared), rshmid, &runs);
+                        rows_done += usize::from(last);
                     }
                     (_, other) => {
                         return Err(io::Error::new(
@@ -1264,14 +1262,10 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             // the stamp it carries), in one critical section, so no update slips between.
             let mut out = answer.encode(0);
             for seg in st.table.rows() {
-                let state = Frame::State {
-                    rshmid: seg.rshmid,
-                    version: seg.stamp.version,
-                    origin: seg.stamp.origin,
-                    data: seg.twin.clone(),
-                };
-                crate::trace!("tcp -> {} {state}", h.node);
-                out.extend_from_slice(&state.encode(0));
+                for state in state_frames(seg.rshmid, seg.state_runs()) {
+                    crate::trace!("tcp -> {} {state}", h.node);
+                    out.extend_from_slice(&state.encode(0));
+                }
             }
             s.write_all(&out)?;
             h.node
@@ -1320,20 +1314,49 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
     }
 }
 
-/// A STATE from a peer: taken if newer than what we hold (see [`Table`]).
-fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, stamp: Stamp, data: &[u8]) {
+/// A STATE from a peer: merged word by word, newer stamps winning (see [`Table`]).
+fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]) {
     let Some(seg) = st.table.get_mut(rshmid) else {
         return; // a row we could not make (table full), or destroyed meanwhile
     };
     let rshmid = seg.rshmid;
-    match seg.apply_state(stamp, data) {
-        Ok(true) => {
-            crate::trace!("rshmid {rshmid}: contents {stamp} taken");
-            wake(shared, st, rshmid);
+    let before = seg.stamp;
+    match seg.apply_state(runs) {
+        Ok(n) => {
+            crate::trace!("rshmid {rshmid}: state merged, {n} bytes newer than ours");
+            if seg.stamp != before {
+                wake(shared, st, rshmid);
+            }
         }
-        Ok(false) => crate::trace!("rshmid {rshmid}: contents {stamp} not newer; kept ours"),
-        Err(e) => log!("rshmid {rshmid}: state {stamp} refused: {e}"),
+        Err(e) => log!("rshmid {rshmid}: state refused: {e}"),
     }
+}
+
+/// A row's STATE runs, cut into frames whose bodies fit [`MAX_BODY`] and hold at most
+/// `RSHM_MAX_RUNS` runs; the last says so.
+fn state_frames(rshmid: i32, runs: Vec<StampedRun>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut chunk = Vec::new();
+    let mut len = STATE_FIXED_LEN;
+    for r in runs {
+        let cost = STATE_RUN_HEADER_LEN + r.run.data.len();
+        if !chunk.is_empty() && (len + cost > MAX_BODY || chunk.len() == RSHM_MAX_RUNS) {
+            frames.push(Frame::State {
+                rshmid,
+                last: false,
+                runs: std::mem::take(&mut chunk),
+            });
+            len = STATE_FIXED_LEN;
+        }
+        len += cost;
+        chunk.push(r);
+    }
+    frames.push(Frame::State {
+        rshmid,
+        last: true,
+        runs: chunk,
+    });
+    frames
 }
 
 /// One request from a peer, applied to our table: `(0, "", None)` or an errno and why; and,

@@ -30,11 +30,12 @@
 
 use super::diff::{diff, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+    RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{update_len, Entry, LsEntry, Run, RUN_HEADER_LEN, UPDATE_FIXED_LEN};
+use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -176,7 +177,8 @@ impl Segment {
 
     /// rshmChanged here: the runs that differ from the twin, stamped one above the newest
     /// update seen. The twin and the word stamps take the new bytes. If the runs would cost
-    /// more on the wire than the whole segment, the whole segment is one run.
+    /// more on the wire than the whole segment, or are more than `RSHM_MAX_RUNS`, the whole
+    /// segment is one run.
     pub fn local_change(&mut self, me: SocketAddrV4) -> io::Result<(Stamp, Vec<Run>)> {
         let mut live = vec![0u8; self.size];
         self.replica.att.read_at(0, &mut live)?;
@@ -185,20 +187,23 @@ impl Segment {
             origin: me,
         };
         let org = self.origin_index(me)?;
-        let mut runs = Vec::new();
-        for (off, len) in diff(&self.twin, &live) {
+        let changed = diff(&self.twin, &live);
+        let cost: usize = changed.iter().map(|(_, len)| RUN_HEADER_LEN + len).sum();
+        // Too many runs, or more bytes than a copy: the whole segment, as one run, and every
+        // word stamped (the peers stamp every word of it, and the stamps must agree).
+        let changed = if changed.len() > RSHM_MAX_RUNS || cost > RUN_HEADER_LEN + self.size {
+            vec![(0, self.size)]
+        } else {
+            changed
+        };
+        let mut runs = Vec::with_capacity(changed.len());
+        for (off, len) in changed {
             self.twin[off..off + len].copy_from_slice(&live[off..off + len]);
             self.stamp_words(off, off + len, stamp.version, org);
             runs.push(Run {
                 offset: off as u32,
                 data: live[off..off + len].to_vec(),
             });
-        }
-        if update_len(&runs) > UPDATE_FIXED_LEN + RUN_HEADER_LEN + self.size {
-            runs = vec![Run {
-                offset: 0,
-                data: live,
-            }];
         }
         self.stamp = stamp;
         Ok((stamp, runs))
@@ -272,28 +277,48 @@ impl Segment {
         Ok(written)
     }
 
-    /// A whole-segment state (from a HELLO exchange): taken if its stamp is newer than ours,
-    /// and then it replaces everything. Returns whether it was taken.
-    pub fn apply_state(&mut self, stamp: Stamp, data: &[u8]) -> io::Result<bool> {
-        if data.len() != self.size {
-            return Err(err(
-                libc::EINVAL,
-                format!(
-                    "state of {} bytes for a segment of {}",
-                    data.len(),
-                    self.size
-                ),
-            ));
+    /// The contents as a STATE carries them: the twin (what was last published), cut into
+    /// runs of consecutive words written by the same update, each with that update's stamp.
+    /// Words never written are zeros on every node, and are left out.
+    pub fn state_runs(&self) -> Vec<StampedRun> {
+        let mut out = Vec::new();
+        let words = self.wver.len();
+        let mut w = 0;
+        while w < words {
+            let stamp = self.word_stamp(w);
+            let first = w;
+            while w < words && self.word_stamp(w) == stamp {
+                w += 1;
+            }
+            if stamp == Stamp::ZERO {
+                continue;
+            }
+            let (a, b) = (first * WORD, (w * WORD).min(self.size));
+            out.push(StampedRun {
+                version: stamp.version,
+                origin: stamp.origin,
+                run: Run {
+                    offset: a as u32,
+                    data: self.twin[a..b].to_vec(),
+                },
+            });
         }
-        if stamp <= self.stamp {
-            return Ok(false);
+        out
+    }
+
+    /// A STATE from a peer (HELLO exchange): each run applied as an update with its own stamp,
+    /// so word by word the newer bytes win, exactly as if the updates had arrived one by one.
+    /// Returns the number of bytes written.
+    pub fn apply_state(&mut self, runs: &[StampedRun]) -> io::Result<usize> {
+        let mut written = 0;
+        for r in runs {
+            let stamp = Stamp {
+                version: r.version,
+                origin: r.origin,
+            };
+            written += self.apply_update(stamp, std::slice::from_ref(&r.run))?;
         }
-        let org = self.origin_index(stamp.origin)?;
-        self.replica.att.write_at(0, data)?;
-        self.twin.copy_from_slice(data);
-        self.stamp_words(0, self.size, stamp.version, org);
-        self.stamp = stamp;
-        Ok(true)
+        Ok(written)
     }
 }
 
@@ -723,17 +748,36 @@ mod tests {
         let (s3, r3) = sc.local_change(c).unwrap();
         assert_eq!(s3.version, 2);
         assert_eq!((r3[0].offset, r3[0].data.len()), (24, 8));
-        // A state is taken only if newer.
+        // A state merges word by word: A takes C's newer word 3, and nothing else.
+        let state = tc.get(id).unwrap().state_runs();
+        assert_eq!(state.len(), 3, "words 0, 1-2, 3: three writers {state:?}");
         let sa = ta.get_mut(id).unwrap();
-        assert!(!sa.apply_state(stamp_a, &[0; 32]).unwrap());
-        assert!(sa.apply_state(s3, &bytes(tc.get(id).unwrap())).unwrap());
+        assert_eq!(sa.apply_state(&state).unwrap(), 8);
+        assert_eq!(sa.apply_state(&state).unwrap(), 0, "a repeat");
         assert_eq!(bytes(ta.get(id).unwrap()), bytes(tc.get(id).unwrap()));
+        assert_eq!(ta.get(id).unwrap().stamp, s3);
         // A run outside the segment is refused.
         let bad = [Run {
             offset: 30,
             data: vec![0; 8],
         }];
         assert!(ta.get_mut(id).unwrap().apply_update(s3, &bad).is_err());
+    }
+
+    #[test]
+    fn too_many_runs_become_one_run_of_the_whole_segment() {
+        let mut t = Table::new(node(1)).unwrap();
+        let id = t.create(0x98, 1 << 20).unwrap().rshmid;
+        let seg = t.get_mut(id).unwrap();
+        // One changed word in every three: far more runs than RSHM_MAX_RUNS.
+        for w in (0..(1 << 20) / 8).step_by(3) {
+            seg.replica.att.write_at(w * 8, &[1]).unwrap();
+        }
+        let (_, runs) = seg.local_change(node(1)).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].offset, runs[0].data.len()), (0, 1 << 20));
+        // The state of it still fits frames of at most RSHM_MAX_RUNS runs each.
+        assert!(seg.state_runs().len() <= RSHM_MAX_RUNS);
     }
 
     #[test]

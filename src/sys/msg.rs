@@ -261,6 +261,15 @@ mod tests {
     }
 
     #[test]
+    fn a_message_over_msgmax_is_einval_and_says_so() {
+        let q = private();
+        let max = crate::sys::kernel_limit("msgmax").unwrap() as usize;
+        let e = q.send(1, &vec![0u8; max + 1], true).unwrap_err();
+        assert_eq!(crate::sys::errno(&e), Some(libc::EINVAL));
+        assert!(e.to_string().contains("larger than msgmax"), "{e}");
+    }
+
+    #[test]
     fn a_too_small_buffer_is_e2big_and_the_message_stays() {
         let q = private();
         q.send(1, b"hello", false).unwrap();

@@ -106,15 +106,19 @@
 //! |             | has_winner u8 (0 or 1), then (if 1) one `Entry`: the segment that won |
 //! |             | a race for the NEW's key (see `crate::rshm` on concurrent rshmget)    |
 //! | BYE         | empty                                                                 |
-//! | STATE       | rshmid i32, version u64, addr (origin), len u32, bytes: the whole     |
-//! |             | contents and the (version, origin) stamp they carry; sent after a     |
-//! |             | HELLO_REPLY, one per row, so that a new node has the data at once     |
+//! | STATE       | rshmid i32, last u8 (1: the row's last STATE), nruns u32, then each   |
+//! |             | run: version u64, addr (origin), offset u32, len u32, len bytes (runs |
+//! |             | ascending, never overlapping): the contents, each run with the stamp  |
+//! |             | of the update that wrote it. Sent after a HELLO_REPLY, for every row  |
+//! |             | (one or more frames each, the last with `last` 1); words never written|
+//! |             | are zeros everywhere and are not sent.                                |
 //!
 //! An UPDATE is a *diff*: only the runs of bytes that changed since the last update (see
 //! `crate::rshm::diff`). Its fixed part is 38 bytes with the header, and each run costs 8 bytes
 //! plus its bytes, so a 1-byte change (one 8-byte word) is a 54-byte frame. The decoder checks,
-//! before it allocates, that every run lies inside [`RSHM_MAX_SEGMENT`] and follows the one
-//! before it, so the runs of one frame can never add up to more than the largest segment.
+//! before it allocates, that there are at most `RSHM_MAX_RUNS` runs, and that every run is
+//! non-empty, lies inside [`RSHM_MAX_SEGMENT`] and follows the one before it: so the runs of
+//! one frame never add up to more than the largest segment, plus a bounded list of runs.
 //!
 //! # Decoding entry points
 //! [`Request::decode`], [`Reply::decode`], [`Frame::decode_header`] and [`Frame::decode`]:
@@ -137,7 +141,7 @@
 //! a table that already has it, gives the same result.
 
 use super::{DecodeError, Reader, Writer};
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -164,13 +168,17 @@ pub const MAX_REPLY: usize =
 pub const FRAME_HEADER_LEN: usize = 16;
 /// An UPDATE's fixed part: header, rshmid, version, origin, nruns.
 pub const UPDATE_FIXED_LEN: usize = FRAME_HEADER_LEN + 22;
+/// A STATE body's fixed part: rshmid, last, nruns.
+pub const STATE_FIXED_LEN: usize = 9;
+/// What each run adds to a STATE besides its bytes: its stamp, offset and length.
+pub const STATE_RUN_HEADER_LEN: usize = 22;
 /// What each run adds to an UPDATE besides its bytes: offset and length.
 pub const RUN_HEADER_LEN: usize = 8;
 /// The largest body a frame may announce: an UPDATE (or STATE) of the whole largest segment,
 /// or a HELLO with the fullest table, whichever is larger. (A sender whose diff would be
 /// larger than one run of the whole segment sends that one run instead.)
 pub const MAX_BODY: usize = {
-    let update = 22 + RUN_HEADER_LEN + RSHM_MAX_SEGMENT;
+    let update = STATE_FIXED_LEN + STATE_RUN_HEADER_LEN + RSHM_MAX_SEGMENT;
     let hello = 14 + RSHM_MAX_SEGMENTS * (32 + 10 * (RSHM_MAX_PEERS + 1));
     if update > hello {
         update
@@ -633,13 +641,21 @@ pub enum Frame {
     },
     /// The sender is shutting down.
     Bye,
-    /// The whole contents of a segment and the stamp they carry (after a HELLO_REPLY).
+    /// Contents of a segment, each run with the stamp of the update that wrote it (after a
+    /// HELLO_REPLY); `last` ends the row's STATE frames.
     State {
         rshmid: i32,
-        version: u64,
-        origin: SocketAddrV4,
-        data: Vec<u8>,
+        last: bool,
+        runs: Vec<StampedRun>,
     },
+}
+
+/// One run of a STATE: bytes and the stamp `(version, origin)` of the update that wrote them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StampedRun {
+    pub version: u64,
+    pub origin: SocketAddrV4,
+    pub run: Run,
 }
 
 /// One run of an UPDATE: `data` goes at `offset`.
@@ -713,15 +729,15 @@ impl Frame {
                         .bytes(&run.data);
                 }
             }
-            Frame::State {
-                rshmid,
-                version,
-                origin,
-                data,
-            } => {
-                w.i32(*rshmid).u64(*version);
-                put_addr(&mut w, *origin);
-                w.u32(data.len() as u32).bytes(data);
+            Frame::State { rshmid, last, runs } => {
+                w.i32(*rshmid).u8(u8::from(*last)).u32(runs.len() as u32);
+                for r in runs {
+                    w.u64(r.version);
+                    put_addr(&mut w, r.origin);
+                    w.u32(r.run.offset)
+                        .u32(r.run.data.len() as u32)
+                        .bytes(&r.run.data);
+                }
             }
             Frame::Rmid { rshmid } | Frame::Mark { rshmid } | Frame::Destroy { rshmid } => {
                 w.i32(*rshmid);
@@ -851,9 +867,11 @@ impl Frame {
                 let version = r.u64()?;
                 let origin = get_addr(r)?;
                 let n = r.u32()? as usize;
-                // Each run takes at least 8 bytes of the body: more runs than that cannot be.
-                if n > r.remaining() / RUN_HEADER_LEN {
-                    return invalid(format!("update of {n} runs in a body too short for them"));
+                // Each run takes at least 9 bytes of the body: more runs than that cannot be.
+                if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
+                    return invalid(format!(
+                        "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
+                    ));
                 }
                 let mut runs = Vec::with_capacity(n);
                 let mut end = 0usize;
@@ -861,10 +879,10 @@ impl Frame {
                     let offset = r.u32()?;
                     let len = r.u32()? as usize;
                     let start = offset as usize;
-                    if start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
                         return invalid(format!(
-                            "run of {len} bytes at {offset}: overlaps the one before, or \
-                             exceeds {RSHM_MAX_SEGMENT}"
+                            "run of {len} bytes at {offset}: empty, overlaps the one before, \
+                             or exceeds {RSHM_MAX_SEGMENT}"
                         ));
                     }
                     end = start + len;
@@ -882,20 +900,42 @@ impl Frame {
             }
             11 => {
                 let rshmid = r.i32()?;
-                let version = r.u64()?;
-                let origin = get_addr(r)?;
-                let len = r.u32()? as usize;
-                if len == 0 || len > RSHM_MAX_SEGMENT {
+                let last = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    other => return invalid(format!("STATE last {other}, expected 0 or 1")),
+                };
+                let n = r.u32()? as usize;
+                if n > RSHM_MAX_RUNS || n > r.remaining() / (STATE_RUN_HEADER_LEN + 1) {
                     return invalid(format!(
-                        "state of {len} bytes outside 1..={RSHM_MAX_SEGMENT}"
+                        "state of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
                     ));
                 }
-                Frame::State {
-                    rshmid,
-                    version,
-                    origin,
-                    data: r.bytes(len)?.to_vec(),
+                let mut runs = Vec::with_capacity(n);
+                let mut end = 0usize;
+                for _ in 0..n {
+                    let version = r.u64()?;
+                    let origin = get_addr(r)?;
+                    let offset = r.u32()?;
+                    let len = r.u32()? as usize;
+                    let start = offset as usize;
+                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                        return invalid(format!(
+                            "state run of {len} bytes at {offset}: empty, overlaps the one \
+                             before, or exceeds {RSHM_MAX_SEGMENT}"
+                        ));
+                    }
+                    end = start + len;
+                    runs.push(StampedRun {
+                        version,
+                        origin,
+                        run: Run {
+                            offset,
+                            data: r.bytes(len)?.to_vec(),
+                        },
+                    });
                 }
+                Frame::State { rshmid, last, runs }
             }
             6 => Frame::Rmid { rshmid: r.i32()? },
             7 => Frame::Mark { rshmid: r.i32()? },
@@ -965,16 +1005,18 @@ impl fmt::Display for Frame {
                 }
                 write!(f, "] {} bytes on the wire", update_len(runs))
             }
-            Frame::State {
-                rshmid,
-                version,
-                origin,
-                data,
-            } => write!(
-                f,
-                "STATE rshmid={rshmid} v={version}@{origin} {} bytes",
-                data.len()
-            ),
+            Frame::State { rshmid, last, runs } => {
+                write!(f, "STATE rshmid={rshmid} runs=[")?;
+                for (i, r) in runs.iter().take(8).enumerate() {
+                    let sep = if i == 0 { "" } else { " " };
+                    let (off, len) = (r.run.offset, r.run.data.len());
+                    write!(f, "{sep}{off}+{len}:v{}@{}", r.version, r.origin)?;
+                }
+                if runs.len() > 8 {
+                    write!(f, " ...{} more", runs.len() - 8)?;
+                }
+                write!(f, "]{}", if *last { " last" } else { "" })
+            }
             Frame::Rmid { rshmid } => write!(f, "RMID rshmid={rshmid}"),
             Frame::Mark { rshmid } => write!(f, "MARK rshmid={rshmid}"),
             Frame::Destroy { rshmid } => write!(f, "DESTROY rshmid={rshmid}"),
@@ -1116,9 +1158,25 @@ mod tests {
             },
             Frame::State {
                 rshmid: 5,
-                version: 9,
-                origin: addr(7003),
-                data: vec![7; 64],
+                last: true,
+                runs: vec![
+                    StampedRun {
+                        version: 9,
+                        origin: addr(7003),
+                        run: Run {
+                            offset: 0,
+                            data: vec![7; 16],
+                        },
+                    },
+                    StampedRun {
+                        version: 4,
+                        origin: addr(7001),
+                        run: Run {
+                            offset: 16,
+                            data: vec![8; 8],
+                        },
+                    },
+                ],
             },
             Frame::Ack {
                 status: 110,
