@@ -35,11 +35,11 @@
 
 mod common;
 
-use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
-    Entry, Frame, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, FRAME_HEADER_LEN, FRAME_MAGIC,
-    MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION,
+    Entry, Frame, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, StampedRun, FRAME_HEADER_LEN,
+    FRAME_MAGIC, MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION,
 };
 use ipclab::wire::DecodeError;
 use std::io::{Read, Write};
@@ -192,8 +192,9 @@ fn hello(rng: &mut Rng) -> Hello {
     }
 }
 
-/// The runs of a diff: ascending, never overlapping, inside the largest segment. Now and then
-/// one run of a whole largest segment (what a sender does when most of it changed).
+/// The runs of a diff: non-empty, ascending, never overlapping, inside the largest segment,
+/// at most `RSHM_MAX_RUNS`. Now and then one run of a whole largest segment (what a sender
+/// does when most of it changed).
 fn runs(rng: &mut Rng) -> Vec<Run> {
     if rng.one_in(20_000) {
         return vec![Run {
@@ -203,8 +204,8 @@ fn runs(rng: &mut Rng) -> Vec<Run> {
     }
     let mut runs = Vec::new();
     let mut at = rng.below(4096);
-    for _ in 0..rng.len(6) {
-        let len = rng.len(64);
+    for _ in 0..rng.len(6).min(RSHM_MAX_RUNS) {
+        let len = 1 + rng.len(64);
         if at + len > RSHM_MAX_SEGMENT {
             break;
         }
@@ -247,20 +248,18 @@ fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
                 None
             },
         },
-        9 => {
-            // A whole segment's contents; now and then one of the largest size.
-            let len = if rng.one_in(20_000) {
-                RSHM_MAX_SEGMENT
-            } else {
-                1 + rng.len(512)
-            };
-            Frame::State {
-                rshmid,
-                version: rng.next(),
-                origin: rng.addr(),
-                data: rng.bytes(len),
-            }
-        }
+        9 => Frame::State {
+            rshmid,
+            last: rng.one_in(2),
+            runs: runs(rng)
+                .into_iter()
+                .map(|run| StampedRun {
+                    version: rng.next(),
+                    origin: rng.addr(),
+                    run,
+                })
+                .collect(),
+        },
         _ => Frame::Bye,
     };
     (rng.u32(), frame)
@@ -354,8 +353,8 @@ fn inner_length_fields(frame: &[u8]) -> &'static [(usize, u8)] {
         Some(5) => &[(H + 18, 4), (H + 22, 4), (H + 26, 4)],
         // ACK: the text length u16.
         Some(9) => &[(H + 4, 2)],
-        // STATE: len u32 after rshmid, version, origin.
-        Some(11) => &[(H + 18, 4)],
+        // STATE: nruns u32 after rshmid and last; the first run's offset and len.
+        Some(11) => &[(H + 5, 4), (H + 23, 4), (H + 27, 4)],
         _ => &[],
     }
 }
@@ -875,31 +874,60 @@ fn lengths_over_the_limit_are_refused_before_anything_is_allocated() {
 
 #[test]
 fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
-    use ipclab::wire::rshm::RUN_HEADER_LEN;
-    // An UPDATE of the largest body, every run empty: the most runs a body can hold.
-    let n = (MAX_BODY - 22) / RUN_HEADER_LEN;
-    let mut b = Frame::Update {
-        rshmid: 1,
-        version: 1,
-        origin: "127.0.0.1:1".parse().unwrap(),
-        runs: vec![],
-    }
-    .encode(1);
-    put_u32(&mut b, FRAME_HEADER_LEN + 18, n as u32);
-    b.resize(FRAME_HEADER_LEN + 22 + n * RUN_HEADER_LEN, 0);
-    let body = (b.len() - FRAME_HEADER_LEN) as u32;
-    put_u32(&mut b, 8, body);
-    let (r, u) = measure(|| Frame::decode(&b));
-    println!(
-        "rshm_fuzz: an UPDATE of {n} empty runs ({} bytes) decodes to {:?} with {u:?}",
-        b.len(),
-        r.as_ref().map(|(_, f, used)| (f.to_string().len(), used))
+    let update = |runs: Vec<Run>| {
+        Frame::Update {
+            rshmid: 1,
+            version: 1,
+            origin: "127.0.0.1:1".parse().unwrap(),
+            runs,
+        }
+        .encode(1)
+    };
+    // The most runs a frame may carry, each of one byte: the longest list for the fewest bytes.
+    let tiny = update(
+        (0..RSHM_MAX_RUNS)
+            .map(|i| Run {
+                offset: 2 * i as u32,
+                data: vec![1],
+            })
+            .collect(),
     );
-    let (_, total) = alloc_bound(b.len());
-    assert!(u.total <= total, "{u:?}");
+    let (r, u) = measure(|| Frame::decode(&tiny));
+    assert!(r.is_ok(), "{r:?}");
+    println!(
+        "rshm_fuzz: an UPDATE of {RSHM_MAX_RUNS} one-byte runs ({} bytes) allocates {u:?}",
+        tiny.len()
+    );
+    assert!(u.total <= alloc_bound(tiny.len()).1, "{u:?}");
+    // One run more, or an empty run: invalid, before the list is allocated.
+    let mut more = tiny.clone();
+    let n = (RSHM_MAX_RUNS + 1) as u32;
+    put_u32(&mut more, FRAME_HEADER_LEN + 18, n);
+    let (r, u) = measure(|| Frame::decode(&more));
+    assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
+    assert!(u.largest < 256, "{u:?}");
+    let empty = update(vec![Run {
+        offset: 0,
+        data: vec![],
+    }]);
+    assert!(matches!(
+        Frame::decode(&empty),
+        Err(DecodeError::Invalid(_))
+    ));
+    // The largest body there is: one run of the whole largest segment.
+    let whole = update(vec![Run {
+        offset: 0,
+        data: vec![7; RSHM_MAX_SEGMENT],
+    }]);
+    let (r, u) = measure(|| Frame::decode(&whole));
+    assert!(r.is_ok());
+    println!("rshm_fuzz: an UPDATE of one {RSHM_MAX_SEGMENT}-byte run allocates {u:?}");
+    assert!(u.total <= RSHM_MAX_SEGMENT + 4096, "{u:?}");
     // Whatever the frame, a decode stays within a few times the largest body, the ceiling
     // that the header check puts on what a peer can send.
-    assert!(u.total <= (DECODED_PER_BYTE + 1) * (FRAME_HEADER_LEN + MAX_BODY));
+    for u in [measure(|| Frame::decode(&tiny)).1, u] {
+        assert!(u.total <= (DECODED_PER_BYTE + 1) * (FRAME_HEADER_LEN + MAX_BODY));
+    }
 }
 
 /// The frames a hostile but allowed peer sends in the live test: as in the decoder loop, but a
