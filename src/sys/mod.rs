@@ -29,7 +29,9 @@
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
 //! - [`rshm_c`]: the RSHM calls exported with C names for `include/rshm.h` (seed 000).
+//! - [`alloc_probe`]: a counting global allocator, so tests can prove a decoder's memory bound.
 
+pub mod alloc_probe;
 pub mod daemon;
 pub mod flock;
 pub mod ipcs;
