@@ -131,7 +131,9 @@ impl Segment {
     /// Attaches summed over every node. Saturating: the counts come from peers, and a
     /// hostile or broken one may send any number; a huge count only keeps the segment alive.
     pub fn total(&self) -> u32 {
-        self.counts.values().fold(0u32, |sum, n| sum.saturating_add(*n))
+        self.counts
+            .values()
+            .fold(0u32, |sum, n| sum.saturating_add(*n))
     }
 
     /// The row as frames carry it.
