@@ -16,30 +16,8 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A port nobody listens on now, and whose key has no objects. It is picked below the
-/// kernel's ephemeral range (32768 and up), where the client sockets of the tests running in
-/// parallel get their ports: one of those could otherwise take it before the server binds it.
 fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761)
-        ^ N.fetch_add(0x9e37_79b9, Ordering::Relaxed);
-    let mut x = seed | 1;
-    loop {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let port = 10_000 + (x % 20_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && ipcs::with_key(key_for_port(port)).unwrap().is_empty()
-        {
-            return port;
-        }
-    }
+    common::free_port(key_for_port)
 }
 
 /// A server in the foreground, a child of the test: killed on drop, and then its scratch

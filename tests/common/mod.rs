@@ -135,6 +135,35 @@ impl Drop for Scratch {
     }
 }
 
+/// A port nobody listens on now, and whose derived key (`key_of(port)`) has no objects. It is
+/// picked at random below the kernel's ephemeral range (32768 and up), where the client sockets
+/// of the tests running in parallel get their ports: one of those could otherwise take it
+/// before the server binds it.
+pub fn free_port(key_of: impl Fn(u16) -> Key) -> u16 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos()
+        ^ std::process::id().wrapping_mul(2_654_435_761)
+        ^ N.fetch_add(0x9e37_79b9, Ordering::Relaxed);
+    let mut x = seed | 1;
+    loop {
+        // xorshift32: cheap, and different in every test and every process.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let port = 10_000 + (x % 20_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && ipcs::with_key(key_of(port))
+                .expect("read /proc/sysvipc")
+                .is_empty()
+        {
+            return port;
+        }
+    }
+}
+
 /// A command for one of ipclab's binaries, with tracing off whatever the caller's environment.
 pub fn cmd(name: &str) -> Command {
     let mut c = Command::new(bin(name));

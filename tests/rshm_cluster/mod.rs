@@ -4,23 +4,24 @@
 
 #![allow(dead_code)]
 
-use crate::common::{cmd, run_with_limit, wait_until, Scratch};
+use crate::common::{self, cmd, run_with_limit, wait_until, Scratch};
 use ipclab::rshm::{queue_key, Node};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 pub const LIMIT: Duration = Duration::from_secs(20);
 
-/// `n` distinct ports that were free a moment ago.
+/// `n` distinct ports that were free a moment ago, with no queue under their keys.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let p = common::free_port(queue_key);
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
 }
 
 /// A group of nodes on loopback, each knowing all the others.
