@@ -993,7 +993,8 @@ fn correct_counts(shared: &Shared) {
 // TCP: reading frames.
 
 /// Reads one whole frame. The header is checked before the body is allocated, so a peer can
-/// never make us allocate more than [`crate::wire::rshm::MAX_BODY`].
+/// never make us buffer more than [`crate::wire::rshm::MAX_BODY`] (see "What a frame costs"
+/// in [`crate::wire::rshm`]).
 ///
 /// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
 /// is a truncated frame (`InvalidData`), which the caller logs.

@@ -85,8 +85,8 @@
 //! | 6      | 1    | kind   | u8: 1 HELLO, 2 HELLO_REPLY, 3 NEW, 4 COUNT, 5 UPDATE, 6 RMID, |
 //! |        |      |        | 7 MARK, 8 DESTROY, 9 ACK, 10 BYE, 11 STATE                    |
 //! | 7      | 1    | zero   |                                                               |
-//! | 8      | 4    | length | u32 body length, at most [`MAX_BODY`] (checked before any     |
-//! |        |      |        | allocation: a frame never costs more than the largest segment)|
+//! | 8      | 4    | length | u32 body length, at most [`MAX_BODY`], checked before any     |
+//! |        |      |        | allocation (see "What a frame costs" below)                   |
 //! | 12     | 4    | seq    | u32: a request's number; ACK repeats the number it answers    |
 //!
 //! Bodies (an "addr" is 6 bytes: IPv4 u32, most significant octet first, then port u16):
@@ -119,6 +119,14 @@
 //! before it allocates, that there are at most `RSHM_MAX_RUNS` runs, and that every run is
 //! non-empty, lies inside [`RSHM_MAX_SEGMENT`] and follows the one before it: so the runs of
 //! one frame never add up to more than the largest segment, plus a bounded list of runs.
+//!
+//! # What a frame costs
+//! A peer can announce at most [`MAX_BODY`] bytes (the whole largest segment and its run
+//! headers), and nothing is allocated before that check. Receiving a frame then costs its body
+//! in the reader's buffer plus the decoded copy of its runs: a small constant times the largest
+//! segment at worst, and always in proportion to the bytes that actually arrived, never to a
+//! length a peer merely claims. `tests/rshm_fuzz.rs` measures this with a counting allocator.
+//! The decoders are lenient in one way: reserved bytes documented as zero are not checked.
 //!
 //! # Decoding entry points
 //! [`Request::decode`], [`Reply::decode`], [`Frame::decode_header`] and [`Frame::decode`]:
