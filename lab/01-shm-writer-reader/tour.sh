@@ -37,8 +37,8 @@ xfr_expect_status() {
 XFR_KEY=$(new_key_file xfr.key)
 track_key "$(ftok_key "$XFR_KEY" 65)"
 
-say "A message through a segment. The writer creates the segment and a semaphore set on the"
-say "key ftok($XFR_KEY, 65), prints them, and waits for a reader (up to --timeout, 10 s)."
+say "A message through a segment. The writer creates the segment and a semaphore set on the key" \
+    "ftok($XFR_KEY, 65), prints them, and waits for a reader (up to --timeout, 10 s)."
 run_bg shm_writer -k "$XFR_KEY" hello world
 run sleep 0.3
 expect_output "hello world" shm_reader -k "$XFR_KEY"
