@@ -338,10 +338,7 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     let pid = c.pids[1].unwrap() as i32;
     ipclab::sys::process::kill(pid, libc::SIGSTOP).unwrap();
     // SIGSTOP takes effect asynchronously: wait until the kernel shows it stopped.
-    let state = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(") ").next().and_then(|r| r.chars().next())
-    };
+    let state = || ipclab::sys::process::state(pid);
     assert!(wait_until(LIMIT, || state() == Some('T')), "{:?}", state());
     let out = c.client(0, &["write", "0x59", "second"]);
     ipclab::sys::process::kill(pid, libc::SIGCONT).unwrap();

@@ -152,15 +152,8 @@ pub enum Found {
 /// Whether `pid` runs and is a dipc server (its name, or its `argv[0]`, is `dipc`). A zombie
 /// (dead, not yet reaped) does not count as running.
 pub fn is_dipc_server(pid: i32) -> bool {
+    // alive() is false for a zombie too.
     if !crate::sys::process::alive(pid) {
-        return false;
-    }
-    // /proc/PID/stat: "pid (comm) S ..."; the state letter follows the last ')'.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z') | Some('X') | None) {
         return false;
     }
     let named = crate::sys::process::program_name(pid).as_deref() == Some("dipc");

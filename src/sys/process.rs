@@ -26,15 +26,27 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether a process with this pid exists (it may belong to another user: EPERM still means
-/// "exists"). A zombie counts as alive until its parent reaps it.
+/// Whether process `pid` is running (it may belong to another user: EPERM still means "it
+/// exists"). A zombie, which has exited and only waits for its parent to collect its status,
+/// is *not* running: its IPC objects are orphans, and it will never answer. (`kill(pid, 0)`
+/// alone cannot tell, since it succeeds on a zombie; `/proc/PID/stat` can.)
 pub fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
     // SAFETY: signal 0 checks existence and permission without sending anything.
     let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !matches!(state(pid), Some('Z' | 'X'))
+}
+
+/// The scheduler state of `pid` from `/proc/PID/stat`: `R` running, `S` sleeping, `T` stopped
+/// (SIGSTOP), `Z` zombie, and so on. `None` if there is no such process (or /proc hides it).
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ...": the name may contain spaces and ')', so look after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
 }
 
 /// The program name of a live pid (`/proc/PID/comm`, at most 15 bytes), if it can be read.

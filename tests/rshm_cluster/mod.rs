@@ -202,11 +202,7 @@ impl Cluster {
     /// Waits until node `i`'s process is stopped (SIGSTOP takes effect asynchronously).
     pub fn stopped(&self, i: usize) -> bool {
         let pid = self.pid(i);
-        let state = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.rsplit(") ").next().and_then(|r| r.chars().next())
-        };
-        wait_until(LIMIT, || state() == Some('T'))
+        wait_until(LIMIT, || ipclab::sys::process::state(pid) == Some('T'))
     }
 
     /// The text in the segment with `key`, read on node `i`.
