@@ -24,6 +24,7 @@ use std::fmt::Display;
 use std::io;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Why a program stops early.
 #[derive(Debug)]
@@ -190,6 +191,42 @@ impl Args {
         parse_word(flag, &v)
     }
 
+    /// `--timeout SECS`: whole or decimal seconds, `10` or `0.5`, at most a day.
+    pub fn seconds(&mut self, flag: &str) -> Result<Duration, Failure> {
+        let word = self.value(flag)?;
+        match word.parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                Ok(Duration::from_secs_f64(s))
+            }
+            _ => Err(Failure::usage(format!(
+                "{flag}: '{word}' is not a number of seconds (0 to 86400)"
+            ))),
+        }
+    }
+
+    /// `--mode 0640`: permission bits in octal, nothing beyond 0777.
+    pub fn mode(&mut self, flag: &str) -> Result<u32, Failure> {
+        let word = self.value(flag)?;
+        match u32::from_str_radix(&word, 8) {
+            Ok(m) if m <= 0o777 => Ok(m),
+            _ => Err(Failure::usage(format!(
+                "{flag}: '{word}' is not octal permission bits (0 to 0777)"
+            ))),
+        }
+    }
+
+    /// `--proj-id N`: an `ftok` project id, 1 to 255 (ftok keeps only the low 8 bits, and
+    /// ftok(3) leaves 0 undefined).
+    pub fn proj_id(&mut self, flag: &str) -> Result<u8, Failure> {
+        let word = self.value(flag)?;
+        match word.parse::<u8>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Failure::usage(format!(
+                "{flag}: '{word}' is not a project id (1 to 255)"
+            ))),
+        }
+    }
+
     /// Every remaining argument as a word (for `shm_writer hello world`).
     pub fn rest(&mut self) -> Vec<String> {
         self.items.by_ref().collect()
@@ -242,6 +279,20 @@ mod tests {
         a.next().unwrap();
         assert!(matches!(a.next(), Err(Failure::Usage(_))));
         assert!(matches!(args(&["--help"]).next(), Err(Failure::Help)));
+    }
+
+    #[test]
+    fn seconds_modes_and_project_ids() {
+        let mut a = args(&["0.25", "-1", "nan", "0640", "8", "65", "0"]);
+        assert_eq!(a.seconds("-t").unwrap(), Duration::from_millis(250));
+        assert!(a.seconds("-t").is_err());
+        assert!(a.seconds("-t").is_err());
+        assert_eq!(a.mode("-m").unwrap(), 0o640);
+        assert!(a.mode("-m").is_err());
+        assert_eq!(a.proj_id("-i").unwrap(), 65);
+        assert!(
+            matches!(a.proj_id("-i"), Err(Failure::Usage(m)) if m == "-i: '0' is not a project id (1 to 255)")
+        );
     }
 
     #[test]

@@ -173,36 +173,6 @@ pub fn reader(cfg: &Config, sigs: &TermSignals) -> io::Result<Report> {
     }
 }
 
-/// `--timeout SECS`: whole or decimal seconds, `10` or `0.5`.
-pub fn parse_seconds(flag: &str, word: &str) -> Result<Duration, crate::cli::Failure> {
-    match word.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(crate::cli::Failure::usage(format!(
-            "{flag}: '{word}' is not a number of seconds (0 to 86400)"
-        ))),
-    }
-}
-
-/// `--mode 0640`: permission bits in octal, nothing beyond 0777.
-pub fn parse_perms(flag: &str, word: &str) -> Result<u32, crate::cli::Failure> {
-    match u32::from_str_radix(word, 8) {
-        Ok(m) if m <= 0o777 => Ok(m),
-        _ => Err(crate::cli::Failure::usage(format!(
-            "{flag}: '{word}' is not octal permission bits (0 to 0777)"
-        ))),
-    }
-}
-
-/// `--proj-id N`: 1 to 255 (`ftok` keeps only the low 8 bits, and 0 is reserved).
-pub fn parse_proj_id(flag: &str, word: &str) -> Result<u8, crate::cli::Failure> {
-    match word.parse::<u8>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(crate::cli::Failure::usage(format!(
-            "{flag}: '{word}' is not a project id (1 to 255)"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,19 +189,5 @@ mod tests {
         assert!(bad(|c| c.slots = params::XFR_MAX_SLOTS + 1).starts_with("--slots"));
         assert!(bad(|c| c.slot_size = 0).starts_with("--slot-size"));
         assert!(bad(|c| c.perms = 0o1777).starts_with("--mode"));
-    }
-
-    #[test]
-    fn seconds_perms_and_ids_parse_or_say_why() {
-        assert_eq!(
-            parse_seconds("-t", "0.25").unwrap(),
-            Duration::from_millis(250)
-        );
-        assert!(parse_seconds("-t", "-1").is_err());
-        assert!(parse_seconds("-t", "nan").is_err());
-        assert_eq!(parse_perms("-m", "0640").unwrap(), 0o640);
-        assert!(parse_perms("-m", "8").is_err());
-        assert_eq!(parse_proj_id("-i", "65").unwrap(), 65);
-        assert!(parse_proj_id("-i", "0").is_err());
     }
 }

@@ -71,7 +71,7 @@ fn body(mut args: cli::Args) -> Result<(), Failure> {
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-k" | "--key-path") => path = PathBuf::from(args.value("--key-path")?),
-            Arg::Flag("-i" | "--proj-id") => proj = args.parse("--proj-id")?,
+            Arg::Flag("-i" | "--proj-id") => proj = args.proj_id("--proj-id")?,
             Arg::Flag("-s" | "--stat") => show = true,
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) => return Err(Failure::usage(format!("unexpected argument '{w}'"))),

@@ -67,7 +67,7 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-k" | "--key-path") => path = PathBuf::from(args.value("--key-path")?),
-            Arg::Flag("-i" | "--proj-id") => proj = proj_id(args.parse("--proj-id")?)?,
+            Arg::Flag("-i" | "--proj-id") => proj = args.proj_id("--proj-id")?,
             Arg::Flag("--channels") => config.channels = args.parse("--channels")?,
             Arg::Flag("--period") => config.period = Duration::from_millis(args.parse("--period")?),
             Arg::Flag("--ramp") => config.ramp = args.parse("--ramp")?,
@@ -110,12 +110,4 @@ fn say(line: &str) -> Result<(), Failure> {
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
-}
-
-/// `-i 0` would make a key whose project byte is 0, which ftok(3) calls undefined.
-fn proj_id(n: u8) -> Result<u8, Failure> {
-    if n == 0 {
-        return Err(Failure::usage("--proj-id: must be 1..255"));
-    }
-    Ok(n)
 }

@@ -36,7 +36,6 @@ use ipclab::sys::signal::{exit_status_for, TermSignals};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 const USAGE: &str = "\
 Usage: device_client [-k PATH] [-i ID] [--timeout SECS] COMMAND
@@ -79,13 +78,8 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-k" | "--key-path") => path = PathBuf::from(args.value("--key-path")?),
-            Arg::Flag("-i" | "--proj-id") => proj = args.parse("--proj-id")?,
-            Arg::Flag("-t" | "--timeout") => {
-                let secs: f64 = args.parse("--timeout")?;
-                timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
-                    Failure::usage(format!("--timeout: '{secs}' is not a duration"))
-                })?;
-            }
+            Arg::Flag("-i" | "--proj-id") => proj = args.proj_id("--proj-id")?,
+            Arg::Flag("-t" | "--timeout") => timeout = args.seconds("--timeout")?,
             Arg::Flag("-n" | "--count") => count = Some(args.parse("--count")?),
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) => words.push(w),

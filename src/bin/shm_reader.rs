@@ -59,12 +59,8 @@ fn run(mut args: Args, sigs: std::io::Result<TermSignals>) -> Result<(), Failure
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-k" | "--key-path") => cfg.key_path = args.value("--key-path")?.into(),
-            Arg::Flag("-i" | "--proj-id") => {
-                cfg.proj_id = xfr::parse_proj_id("--proj-id", &args.value("--proj-id")?)?
-            }
-            Arg::Flag("-t" | "--timeout") => {
-                cfg.timeout = xfr::parse_seconds("--timeout", &args.value("--timeout")?)?
-            }
+            Arg::Flag("-i" | "--proj-id") => cfg.proj_id = args.proj_id("--proj-id")?,
+            Arg::Flag("-t" | "--timeout") => cfg.timeout = args.seconds("--timeout")?,
             Arg::Flag("--stream") => cfg.stream = true,
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) => {

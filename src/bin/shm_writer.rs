@@ -71,15 +71,9 @@ fn run(mut args: Args, sigs: std::io::Result<TermSignals>) -> Result<(), Failure
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-k" | "--key-path") => cfg.key_path = args.value("--key-path")?.into(),
-            Arg::Flag("-i" | "--proj-id") => {
-                cfg.proj_id = xfr::parse_proj_id("--proj-id", &args.value("--proj-id")?)?
-            }
-            Arg::Flag("-t" | "--timeout") => {
-                cfg.timeout = xfr::parse_seconds("--timeout", &args.value("--timeout")?)?
-            }
-            Arg::Flag("-m" | "--mode") => {
-                cfg.perms = xfr::parse_perms("--mode", &args.value("--mode")?)?
-            }
+            Arg::Flag("-i" | "--proj-id") => cfg.proj_id = args.proj_id("--proj-id")?,
+            Arg::Flag("-t" | "--timeout") => cfg.timeout = args.seconds("--timeout")?,
+            Arg::Flag("-m" | "--mode") => cfg.perms = args.mode("--mode")?,
             Arg::Flag("-s" | "--size") => {
                 cfg.size = args.parse("--size")?;
                 size_given = true;
