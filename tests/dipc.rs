@@ -23,11 +23,11 @@ fn free_port() -> u16 {
 /// A server in the foreground, a child of the test: killed on drop, and then its scratch
 /// removes whatever is left under the port's key.
 struct Server {
-    child: Option<std::process::Child>,
     port: u16,
     pid: u32,
     stderr: Option<std::process::ChildStderr>,
-    _s: Scratch,
+    /// Owns the server process (SIGTERM, then SIGKILL, on drop) and removes what it left.
+    s: Scratch,
 }
 
 fn foreground(tag: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
@@ -43,20 +43,17 @@ fn foreground(tag: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let pid = s.spawn(&mut c);
-    let mut child = s.take(pid);
-    let stderr = child.stderr.take();
-    let mut srv = Server {
-        child: None,
+    let (stdout, stderr) = s.pipes(pid);
+    let srv = Server {
         port,
         pid,
         stderr,
-        _s: s,
+        s,
     };
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(stdout.unwrap())
         .read_line(&mut line)
         .unwrap();
-    srv.child = Some(child);
     assert_eq!(
         line,
         format!("dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, pid {pid}\n")
@@ -84,14 +81,14 @@ impl Server {
 
     /// SIGKILL, as a crash would: the objects stay behind.
     fn crash(&mut self) {
-        let mut child = self.child.take().unwrap();
+        let mut child = self.s.take(self.pid);
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit status and the whole stderr.
     fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
+        let mut child = self.s.take(self.pid);
         ipclab::sys::process::kill(self.pid as i32, libc::SIGTERM).unwrap();
         let start = Instant::now();
         let status = loop {
@@ -106,15 +103,6 @@ impl Server {
             e.read_to_string(&mut err).unwrap();
         }
         (status, err)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

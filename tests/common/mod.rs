@@ -9,7 +9,7 @@
 
 use ipclab::sys::{ftok, ipcs, Key};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,14 @@ impl Scratch {
         let pid = child.id();
         self.children.borrow_mut().push(child);
         pid
+    }
+
+    /// Takes the stdout and stderr pipes of a started child (spawned with `Stdio::piped()`),
+    /// leaving the child itself in the scratch's care.
+    pub fn pipes(&self, pid: u32) -> (Option<ChildStdout>, Option<ChildStderr>) {
+        let mut v = self.children.borrow_mut();
+        let c = v.iter_mut().find(|c| c.id() == pid).expect("known child");
+        (c.stdout.take(), c.stderr.take())
     }
 
     /// Takes a started child back, to wait for it.
