@@ -30,7 +30,7 @@
 //!
 //! Target: N <= 64.
 
-use ipclab::rshm::{queue_key, Node};
+use ipclab::rshm::{node_keys, Node};
 use ipclab::sys::ipcs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -64,8 +64,10 @@ impl Drop for Servers {
         }
         // Whatever a crashed server left (it should leave nothing).
         for p in &self.1 {
-            for o in ipcs::with_key(queue_key(*p)).unwrap_or_default() {
-                let _ = ipcs::remove(&o);
+            for key in node_keys(*p) {
+                for o in ipcs::with_key(key).unwrap_or_default() {
+                    let _ = ipcs::remove(&o);
+                }
             }
         }
     }

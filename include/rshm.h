@@ -52,8 +52,9 @@ int rshmctl(int rshmid, int cmd);
  * 0, or -1 (errno ETIMEDOUT) naming the peer(s) that did not acknowledge. */
 int rshmChanged(int rshmid);
 
-/* Waits up to timeout_ms for the segment to change on this node (since this process last
- * saw it). 1 changed, 0 timed out, -1 error (EIDRM: removed). */
+/* Waits up to timeout_ms for the segment to change on this node (since this thread last saw
+ * it), asleep on the segment's change gate, a semaphore. 1 changed, 0 timed out, -1 error
+ * (EIDRM: removed). */
 int rshm_wait_changed(int rshmid, int timeout_ms);
 
 /* The message of this thread's last failed call. */

@@ -186,6 +186,14 @@ pub const RSHM_PORT_ENV: &str = "RSHM_PORT";
 /// A server's queue key is this plus its TCP port: "RS" in the top bytes, the port below.
 pub const RSHM_QUEUE_KEY_BASE: i32 = 0x5253_0000;
 
+/// A server's change gates (one semaphore set, see `rshm::gate`) have this key plus its TCP
+/// port: "RG" in the top bytes, the port below.
+pub const RSHM_GATE_KEY_BASE: i32 = 0x5247_0000;
+
+/// Semaphores in a server's gate set: 250, the smallest SEMMSL (semaphores per set) a Linux
+/// kernel has shipped with, so that the set can be made on any lab machine.
+pub const RSHM_GATE_SEMS: u16 = 250;
+
 /// The largest segment a node creates, and so the largest UPDATE frame it accepts.
 pub const RSHM_MAX_SEGMENT: usize = 1 << 20;
 

@@ -91,6 +91,7 @@
 //! - [`api`]: the calls above, for programs; queue requests and replies, never a hang.
 //! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
 //! - [`diff`]: twins and diffs: an update carries only the words that changed.
+//! - [`gate`]: change gates: `rshm_wait_changed` sleeps on a semaphore that counts changes.
 //! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
 //! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
 //! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
@@ -100,6 +101,7 @@
 pub mod api;
 pub mod client;
 pub mod diff;
+pub mod gate;
 pub mod server;
 pub mod table;
 
@@ -123,6 +125,12 @@ pub const RSHM_REQUEST_TYPE: i64 = 1;
 /// it wants (`--port 7001`), and two servers on one machine never share a queue.
 pub fn queue_key(port: u16) -> Key {
     RSHM_QUEUE_KEY_BASE + Key::from(port)
+}
+
+/// Every System V key the server on `port` makes objects under: its queue and its change
+/// gates ([`gate::gate_key`]). What a cleanup script looks for after a server was killed.
+pub fn node_keys(port: u16) -> [Key; 2] {
+    [queue_key(port), gate::gate_key(port)]
 }
 
 /// The node a program talks to: `RSHM_PORT` if set, else the default port.

@@ -498,3 +498,98 @@ fn c_client_p1_on_one_node_p2_on_another() {
 fn the_grader_passes() {
     common::run_grader("05-rshm.sh");
 }
+
+/// WAIT requests node `i`'s server has received so far (it runs with tracing on).
+fn waits_asked(c: &Cluster, i: usize) -> usize {
+    c.log(i)
+        .lines()
+        .filter(|l| l.contains("queue <- ") && l.contains(" WAIT "))
+        .count()
+}
+
+#[test]
+fn a_follower_sleeps_on_the_change_gate_and_asks_the_server_nothing() {
+    let mut c = Cluster::new("rshm-gate", 2);
+    c.start(0);
+    c.start_with(1, &[("IPCLAB_TRACE", "1")]);
+    c.connected(0);
+    c.connected(1);
+    let (a, b) = (
+        Node::open(c.ports[0]).unwrap(),
+        Node::open(c.ports[1]).unwrap(),
+    );
+    let id = a.rshmget(0x6a, 64).unwrap();
+    let p1 = a.rshmat(id).unwrap();
+    let p2 = b.rshmat(id).unwrap();
+
+    // Changes made before the wait are not lost: each wait returns at once, and reads them.
+    for n in 1..=20u8 {
+        p1.write_at(0, &[n]).unwrap();
+        a.rshm_changed(id).unwrap();
+        assert!(b.rshm_wait_changed(id, LIMIT).unwrap());
+        let mut got = [0u8];
+        p2.read_at(0, &mut got).unwrap();
+        assert_eq!(got[0], n);
+    }
+    // A wait that sleeps is woken by the change.
+    let t = std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            let att = b.rshmat(id).unwrap();
+            let woke = b.rshm_wait_changed(id, LIMIT).unwrap();
+            b.rshmdt(att).unwrap();
+            woke
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        p1.write_at(0, &[99]).unwrap();
+        a.rshm_changed(id).unwrap();
+        w.join().unwrap()
+    });
+    assert!(t);
+    // This thread has not seen that change yet (what a thread has seen is its own).
+    assert!(b.rshm_wait_changed(id, LIMIT).unwrap());
+    // Not one of those waits was a request: they slept on the gate's semaphore.
+    assert_eq!(waits_asked(&c, 1), 0, "{}", c.log(1));
+
+    // No change: the gate's wait times out, and the server confirms it (one request).
+    assert!(!b
+        .rshm_wait_changed(id, std::time::Duration::from_millis(100))
+        .unwrap());
+    assert_eq!(waits_asked(&c, 1), 1, "{}", c.log(1));
+
+    // Removal retires the gate: a sleeper wakes, asks the server, and hears EIDRM.
+    let gone = std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            // A new thread has seen nothing: its first wait returns at once.
+            assert!(b.rshm_wait_changed(id, LIMIT).unwrap());
+            b.rshm_wait_changed(id, LIMIT)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        b.rshmdt(p2).unwrap();
+        a.rshmdt(p1).unwrap();
+        a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+        w.join().unwrap()
+    });
+    let e = gone.unwrap_err();
+    assert_eq!(ipclab::sys::errno(&e), Some(libc::EIDRM), "{e}");
+}
+
+#[test]
+fn a_killed_servers_gate_set_is_replaced_by_the_next_server_on_its_port() {
+    let mut c = Cluster::new("rshm-gate-kill", 1);
+    c.start(0);
+    let key = ipclab::rshm::gate::gate_key(c.ports[0]);
+    let gates = || ipclab::sys::ipcs::with_key(key).unwrap();
+    let before = gates();
+    assert_eq!(before.len(), 1, "one gate set per server: {before:?}");
+    c.kill(0);
+    // SIGKILL leaves the queue and the gates; an administrator removes the queue (ipcrm -Q),
+    // and the next server on the port, now sure no other serves it, replaces the gate set.
+    assert_eq!(gates(), before);
+    c.clear_queue(0);
+    c.start(0);
+    let after = gates();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0].id, before[0].id);
+    c.stop(0);
+    assert!(gates().is_empty(), "a clean shutdown removes the gates");
+}

@@ -38,8 +38,9 @@ mod common;
 use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
-    Entry, Frame, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, StampedRun, FRAME_HEADER_LEN,
-    FRAME_MAGIC, MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION,
+    Entry, Frame, GateRef, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, StampedRun,
+    FRAME_HEADER_LEN, FRAME_MAGIC, MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC,
+    VERSION,
 };
 use ipclab::wire::DecodeError;
 use std::io::{Read, Write};
@@ -302,6 +303,12 @@ fn valid_reply(rng: &mut Rng) -> Reply {
         shmid: rng.u32() as i32,
         size: rng.next(),
         version: rng.next(),
+        changes: rng.next(),
+        gate: rng.one_in(2).then(|| GateRef {
+            semid: (rng.u32() >> 1) as i32,
+            sem: rng.u32() as u16,
+            value: rng.u32() as u16,
+        }),
         text: rng.text(),
         entries: (0..m)
             .map(|_| LsEntry {
@@ -957,7 +964,7 @@ fn live_frame(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
-    use ipclab::rshm::{queue_key, Node};
+    use ipclab::rshm::{node_keys, Node};
     let seed = run_seed();
     println!("rshm_fuzz: live server, seed {seed} (replay with IPCLAB_FUZZ_SEED={seed})");
     let mut rng = Rng::new(seed ^ 0x4c49_5645);
@@ -973,7 +980,9 @@ fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
         .collect();
     drop(held);
     let (port, peer) = (ports[0], SocketAddrV4::new(Ipv4Addr::LOCALHOST, ports[1]));
-    s.track_key(queue_key(port));
+    for key in node_keys(port) {
+        s.track_key(key);
+    }
     let log_path = s.dir().join("server.log");
     let pid = s.spawn(
         common::cmd("rshm_server")

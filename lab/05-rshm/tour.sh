@@ -3,6 +3,7 @@
 # key tracking.
 
 # rshm_free_port: a TCP port nobody listens on, whose queue key (0x52530000 + port) is unused.
+# (A server also makes its change gates, a semaphore set, under 0x52470000 + port.)
 rshm_free_port() {
     local p
     while :; do
@@ -17,8 +18,10 @@ rshm_free_port() {
 
 RSHM_A=$(rshm_free_port)
 RSHM_B=$(rshm_free_port)
-track_key $((0x52530000 + RSHM_A))
-track_key $((0x52530000 + RSHM_B))
+for p in "$RSHM_A" "$RSHM_B"; do
+    track_key $((0x52530000 + p))
+    track_key $((0x52470000 + p))
+done
 
 say "05: RSHM. Two nodes, each an rshm_server: local programs reach their node through a message queue (key 0x52530000 + port), the nodes reach each other through TCP. Here both nodes run on this machine, on ports $RSHM_A and $RSHM_B."
 run_bg rshm_server --listen "$RSHM_A" --peer "$RSHM_B"

@@ -4,7 +4,7 @@
 #     lab/grade/05-rshm.sh [BINDIR]
 #
 # Uses only the documented command lines:
-#     rshm_server --listen PORT --peer PORT...      (queue key 0x52530000 + PORT)
+#     rshm_server --listen PORT --peer PORT...      (queue key 0x52530000 + PORT, gates 0x52470000 + PORT)
 #     client --port P write KEY TEXT | read KEY [--follow] | rm KEY | ls
 # and `client ls`'s first line "node ADDR peers ADDR up|down, ..." and its rows
 # "rshmid key size owner attaches shmid version sent [dest]" (sent: bytes of the last update
@@ -29,7 +29,8 @@ free_port() {
 }
 
 PA=$(free_port) PB=$(free_port) PC=$(free_port)
-for p in $PA $PB $PC; do track_key $((0x52530000 + p)); done
+# Each node's queue, and its change gates (a semaphore set).
+for p in $PA $PB $PC; do track_key $((0x52530000 + p)); track_key $((0x52470000 + p)); done
 
 # start_node PORT PEER PEER: in the background, its stderr in $IPCLAB_WORK/PORT.log.
 start_node() {
@@ -174,6 +175,7 @@ check_shutdown() {
         wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node $p did not exit on SIGTERM"
         grep -q "leaving the group" "$IPCLAB_WORK/$p.log" || fail "node $p did not say it was leaving"
         [ -z "$(objects_with_key $((0x52530000 + p)))" ] || fail "node $p left its queue"
+        [ -z "$(objects_with_key $((0x52470000 + p)))" ] || fail "node $p left its change gates"
     done
 }
 

@@ -17,41 +17,59 @@
 //!   microseconds; the wait first spins (yielding the CPU) for [`RSHM_SPIN`], then sleeps in
 //!   `msgrcv` itself ([`msg_wait::recv_until`]), which the kernel ends the moment the reply is
 //!   queued, and a timer signal ends at the deadline. A wait for a change does not spin.
+//! - **A wait for a change is no request.** [`Node::rshm_wait_changed`] sleeps on the
+//!   segment's change gate, a semaphore the server counts changes on ([`super::gate`]). Only
+//!   when there is no gate to sleep on, or it was retired, does it ask the server.
 //! - **Attach in the caller's process.** [`Node::rshmat`] gets the local replica's shmid from
 //!   the server and calls `shmat` here: see the module [`crate::rshm`] for why.
 
+use super::gate::{self, Woke};
 use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
 use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SPIN};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
 use crate::sys::{self, msg_wait, process};
-use crate::wire::rshm::{LsEntry, LsPeer, Op, Reply, Request, MAX_REPLY};
+use crate::wire::rshm::{GateRef, LsEntry, LsPeer, Op, Reply, Request, MAX_REPLY};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The version of each segment each thread has seen, per node: what "changed" means to
+/// What a thread has seen of a segment on one node: the replica's change count, and the gate
+/// that counts the next changes (see [`super::gate`]).
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    changes: u64,
+    gate: Option<GateRef>,
+}
+
+/// What each thread has seen of each segment, per node: what "changed" means to
 /// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per thread, so
 /// that one thread's wait never hides a change from another thread that has not seen it.
-static SEEN: Mutex<BTreeMap<(u16, i32, i32), u64>> = Mutex::new(BTreeMap::new());
+static SEEN: Mutex<BTreeMap<(u16, i32, i32), Seen>> = Mutex::new(BTreeMap::new());
 
 /// Request serials, process-wide.
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 
-fn seen(port: u16, rshmid: i32) -> u64 {
+fn seen(port: u16, rshmid: i32) -> Seen {
     SEEN.lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&(port, rshmid, process::thread_id()))
         .copied()
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
-fn saw(port: u16, rshmid: i32, version: u64) {
+/// Records a reply's count and gate, unless this thread has already seen more.
+fn saw(port: u16, rshmid: i32, r: &Reply) {
     let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let v = m.entry((port, rshmid, process::thread_id())).or_insert(0);
-    *v = (*v).max(version);
+    let s = m.entry((port, rshmid, process::thread_id())).or_default();
+    if r.changes >= s.changes {
+        *s = Seen {
+            changes: r.changes,
+            gate: r.gate,
+        };
+    }
 }
 
 /// A node, as a program sees it: the queue of the server on one port.
@@ -115,7 +133,7 @@ impl Node {
                 return Err(e);
             }
         };
-        saw(self.port, rshmid, r.version);
+        saw(self.port, rshmid, &r);
         Ok(RshmAttachment {
             node: *self,
             rshmid,
@@ -148,7 +166,7 @@ impl Node {
     /// and this returns once each has applied them. Returns the segment's new version.
     pub fn rshm_changed(&self, rshmid: i32) -> io::Result<u64> {
         let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
-        saw(self.port, rshmid, r.version);
+        saw(self.port, rshmid, &r);
         Ok(r.version)
     }
 
@@ -156,24 +174,48 @@ impl Node {
     /// sent to each peer: the bytes this change cost on the wire (a diff: see `rshm::diff`).
     pub fn rshm_changed_wire(&self, rshmid: i32) -> io::Result<(u64, u64)> {
         let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
-        saw(self.port, rshmid, r.version);
+        saw(self.port, rshmid, &r);
         Ok((r.version, r.size))
     }
 
-    /// Waits until this node's replica changes (an update arrives) after the version this
-    /// process last saw. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
+    /// Waits until this node's replica changes (an update arrives) after what this thread
+    /// last saw of it. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
     pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut s = seen(self.port, rshmid);
+        // The usual way: sleep on the gate, no request at all.
+        if let Some(g) = s.gate {
+            match gate::wait(g, deadline)? {
+                Woke::Changed(value) => {
+                    s.changes += u64::from(value.saturating_sub(g.value));
+                    let gate = Some(GateRef { value, ..g });
+                    let r = Reply {
+                        changes: s.changes,
+                        gate,
+                        ..Reply::default()
+                    };
+                    saw(self.port, rshmid, &r);
+                    return Ok(true);
+                }
+                // Not necessarily "no change": the server decides, below, with no time to
+                // wait; and if it is dead, that is an error rather than a quiet false.
+                Woke::TimedOut => {}
+                Woke::AskServer => {}
+            }
+        }
+        // No gate, a retired one, or the time is up: ask the server.
+        let left = deadline.saturating_duration_since(Instant::now());
         let op = Op::Wait {
             rshmid,
-            seen: seen(self.port, rshmid),
-            timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u64,
+            seen: s.changes,
+            timeout_ms: left.as_millis().min(u128::from(u32::MAX)) as u64,
         };
         // Only the *server's* "no change in time" means false. No reply at all (the server
         // died, SIGKILL leaves its queue) is an error, or a follower would wait for ever.
-        let r = self.call_raw(op, timeout)?;
+        let r = self.call_raw(op, left)?;
         match r.status {
             0 => {
-                saw(self.port, rshmid, r.version);
+                saw(self.port, rshmid, &r);
                 Ok(true)
             }
             libc::ETIMEDOUT => Ok(false),

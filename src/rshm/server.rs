@@ -47,20 +47,21 @@
 //! update (it is listed as down in `client ls`); one that does not answer in time makes
 //! `rshmChanged` fail with an error that names it.
 
+use super::gate::Gates;
 use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
-    RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS, RSHM_SWEEP_INTERVAL,
-    RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS,
+    RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS,
+    RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::Get;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{
-    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, StampedRun, FRAME_HEADER_LEN,
+    update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, Run, StampedRun, FRAME_HEADER_LEN,
     MAX_BODY, STATE_FIXED_LEN, STATE_RUN_HEADER_LEN,
 };
 use std::collections::HashMap;
@@ -112,10 +113,12 @@ struct Pending {
     deadline: Instant,
 }
 
-/// A program in `rshm_wait_changed`.
+/// A program in `rshm_wait_changed` that asked through the queue (it had no gate to sleep on,
+/// or its gate was retired: see `rshm::gate`).
 struct Waiter {
     req: Request,
     rshmid: i32,
+    /// The replica's `changes` it has seen.
     seen: u64,
     deadline: Instant,
 }
@@ -140,6 +143,8 @@ struct State {
     /// Keyed by the seq of the frame whose ACKs they wait for.
     pending: HashMap<u32, Pending>,
     waiters: Vec<Waiter>,
+    /// The change gates, where programs wait for a replica to change.
+    gates: Gates,
     next_seq: u32,
     node_id: u32,
 }
@@ -181,6 +186,7 @@ impl Server {
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", config.listen)))?;
         let key = queue_key(config.listen.port());
         let queue = Owner::new(msgget(key, Get::Create(DEFAULT_MODE))?);
+        let gates = Gates::create(config.listen.port(), RSHM_GATE_SEMS)?;
         let mut table = Table::new(config.listen)?;
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {
@@ -204,6 +210,7 @@ impl Server {
                 pending: HashMap::new(),
                 waiters: Vec::new(),
                 next_seq: 1,
+                gates,
                 node_id,
             }),
         });
@@ -212,6 +219,11 @@ impl Server {
             config.listen,
             queue.get().0,
             config.peers.len()
+        );
+        crate::trace!(
+            "change gates: semaphore set key 0x{:08x} (semid {})",
+            super::gate::gate_key(config.listen.port()),
+            lock(&shared).gates.semid()
         );
         let s = shared.clone();
         std::thread::spawn(move || queue_loop(&s));
@@ -272,6 +284,10 @@ impl Server {
                 );
             }
             st.table.clear();
+            // Programs asleep on a gate wake with EIDRM and ask the queue, which goes next.
+            if let Err(e) = st.gates.remove() {
+                log!("removing the change gates: {e}");
+            }
         }
         // Removing the queue wakes the queue thread and every program waiting on it.
         drop(self.queue.take());
@@ -506,6 +522,8 @@ fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Error> {
             for w in st.waiters.iter_mut().filter(|w| w.rshmid == from) {
                 w.rshmid = e.rshmid;
             }
+            // Sleepers on the old name's gate ask again, and learn the new one.
+            retire_gate(st, from);
             Ok(None)
         }
         Adopted::New | Adopted::Known => Ok(None),
@@ -550,30 +568,68 @@ fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
 
 /// Destroys a row here, tells every peer, and answers the programs waiting on it.
 fn destroy(shared: &Shared, st: &mut State, rshmid: i32) -> (u32, Vec<SocketAddrV4>) {
-    st.table.destroy(rshmid);
-    wake(shared, st, rshmid);
+    removed(shared, st, rshmid);
     broadcast(st, &Frame::Destroy { rshmid })
 }
 
-/// Answers every wait on `rshmid` that the new version (or a removal) satisfies.
-fn wake(shared: &Shared, st: &mut State, rshmid: i32) {
-    let version = st.table.get(rshmid).map(|s| s.stamp.version);
+/// The row is gone here: its gate is retired (sleepers ask the queue), and every wait on it
+/// is answered with EIDRM.
+fn removed(shared: &Shared, st: &mut State, rshmid: i32) {
+    st.table.destroy(rshmid);
+    retire_gate(st, rshmid);
+    answer_waits(shared, st, rshmid);
+}
+
+fn retire_gate(st: &mut State, rshmid: i32) {
+    if let Err(e) = st.gates.retire(rshmid) {
+        log!("rshmid {rshmid}: retiring its change gate: {e}");
+    }
+}
+
+/// The replica of `rshmid` changed here: count the change, on its gate too (in one critical
+/// section, so that a reply never names a count its gate has not reached), and answer the
+/// queued waits it satisfies.
+fn changed(shared: &Shared, st: &mut State, rshmid: i32) {
+    let Some(seg) = st.table.get_mut(rshmid) else {
+        return;
+    };
+    seg.changes += 1;
+    let rshmid = seg.rshmid;
+    if let Err(e) = st.gates.count(rshmid) {
+        log!("rshmid {rshmid}: counting a change on its gate: {e}");
+    }
+    answer_waits(shared, st, rshmid);
+}
+
+/// A reply that tells a program what it has now seen of `rshmid`: the version, the replica's
+/// change count and the gate to wait on for the next change.
+fn seen_reply(st: &mut State, req: &Request, rshmid: i32) -> Reply {
+    let Some(seg) = st.table.get(rshmid) else {
+        return Reply::error(req, libc::EIDRM, format!("rshmid {rshmid} was removed"));
+    };
+    let (rshmid, version, changes) = (seg.rshmid, seg.stamp.version, seg.changes);
+    Reply {
+        rshmid,
+        version,
+        changes,
+        // No gate (the set could not be renewed): the program asks the queue each time.
+        gate: st.gates.gate(rshmid).ok(),
+        ..Reply::to(req)
+    }
+}
+
+/// Answers every queued wait on `rshmid` that its change count (or its removal) satisfies.
+fn answer_waits(shared: &Shared, st: &mut State, rshmid: i32) {
+    let changes = st.table.get(rshmid).map(|s| s.changes);
     let mut i = 0;
     while i < st.waiters.len() {
         let w = &st.waiters[i];
-        if w.rshmid != rshmid || version.is_some_and(|v| v <= w.seen) {
+        if w.rshmid != rshmid || changes.is_some_and(|c| c <= w.seen) {
             i += 1;
             continue;
         }
         let w = st.waiters.swap_remove(i);
-        let r = match version {
-            Some(v) => Reply {
-                rshmid,
-                version: v,
-                ..Reply::to(&w.req)
-            },
-            None => Reply::error(&w.req, libc::EIDRM, format!("rshmid {rshmid} was removed")),
-        };
+        let r = seen_reply(st, &w.req, rshmid);
         reply(shared, &w.req, &r);
     }
 }
@@ -704,12 +760,11 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
             seg.counts.insert(me, count);
             seg.last_at = Instant::now();
+            let (shmid, size) = (seg.replica.shmid.0, seg.size as u64);
             let r = Reply {
-                rshmid,
-                shmid: seg.replica.shmid.0,
-                size: seg.size as u64,
-                version: seg.stamp.version,
-                ..Reply::to(&req)
+                shmid,
+                size,
+                ..seen_reply(st, &req, rshmid)
             };
             let (seq, peers) = broadcast(
                 st,
@@ -826,12 +881,6 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 runs.len(),
                 runs.iter().map(|r| r.data.len()).sum::<usize>()
             );
-            let r = Reply {
-                rshmid,
-                version: stamp.version,
-                size: wire,
-                ..Reply::to(&req)
-            };
             let frame = Frame::Update {
                 rshmid,
                 version: stamp.version,
@@ -840,7 +889,12 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
             };
             let (seq, peers) = broadcast(st, &frame);
             // Local waiters after the frames are on their way: they are not on the hot path.
-            wake(shared, st, rshmid);
+            // The caller has seen its own change: the reply carries the count after it.
+            changed(shared, st, rshmid);
+            let r = Reply {
+                size: wire,
+                ..seen_reply(st, &req, rshmid)
+            };
             await_acks(shared, st, seq, peers, req, Then::Changed(r));
         }
         Op::Wait {
@@ -855,13 +909,13 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             };
             let rshmid = seg.rshmid;
-            if seg.stamp.version > seen {
-                let r = Reply {
-                    rshmid,
-                    version: seg.stamp.version,
-                    ..Reply::to(&req)
-                };
+            if seg.changes > seen {
+                let r = seen_reply(st, &req, rshmid);
                 return reply(shared, &req, &r);
+            }
+            if timeout_ms == 0 {
+                // A program whose own wait on the gate ran out: is there really no change?
+                return fail(libc::ETIMEDOUT, "no change within the timeout".into());
             }
             let timeout = Duration::from_millis(timeout_ms.min(24 * 3600 * 1000));
             st.waiters.push(Waiter {
@@ -1292,11 +1346,7 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
             }
             return Ok(());
         }
-        let updated = match frame {
-            Frame::Update { rshmid, .. } => Some(lock(shared).table.resolve(rshmid)),
-            _ => None,
-        };
-        let (status, text, winner) = apply(shared, peer, frame);
+        let ((status, text, winner), written) = apply(shared, peer, frame);
         let ack = Frame::Ack {
             status,
             text,
@@ -1306,8 +1356,8 @@ fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Resu
         s.write_all(&ack.encode(seq))?;
         // The ACK first, then the local readers: the writer on the other node is waiting for
         // the ACK, while a reader's wake-up costs nobody else anything.
-        if let (Some(rshmid), 0) = (updated, status) {
-            wake(shared, &mut lock(shared), rshmid);
+        if let Some(rshmid) = written {
+            changed(shared, &mut lock(shared), rshmid);
         }
     }
 }
@@ -1322,8 +1372,8 @@ fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]
     match seg.apply_state(runs) {
         Ok(n) => {
             crate::trace!("rshmid {rshmid}: state merged, {n} bytes newer than ours");
-            if seg.stamp != before {
-                wake(shared, st, rshmid);
+            if n > 0 || seg.stamp != before {
+                changed(shared, st, rshmid);
             }
         }
         Err(e) => log!("rshmid {rshmid}: state refused: {e}"),
@@ -1358,10 +1408,81 @@ fn state_frames(rshmid: i32, runs: Vec<StampedRun>) -> Vec<Frame> {
 }
 
 /// One request from a peer, applied to our table: `(0, "", None)` or an errno and why; and,
-/// for a NEW that lost a race for its key, the row that won.
-fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Option<Entry>) {
+/// for a NEW that lost a race for its key, the row that won. Then, for an UPDATE that wrote
+/// into a replica, its rshmid: the caller counts the change once the ACK is on its way.
+fn apply(
+    shared: &Shared,
+    peer: SocketAddrV4,
+    frame: Frame,
+) -> ((i32, String, Option<Entry>), Option<i32>) {
     let mut st = lock(shared);
-    let st = &mut *st;
+    match frame {
+        Frame::Update {
+            rshmid,
+            version,
+            origin,
+            runs,
+        } => apply_update(
+            shared,
+            &mut st,
+            peer,
+            rshmid,
+            Stamp { version, origin },
+            &runs,
+        ),
+        other => (apply_one(shared, &mut st, peer, other), None),
+    }
+}
+
+/// A peer's UPDATE, into our replica.
+fn apply_update(
+    shared: &Shared,
+    st: &mut State,
+    peer: SocketAddrV4,
+    rshmid: i32,
+    stamp: Stamp,
+    runs: &[Run],
+) -> ((i32, String, Option<Entry>), Option<i32>) {
+    // A node sends only its own changes: any other origin is a forgery or a bug.
+    if stamp.origin != peer {
+        let why = format!("update from {peer} claims to come from {}", stamp.origin);
+        return ((libc::EPROTO, why, None), None);
+    }
+    let Some(seg) = st.table.get_mut(rshmid) else {
+        let why = format!("no segment with rshmid {rshmid} here");
+        return ((libc::EINVAL, why, None), None);
+    };
+    // Word by word, only where the update is newer: a late or repeated update is
+    // acknowledged but never overwrites newer data. (Lab exercise: see what happens
+    // without this rule, with RSHM_UNORDERED=1 and `Segment::apply_unordered`.)
+    let applied = if shared.unordered {
+        seg.apply_unordered(stamp, runs)
+    } else {
+        seg.apply_update(stamp, runs)
+    };
+    match applied {
+        Ok(n) => {
+            let total: usize = runs.iter().map(|r| r.data.len()).sum();
+            if n < total {
+                crate::trace!(
+                    "rshmid {}: update {stamp}: {} of {total} bytes were older than ours, kept ours",
+                    seg.rshmid,
+                    total - n
+                );
+            }
+            ((0, String::new(), None), (n > 0).then_some(seg.rshmid))
+        }
+        Err(e) => ((errno_text(&e), e.to_string(), None), None),
+    }
+}
+
+/// Any other request from a peer.
+fn apply_one(
+    shared: &Shared,
+    st: &mut State,
+    peer: SocketAddrV4,
+    frame: Frame,
+) -> (i32, String, Option<Entry>) {
     let unknown = |rshmid: i32| {
         (
             libc::EINVAL,
@@ -1387,47 +1508,6 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Opt
             destroy_if_done(shared, st, rshmid);
             ok
         }
-        Frame::Update {
-            rshmid,
-            version,
-            origin,
-            runs,
-        } => {
-            // A node sends only its own changes: any other origin is a forgery or a bug.
-            if origin != peer {
-                return (
-                    libc::EPROTO,
-                    format!("update from {peer} claims to come from {origin}"),
-                    None,
-                );
-            }
-            let Some(seg) = st.table.get_mut(rshmid) else {
-                return unknown(rshmid);
-            };
-            // Word by word, only where the update is newer: a late or repeated update is
-            // acknowledged but never overwrites newer data. (Lab exercise: see what happens
-            // without this rule, with RSHM_UNORDERED=1 and `Segment::apply_unordered`.)
-            let stamp = Stamp { version, origin };
-            let applied = if shared.unordered {
-                seg.apply_unordered(stamp, &runs)
-            } else {
-                seg.apply_update(stamp, &runs)
-            };
-            match applied {
-                Ok(n) => {
-                    let total: usize = runs.iter().map(|r| r.data.len()).sum();
-                    if n < total {
-                        crate::trace!(
-                            "rshmid {}: update {stamp}: {} of {total} bytes were older than ours, kept ours",
-                            seg.rshmid,
-                            total - n
-                        );
-                    }
-                    ok
-                }
-                Err(e) => (errno_text(&e), e.to_string(), None),
-            }
-        }
         Frame::Rmid { rshmid } => match st.table.get(rshmid).map(|s| (s.rshmid, s.owner)) {
             None => unknown(rshmid),
             Some((rshmid, owner)) if owner != shared.me => (
@@ -1450,8 +1530,7 @@ fn apply(shared: &Shared, peer: SocketAddrV4, frame: Frame) -> (i32, String, Opt
         },
         Frame::Destroy { rshmid } => {
             let rshmid = st.table.resolve(rshmid);
-            st.table.destroy(rshmid);
-            wake(shared, st, rshmid);
+            removed(shared, st, rshmid);
             ok
         }
         other => (libc::EPROTO, format!("unexpected {other}"), None),

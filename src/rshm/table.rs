@@ -103,6 +103,9 @@ pub struct Segment {
     origins: Vec<SocketAddrV4>,
     /// The length of the last UPDATE frame this node sent for it.
     pub sent: u64,
+    /// How often this node's replica has changed: what `rshm_wait_changed` waits to see grow
+    /// (counted by the server; see `rshm::gate`).
+    pub changes: u64,
     /// When a program here last attached (the kernel's count lags the server's a moment).
     pub last_at: Instant,
     /// Detaches the server counted from `shm_nattch` before the program's rshmdt arrived.
@@ -579,6 +582,7 @@ impl Table {
                 worg,
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,
+                changes: 0,
                 last_at: Instant::now(),
                 absorbed: 0,
             },

@@ -26,7 +26,7 @@
 //! | 24     | 4    | key        | i32 (GET)                                                 |
 //! | 28     | 4    | zero       | must be 0                                                 |
 //! | 32     | 8    | size       | u64 (GET; 0 = open an existing segment only)              |
-//! | 40     | 8    | seen       | u64 (WAIT: the version the caller has seen)               |
+//! | 40     | 8    | seen       | u64 (WAIT: the replica's `changes` the caller has seen)   |
 //! | 48     | 8    | timeout_ms | u64 (WAIT)                                                |
 //!
 //! Always [`REQUEST_LEN`] bytes.
@@ -46,12 +46,18 @@
 //! | 24     | 8     | size     | u64: the segment's size; CHANGED: the UPDATE frame's     |
 //! |        |       |          | length in bytes, header included (what each peer gets)   |
 //! | 32     | 8     | version  | u64: the segment's version (AT, CHANGED, WAIT)           |
-//! | 40     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
-//! | 42     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
-//! | 44     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
-//! | 46     | 2     | zero     |                                                          |
-//! | 48     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
-//! | 48+n   | 48*m  | entries  | [`LsEntry`], below                                       |
+//! | 40     | 8     | changes  | u64: how often this node's replica has changed (AT,      |
+//! |        |       |          | CHANGED, WAIT): what a WAIT's `seen` compares with       |
+//! | 48     | 4     | semid    | i32: the segment's change gate (`rshm::gate`): its       |
+//! |        |       |          | semaphore set, or -1 for none (then sem and value are 0) |
+//! | 52     | 2     | sem      | u16: the gate's semaphore in that set                    |
+//! | 54     | 2     | value    | u16: the gate's count at the moment `changes` was read   |
+//! | 56     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
+//! | 58     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
+//! | 60     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
+//! | 62     | 2     | zero     |                                                          |
+//! | 64     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
+//! | 64+n   | 48*m  | entries  | [`LsEntry`], below                                       |
 //! | ...    | 7*p   | peers    | ip u32, port u16, up u8 (1 = connected)                  |
 //!
 //! An LS entry (48 bytes):
@@ -154,7 +160,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The version of both formats; bumped when a layout changes (2: diffs, STATE, LS `sent`).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Magic of a queue request, a queue reply and a peer frame.
 pub const REQUEST_MAGIC: &[u8; 4] = b"RSHQ";
 pub const REPLY_MAGIC: &[u8; 4] = b"RSHR";
@@ -162,7 +168,7 @@ pub const FRAME_MAGIC: &[u8; 4] = b"RSHP";
 /// A request is always this long.
 pub const REQUEST_LEN: usize = 56;
 /// The fixed part of a reply.
-pub const REPLY_HEADER_LEN: usize = 48;
+pub const REPLY_HEADER_LEN: usize = 64;
 /// One LS entry in a reply.
 pub const LS_ENTRY_LEN: usize = 48;
 /// One LS peer in a reply.
@@ -392,6 +398,15 @@ pub struct LsPeer {
     pub up: bool,
 }
 
+/// A segment's change gate, as a reply names it (see `crate::rshm::gate`): semaphore `sem`
+/// of set `semid`, whose count was `value` when the reply's `changes` was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateRef {
+    pub semid: i32,
+    pub sem: u16,
+    pub value: u16,
+}
+
 /// The server's answer to one request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reply {
@@ -403,6 +418,8 @@ pub struct Reply {
     pub shmid: i32,
     pub size: u64,
     pub version: u64,
+    pub changes: u64,
+    pub gate: Option<GateRef>,
     /// The error message (status != 0), or this node's address (LS).
     pub text: String,
     pub entries: Vec<LsEntry>,
@@ -438,7 +455,13 @@ impl Reply {
             .i32(self.status)
             .i32(self.rshmid)
             .i32(self.shmid);
-        w.u64(self.size).u64(self.version);
+        w.u64(self.size).u64(self.version).u64(self.changes);
+        let gate = self.gate.unwrap_or(GateRef {
+            semid: -1,
+            sem: 0,
+            value: 0,
+        });
+        w.i32(gate.semid).u16(gate.sem).u16(gate.value);
         w.u16(text.len() as u16)
             .u16(entries.len() as u16)
             .u16(peers.len() as u16)
@@ -476,6 +499,11 @@ impl Reply {
         let shmid = r.i32()?;
         let size = r.u64()?;
         let version = r.u64()?;
+        let changes = r.u64()?;
+        let gate = match (r.i32()?, r.u16()?, r.u16()?) {
+            (semid, _, _) if semid < 0 => None,
+            (semid, sem, value) => Some(GateRef { semid, sem, value }),
+        };
         let n = usize::from(r.u16()?);
         let m = usize::from(r.u16()?);
         let p = usize::from(r.u16()?);
@@ -523,6 +551,8 @@ impl Reply {
             shmid,
             size,
             version,
+            changes,
+            gate,
             text,
             entries,
             peers,
@@ -1099,6 +1129,12 @@ mod tests {
             op: 7,
             serial: 3,
             status: 0,
+            changes: 9,
+            gate: Some(GateRef {
+                semid: 0,
+                sem: 3,
+                value: 9,
+            }),
             text: "127.0.0.1:7001".into(),
             entries: vec![LsEntry {
                 rshmid: 12345,
@@ -1225,7 +1261,7 @@ mod tests {
         assert_eq!(
             upd,
             [
-                b'R', b'S', b'H', b'P', 2, 0, 5, 0, 31, 0, 0, 0, 3, 0, 0, 0, // header
+                b'R', b'S', b'H', b'P', 3, 0, 5, 0, 31, 0, 0, 0, 3, 0, 0, 0, // header
                 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, // rshmid, version
                 1, 0, 0, 127, 2, 1, // origin 127.0.0.1:258
                 1, 0, 0, 0, // one run

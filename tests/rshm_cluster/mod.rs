@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use crate::common::{self, cmd, run_with_limit, wait_until, Scratch};
-use ipclab::rshm::{queue_key, Node};
+use ipclab::rshm::{node_keys, queue_key, Node};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
@@ -36,7 +36,9 @@ impl Cluster {
         let s = Scratch::new(tag);
         let ports = free_ports(n);
         for &p in &ports {
-            s.track_key(queue_key(p));
+            for key in node_keys(p) {
+                s.track_key(key);
+            }
         }
         Cluster {
             s,
