@@ -593,3 +593,40 @@ fn a_killed_servers_gate_set_is_replaced_by_the_next_server_on_its_port() {
     c.stop(0);
     assert!(gates().is_empty(), "a clean shutdown removes the gates");
 }
+
+#[test]
+fn a_wait_after_the_local_server_restarted_counts_from_its_new_run() {
+    let mut c = Cluster::new("rshm-gate-restart", 2);
+    c.start(0);
+    c.start(1);
+    c.connected(0);
+    c.connected(1);
+    let a = Node::open(c.ports[0]).unwrap();
+    let id = a.rshmget(0x6b, 64).unwrap();
+    let p1 = a.rshmat(id).unwrap();
+    let change = |n: u8| {
+        p1.write_at(0, &[n]).unwrap();
+        a.rshm_changed(id).unwrap();
+    };
+    let five = std::time::Duration::from_secs(5);
+    // This thread sees a few changes on B: its count is B's count, a handful.
+    let b = Node::open(c.ports[1]).unwrap();
+    for n in 1..=5 {
+        change(n);
+        assert!(b.rshm_wait_changed(id, five).unwrap());
+    }
+    // B dies and comes back: its new run counts again from the contents it merges.
+    c.kill(1);
+    c.clear_queue(1);
+    c.start(1);
+    c.connected(1);
+    c.connected(0);
+    // The old count is not compared with the new run's: B's replica is news to this thread.
+    let b = Node::open(c.ports[1]).unwrap();
+    assert!(b.rshm_wait_changed(id, five).unwrap());
+    // And the next change wakes it, rather than the sixth after it.
+    change(6);
+    assert!(b.rshm_wait_changed(id, five).unwrap());
+    a.rshmdt(p1).unwrap();
+    a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+}

@@ -279,6 +279,7 @@ fn valid_request(rng: &mut Rng) -> Request {
         4 => Op::Changed { rshmid },
         5 => Op::Wait {
             rshmid,
+            node: rng.u32(),
             seen: rng.next(),
             timeout_ms: rng.next(),
         },
@@ -304,6 +305,7 @@ fn valid_reply(rng: &mut Rng) -> Reply {
         size: rng.next(),
         version: rng.next(),
         changes: rng.next(),
+        node: rng.u32(),
         gate: rng.one_in(2).then(|| GateRef {
             semid: (rng.u32() >> 1) as i32,
             sem: rng.u32() as u16,

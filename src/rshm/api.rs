@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 /// that counts the next changes (see [`super::gate`]).
 #[derive(Clone, Copy, Default)]
 struct Seen {
+    /// The node id of the server that counted `changes` (0: nothing seen yet).
+    node: u32,
     changes: u64,
     gate: Option<GateRef>,
 }
@@ -64,8 +66,10 @@ fn seen(port: u16, rshmid: i32) -> Seen {
 fn saw(port: u16, rshmid: i32, r: &Reply) {
     let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let s = m.entry((port, rshmid, process::thread_id())).or_default();
-    if r.changes >= s.changes {
+    // A newer count, or one from a server that restarted since (a count of its own).
+    if r.node != s.node || r.changes >= s.changes {
         *s = Seen {
+            node: r.node,
             changes: r.changes,
             gate: r.gate,
         };
@@ -190,6 +194,7 @@ impl Node {
                     s.changes += u64::from(value.saturating_sub(g.value));
                     let gate = Some(GateRef { value, ..g });
                     let r = Reply {
+                        node: s.node,
                         changes: s.changes,
                         gate,
                         ..Reply::default()
@@ -207,6 +212,7 @@ impl Node {
         let left = deadline.saturating_duration_since(Instant::now());
         let op = Op::Wait {
             rshmid,
+            node: s.node,
             seen: s.changes,
             timeout_ms: left.as_millis().min(u128::from(u32::MAX)) as u64,
         };

@@ -24,7 +24,9 @@
 //! point is the `changes` it last saw. A gate is a window on it: a reply hands the program
 //! `(changes, gate)` where `gate` names a semaphore and its value at that same moment; each
 //! later +1 on the semaphore is one more change. When the program wakes, `changes` moved by
-//! exactly as much as the semaphore did.
+//! exactly as much as the semaphore did. A count means something only to the run of the server
+//! that made it: replies carry the server's node id (random at each start), a WAIT carries it
+//! back, and a server that restarted since answers as if the program had seen nothing.
 //!
 //! # When a gate cannot count any more
 //! A semaphore holds at most SEMVMX (32767). A gate counts up to [`GATE_CAP`]; the change after

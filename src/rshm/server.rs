@@ -612,6 +612,7 @@ fn seen_reply(st: &mut State, req: &Request, rshmid: i32) -> Reply {
         rshmid,
         version,
         changes,
+        node: st.node_id,
         // No gate (the set could not be renewed): the program asks the queue each time.
         gate: st.gates.gate(rshmid).ok(),
         ..Reply::to(req)
@@ -899,9 +900,13 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
         }
         Op::Wait {
             rshmid,
+            node,
             seen,
             timeout_ms,
         } => {
+            // A count from another run of this server (or none) means nothing here: the
+            // caller has seen nothing of this run's replica.
+            let seen = if node == st.node_id { seen } else { 0 };
             let Some(seg) = st.table.get(rshmid) else {
                 return fail(
                     libc::EIDRM,

@@ -398,7 +398,8 @@ impl Table {
 
     /// A random node id (shows a restart in HELLO).
     pub fn new_node_id(&mut self) -> u32 {
-        (self.rng.next() >> 32) as u32
+        // Never 0: programs use 0 for "no count seen from any run of this server".
+        ((self.rng.next() >> 32) as u32).max(1)
     }
 
     /// The rshmid that `rshmid` now goes by: itself, or the winner of a race it lost.

@@ -24,7 +24,7 @@
 //! | 16     | 4    | pid        | i32: the caller's pid                                     |
 //! | 20     | 4    | rshmid     | i32 (AT, DT, RMID, CHANGED, WAIT)                         |
 //! | 24     | 4    | key        | i32 (GET)                                                 |
-//! | 28     | 4    | zero       | must be 0                                                 |
+//! | 28     | 4    | node       | u32 (WAIT: the node id of the server that counted `seen`) |
 //! | 32     | 8    | size       | u64 (GET; 0 = open an existing segment only)              |
 //! | 40     | 8    | seen       | u64 (WAIT: the replica's `changes` the caller has seen)   |
 //! | 48     | 8    | timeout_ms | u64 (WAIT)                                                |
@@ -52,12 +52,14 @@
 //! |        |       |          | semaphore set, or -1 for none (then sem and value are 0) |
 //! | 52     | 2     | sem      | u16: the gate's semaphore in that set                    |
 //! | 54     | 2     | value    | u16: the gate's count at the moment `changes` was read   |
-//! | 56     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
-//! | 58     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
-//! | 60     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
-//! | 62     | 2     | zero     |                                                          |
-//! | 64     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
-//! | 64+n   | 48*m  | entries  | [`LsEntry`], below                                       |
+//! | 56     | 4     | node     | u32: this server's node id, drawn at random when it      |
+//! |        |       |          | starts: `changes` counts only for this run of the server |
+//! | 60     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
+//! | 62     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
+//! | 64     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
+//! | 66     | 2     | zero     |                                                          |
+//! | 68     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
+//! | 68+n   | 48*m  | entries  | [`LsEntry`], below                                       |
 //! | ...    | 7*p   | peers    | ip u32, port u16, up u8 (1 = connected)                  |
 //!
 //! An LS entry (48 bytes):
@@ -168,7 +170,7 @@ pub const FRAME_MAGIC: &[u8; 4] = b"RSHP";
 /// A request is always this long.
 pub const REQUEST_LEN: usize = 56;
 /// The fixed part of a reply.
-pub const REPLY_HEADER_LEN: usize = 64;
+pub const REPLY_HEADER_LEN: usize = 68;
 /// One LS entry in a reply.
 pub const LS_ENTRY_LEN: usize = 48;
 /// One LS peer in a reply.
@@ -246,9 +248,11 @@ pub enum Op {
     Rmid { rshmid: i32 },
     /// `rshmChanged(rshmid)`.
     Changed { rshmid: i32 },
-    /// `rshm_wait_changed(rshmid, timeout)`: reply once the version exceeds `seen`.
+    /// `rshm_wait_changed(rshmid, timeout)`: reply once the replica's change count exceeds
+    /// `seen`, which server `node` counted (any other node id: the caller has seen nothing).
     Wait {
         rshmid: i32,
+        node: u32,
         seen: u64,
         timeout_ms: u64,
     },
@@ -280,9 +284,13 @@ impl fmt::Display for Op {
             Op::Changed { rshmid } => write!(f, "CHANGED rshmid={rshmid}"),
             Op::Wait {
                 rshmid,
+                node,
                 seen,
                 timeout_ms,
-            } => write!(f, "WAIT rshmid={rshmid} seen={seen} timeout={timeout_ms}ms"),
+            } => write!(
+                f,
+                "WAIT rshmid={rshmid} seen={seen}@{node:08x} timeout={timeout_ms}ms"
+            ),
             Op::Ls => write!(f, "LS"),
         }
     }
@@ -301,23 +309,24 @@ pub struct Request {
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
-        let (rshmid, key, size, seen, timeout) = match self.op {
-            Op::Get { key, size } => (0, key, size, 0, 0),
-            Op::At { rshmid } | Op::Dt { rshmid } | Op::Rmid { rshmid } => (rshmid, 0, 0, 0, 0),
-            Op::Changed { rshmid } => (rshmid, 0, 0, 0, 0),
+        let (rshmid, key, node, size, seen, timeout) = match self.op {
+            Op::Get { key, size } => (0, key, 0, size, 0, 0),
+            Op::At { rshmid } | Op::Dt { rshmid } | Op::Rmid { rshmid } => (rshmid, 0, 0, 0, 0, 0),
+            Op::Changed { rshmid } => (rshmid, 0, 0, 0, 0, 0),
             Op::Wait {
                 rshmid,
+                node,
                 seen,
                 timeout_ms,
-            } => (rshmid, 0, 0, seen, timeout_ms),
-            Op::Ls => (0, 0, 0, 0, 0),
+            } => (rshmid, 0, node, 0, seen, timeout_ms),
+            Op::Ls => (0, 0, 0, 0, 0, 0),
         };
         let mut w = Writer::with_capacity(REQUEST_LEN);
         w.bytes(REQUEST_MAGIC).u16(VERSION).u8(self.op.code()).u8(0);
         w.i32(self.reply_type).u32(self.serial).i32(self.pid);
         w.i32(rshmid)
             .i32(key)
-            .u32(0)
+            .u32(node)
             .u64(size)
             .u64(seen)
             .u64(timeout);
@@ -338,7 +347,7 @@ impl Request {
         let pid = r.i32()?;
         let rshmid = r.i32()?;
         let key = r.i32()?;
-        r.u32()?;
+        let node = r.u32()?;
         let size = r.u64()?;
         let seen = r.u64()?;
         let timeout_ms = r.u64()?;
@@ -359,6 +368,7 @@ impl Request {
             5 => Op::Changed { rshmid },
             6 => Op::Wait {
                 rshmid,
+                node,
                 seen,
                 timeout_ms,
             },
@@ -420,6 +430,8 @@ pub struct Reply {
     pub version: u64,
     pub changes: u64,
     pub gate: Option<GateRef>,
+    /// The server's node id: `changes` is its count, meaningless to another run of it.
+    pub node: u32,
     /// The error message (status != 0), or this node's address (LS).
     pub text: String,
     pub entries: Vec<LsEntry>,
@@ -461,7 +473,10 @@ impl Reply {
             sem: 0,
             value: 0,
         });
-        w.i32(gate.semid).u16(gate.sem).u16(gate.value);
+        w.i32(gate.semid)
+            .u16(gate.sem)
+            .u16(gate.value)
+            .u32(self.node);
         w.u16(text.len() as u16)
             .u16(entries.len() as u16)
             .u16(peers.len() as u16)
@@ -504,6 +519,7 @@ impl Reply {
             (semid, _, _) if semid < 0 => None,
             (semid, sem, value) => Some(GateRef { semid, sem, value }),
         };
+        let node = r.u32()?;
         let n = usize::from(r.u16()?);
         let m = usize::from(r.u16()?);
         let p = usize::from(r.u16()?);
@@ -553,6 +569,7 @@ impl Reply {
             version,
             changes,
             gate,
+            node,
             text,
             entries,
             peers,
@@ -1089,6 +1106,7 @@ mod tests {
             Op::Changed { rshmid: 9 },
             Op::Wait {
                 rshmid: 9,
+                node: 0x0102_0304,
                 seen: 3,
                 timeout_ms: 500,
             },
@@ -1130,6 +1148,7 @@ mod tests {
             serial: 3,
             status: 0,
             changes: 9,
+            node: 0xabcd,
             gate: Some(GateRef {
                 semid: 0,
                 sem: 3,
