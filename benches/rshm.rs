@@ -2,7 +2,7 @@
 //!
 //! Two `rshm_server`s on loopback (nodes A and B). P1, a thread talking to A, writes a 4 KiB
 //! segment and calls rshmChanged in a loop; P2, a thread talking to B, follows the changes
-//! with rshm_wait_changed. In the same run, as the anchor, two threads play raw TCP ping-pong
+//! with rshm_wait_changed (asleep on the segment's change gate, a semaphore B counts up). In the same run, as the anchor, two threads play raw TCP ping-pong
 //! with 4 KiB messages on loopback. rshmChanged is one queue round trip (P1 to server A) plus
 //! one TCP round trip (A to B and its ACK); the ratio shows what the queue hop and the server
 //! add to the bare round trip.
