@@ -29,8 +29,8 @@
 //! who dials whom, and an ACK always arrives on the connection its request left on.
 //!
 //! # Locking
-//! One mutex, `Shared::state`, guards the table, the peers' outgoing streams, the pendings and
-//! the waits. Frames to peers are written while it is held, so every peer sees our frames in the
+//! One mutex, `Shared::state`, guards the table, the peers' outgoing streams, the pendings,
+//! the waits and the change gates. Frames to peers are written while it is held, so every peer sees our frames in the
 //! order our table changed. (A write can block only while a peer's socket buffer is full, and
 //! gives up after `RSHM_WRITE_TIMEOUT`, dropping that peer.) Replies to programs are sent with
 //! `IPC_NOWAIT`, so a full queue never blocks a server thread.
@@ -40,6 +40,10 @@
 //! are stated in [`crate::rshm`], "Consistency model". Here is where they run: `Op::Changed` in
 //! `handle` makes the diff, `apply` applies a peer's update word by word, `apply_state` a
 //! peer's contents, `adopt` a peer's NEW.
+//!
+//! Every change of a replica goes through `changed`, which counts it on the segment's change
+//! gate ([`super::gate`]): that is what wakes the programs in `rshm_wait_changed`. The ones
+//! that asked through the queue instead (`Waiter`) are answered there too.
 //!
 //! `rshmChanged` is a release point: the reply is sent only once every connected peer has
 //! written the bytes into its replica and said so. A program on B that reads after P1's
