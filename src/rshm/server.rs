@@ -892,14 +892,16 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 origin: me,
                 runs,
             };
-            let (seq, peers) = broadcast(st, &frame);
-            // Local waiters after the frames are on their way: they are not on the hot path.
-            // The caller has seen its own change: the reply carries the count after it.
+            // Count the change (and wake local readers) and make the reply first, and write
+            // the frames last: once they are written, a peer on this machine has been woken on
+            // this very CPU, and waits for this thread to finish. (The caller has seen its own
+            // change: the reply carries the count after it.)
             changed(shared, st, rshmid);
             let r = Reply {
                 size: wire,
                 ..seen_reply(st, &req, rshmid)
             };
+            let (seq, peers) = broadcast(st, &frame);
             await_acks(shared, st, seq, peers, req, Then::Changed(r));
         }
         Op::Wait {
