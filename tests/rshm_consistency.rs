@@ -253,13 +253,7 @@ fn a_wait_ends_when_the_local_server_dies_or_its_queue_goes() {
     let t = Instant::now();
     assert!(wait_until(LIMIT, || f.child.try_wait().unwrap().is_some()));
     assert!(t.elapsed() < LIMIT);
-    let mut err = String::new();
-    f.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = f.stderr();
     assert!(
         err.starts_with("client: WAIT rshmid=") && err.contains("no reply from rshm_server"),
         "{err}"
@@ -270,13 +264,7 @@ fn a_wait_ends_when_the_local_server_dies_or_its_queue_goes() {
     let q = msgget(queue_key(c.ports[1]), Get::Open).unwrap();
     q.remove().unwrap();
     assert!(wait_until(LIMIT, || f.child.try_wait().unwrap().is_some()));
-    let mut err = String::new();
-    f.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = f.stderr();
     assert!(err.contains("queue was removed"), "{err}");
 }
 

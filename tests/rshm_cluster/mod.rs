@@ -6,7 +6,7 @@
 
 use crate::common::{self, cmd, run_with_limit, wait_until, Scratch};
 use ipclab::rshm::{node_keys, queue_key, Node};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
@@ -159,6 +159,15 @@ impl Follower {
         let mut l = String::new();
         self.out.read_line(&mut l).unwrap();
         l
+    }
+
+    /// Everything it wrote on stderr (read to the end: call it once it has exited).
+    pub fn stderr(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        err
     }
 
     /// SIGTERM, as Ctrl-C would: it detaches and exits 0.
