@@ -46,6 +46,17 @@ struct Seen {
     gate: Option<GateRef>,
 }
 
+impl Seen {
+    /// What a reply to AT, CHANGED or WAIT tells its caller it has now seen.
+    fn of(r: &Reply) -> Seen {
+        Seen {
+            node: r.node,
+            changes: r.changes,
+            gate: r.gate,
+        }
+    }
+}
+
 /// What each thread has seen of each segment, per node: what "changed" means to
 /// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per thread, so
 /// that one thread's wait never hides a change from another thread that has not seen it.
@@ -62,17 +73,13 @@ fn seen(port: u16, rshmid: i32) -> Seen {
         .unwrap_or_default()
 }
 
-/// Records a reply's count and gate, unless this thread has already seen more.
-fn saw(port: u16, rshmid: i32, r: &Reply) {
+/// Records what this thread has now seen, unless it had already seen more.
+fn saw(port: u16, rshmid: i32, new: Seen) {
     let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let s = m.entry((port, rshmid, process::thread_id())).or_default();
     // A newer count, or one from a server that restarted since (a count of its own).
-    if r.node != s.node || r.changes >= s.changes {
-        *s = Seen {
-            node: r.node,
-            changes: r.changes,
-            gate: r.gate,
-        };
+    if new.node != s.node || new.changes >= s.changes {
+        *s = new;
     }
 }
 
@@ -137,7 +144,7 @@ impl Node {
                 return Err(e);
             }
         };
-        saw(self.port, rshmid, &r);
+        saw(self.port, rshmid, Seen::of(&r));
         Ok(RshmAttachment {
             node: *self,
             rshmid,
@@ -170,7 +177,7 @@ impl Node {
     /// and this returns once each has applied them. Returns the segment's new version.
     pub fn rshm_changed(&self, rshmid: i32) -> io::Result<u64> {
         let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
-        saw(self.port, rshmid, &r);
+        saw(self.port, rshmid, Seen::of(&r));
         Ok(r.version)
     }
 
@@ -178,7 +185,7 @@ impl Node {
     /// sent to each peer: the bytes this change cost on the wire (a diff: see `rshm::diff`).
     pub fn rshm_changed_wire(&self, rshmid: i32) -> io::Result<(u64, u64)> {
         let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
-        saw(self.port, rshmid, &r);
+        saw(self.port, rshmid, Seen::of(&r));
         Ok((r.version, r.size))
     }
 
@@ -191,21 +198,15 @@ impl Node {
         if let Some(g) = s.gate {
             match gate::wait(g, deadline)? {
                 Woke::Changed(value) => {
+                    // Each +1 on the gate since the reply is one change (see `gate`).
                     s.changes += u64::from(value.saturating_sub(g.value));
-                    let gate = Some(GateRef { value, ..g });
-                    let r = Reply {
-                        node: s.node,
-                        changes: s.changes,
-                        gate,
-                        ..Reply::default()
-                    };
-                    saw(self.port, rshmid, &r);
+                    s.gate = Some(GateRef { value, ..g });
+                    saw(self.port, rshmid, s);
                     return Ok(true);
                 }
-                // Not necessarily "no change": the server decides, below, with no time to
-                // wait; and if it is dead, that is an error rather than a quiet false.
-                Woke::TimedOut => {}
-                Woke::AskServer => {}
+                // A retired gate, or time up: the server decides, below. (Time up is not
+                // necessarily "no change" to it, and a dead server is an error, not a false.)
+                Woke::TimedOut | Woke::AskServer => {}
             }
         }
         // No gate, a retired one, or the time is up: ask the server.
@@ -221,7 +222,7 @@ impl Node {
         let r = self.call_raw(op, left)?;
         match r.status {
             0 => {
-                saw(self.port, rshmid, &r);
+                saw(self.port, rshmid, Seen::of(&r));
                 Ok(true)
             }
             libc::ETIMEDOUT => Ok(false),
