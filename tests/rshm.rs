@@ -579,6 +579,8 @@ fn a_killed_servers_gate_set_is_replaced_by_the_next_server_on_its_port() {
     c.start(0);
     let key = ipclab::rshm::gate::gate_key(c.ports[0]);
     let gates = || ipclab::sys::ipcs::with_key(key).unwrap();
+    // `start` returns once the queue exists; the gates are made a moment after it.
+    assert!(wait_until(LIMIT, || !gates().is_empty()));
     let before = gates();
     assert_eq!(before.len(), 1, "one gate set per server: {before:?}");
     c.kill(0);
@@ -587,6 +589,10 @@ fn a_killed_servers_gate_set_is_replaced_by_the_next_server_on_its_port() {
     assert_eq!(gates(), before);
     c.clear_queue(0);
     c.start(0);
+    assert!(wait_until(LIMIT, || {
+        let after = gates();
+        after.len() == 1 && after[0].id != before[0].id
+    }));
     let after = gates();
     assert_eq!(after.len(), 1);
     assert_ne!(after[0].id, before[0].id);
