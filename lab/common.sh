@@ -38,6 +38,29 @@ new_key_file() {
 track_key() { echo "$1" >>"$IPCLAB_WORK/.keys"; }
 track_pid() { echo "$1" >>"$IPCLAB_WORK/.pids"; }
 
+# free_port KEY_BASE...: a TCP port for a server whose objects have the keys KEY_BASE + port
+# (dipc: 0x44500000; an rshm_server: 0x52530000 and 0x52470000). Nobody listens on it, no
+# object has one of its keys, this run has not handed it out before, and its keys are tracked.
+# It is taken below the kernel's ephemeral range (usually 32768-60999), where client sockets
+# get their ports, so that a client elsewhere on the machine does not happen to hold it.
+free_port() {
+    local p base taken
+    while :; do
+        p=$((10000 + RANDOM % 20000))
+        grep -qx "$p" "$IPCLAB_WORK/.ports" 2>/dev/null && continue
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+        taken=
+        for base in "$@"; do
+            [ -n "$(objects_with_key $((base + p)))" ] && taken=1
+        done
+        [ -n "$taken" ] && continue
+        echo "$p" >>"$IPCLAB_WORK/.ports"
+        for base in "$@"; do track_key $((base + p)); done
+        echo "$p"
+        return
+    done
+}
+
 # objects_with_key KEY: one line "kind id" per object alive with that key (decimal key).
 objects_with_key() {
     local kind
@@ -62,14 +85,25 @@ leftover_objects() {
     sort -u "$IPCLAB_WORK/.keys" | while read -r k; do objects_with_key "$k"; done
 }
 
-# ipclab_cleanup: SIGTERM the tracked processes (then SIGKILL), remove the tracked objects.
-ipclab_cleanup() {
-    local pid kind id
-    [ -n "${IPCLAB_WORK:-}" ] && [ -d "$IPCLAB_WORK" ] || return 0
-    while read -r pid; do kill -TERM "$pid" 2>/dev/null; done <"$IPCLAB_WORK/.pids"
+# ipclab_cleanup_since PIDS KEYS: SIGTERM (then SIGKILL) the processes tracked after the first
+# PIDS, and remove the objects under the keys tracked after the first KEYS. With 0 0: all of
+# them. (A pid reaped long ago may be reused by another of our processes: only the ones this
+# run started are ever tracked, and they are killed at the latest when it ends.)
+ipclab_cleanup_since() {
+    local pid kind id k
+    tail -n +$(($1 + 1)) "$IPCLAB_WORK/.pids" | while read -r pid; do kill -TERM "$pid" 2>/dev/null; done
     sleep 0.2
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null; done <"$IPCLAB_WORK/.pids"
-    leftover_objects | while read -r kind id; do remove_object "$kind" "$id"; done
+    tail -n +$(($1 + 1)) "$IPCLAB_WORK/.pids" | while read -r pid; do kill -KILL "$pid" 2>/dev/null; done
+    tail -n +$(($2 + 1)) "$IPCLAB_WORK/.keys" | sort -u | while read -r k; do
+        objects_with_key "$k" | while read -r kind id; do remove_object "$kind" "$id"; done
+    done
+}
+
+# ipclab_cleanup: kill every tracked process, remove every tracked object, then the work
+# directory. The EXIT trap.
+ipclab_cleanup() {
+    [ -n "${IPCLAB_WORK:-}" ] && [ -d "$IPCLAB_WORK" ] || return 0
+    ipclab_cleanup_since 0 0
     rm -rf "$IPCLAB_WORK"
 }
 

@@ -5,15 +5,7 @@
 say "dipc (seed 001): mailboxes in one shm segment, a fair readers-writer lock of semaphores per box"
 
 # A port nobody listens on, with no object under its key (0x44500000 | port).
-DIPC_PORT=
-while [ -z "$DIPC_PORT" ]; do
-    p=$((10000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
-        [ -z "$(objects_with_key $((0x44500000 | p)))" ]; then
-        DIPC_PORT=$p
-    fi
-done
-track_key $((0x44500000 | DIPC_PORT))
+DIPC_PORT=$(free_port 0x44500000)
 
 say "Start the server: it checks its arguments, becomes a daemon, and prints its pid once it listens"
 STEP=$((STEP + 1))

@@ -2,26 +2,10 @@
 # Sourced by lab/tour.sh, which provides say, run, run_bg, expect_output, wait_bg and the
 # key tracking.
 
-# rshm_free_port: a TCP port nobody listens on, whose queue key (0x52530000 + port) is unused.
-# (A server also makes its change gates, a semaphore set, under 0x52470000 + port.)
-rshm_free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        grep -q "$(printf ':%04X ' "$p")" /proc/net/tcp 2>/dev/null && continue
-        [ -n "$(objects_with_key $((0x52530000 + p)))" ] && continue
-        [ "$p" = "${RSHM_A:-}" ] && continue
-        echo "$p"
-        return
-    done
-}
-
-RSHM_A=$(rshm_free_port)
-RSHM_B=$(rshm_free_port)
-for p in "$RSHM_A" "$RSHM_B"; do
-    track_key $((0x52530000 + p))
-    track_key $((0x52470000 + p))
-done
+# Two ports; each node's queue (0x52530000 + port) and change gates (0x52470000 + port) are
+# tracked.
+RSHM_A=$(free_port 0x52530000 0x52470000)
+RSHM_B=$(free_port 0x52530000 0x52470000)
 
 say "05: RSHM. Two nodes, each an rshm_server: local programs reach their node through a message queue (key 0x52530000 + port), the nodes reach each other through TCP. Here both nodes run on this machine, on ports $RSHM_A and $RSHM_B."
 run_bg rshm_server --listen "$RSHM_A" --peer "$RSHM_B"

@@ -28,19 +28,9 @@ key_file() {
     echo "$f"
 }
 
-# remove_if_failed KEYFILE: when this check fails, remove its segment as it ends, so that the
-# failure is reported once and not again by no-leaks. (Each check runs in its own subshell,
-# and this is that subshell's EXIT trap.) A passing check removes it with `shmem_tool delete`.
-remove_if_failed() {
-    # shellcheck disable=SC2064 # the key is fixed now, on purpose
-    trap "[ \$? = 0 ] || objects_with_key $(ftok_key "$1" "$PROJ") |
-        while read -r kind id; do remove_object \$kind \$id; done" EXIT
-}
-
 check_round_trip() {
     local k got
     k=$(key_file rt)
-    remove_if_failed "$k"
     T write "$k" --size 64 hello grader || fail "write --size 64 failed"
     got=$(T read "$k" --text) || fail "read --text failed"
     [ "$got" = "hello grader" ] || fail "read --text printed '$got', expected 'hello grader'"
@@ -55,7 +45,6 @@ check_round_trip() {
 check_size_errors() {
     local k err
     k=$(key_file sizes)
-    remove_if_failed "$k"
     T write "$k" --size 64 x || fail "write --size 64 failed"
     if err=$(T write "$k" "$(printf 'y%.0s' {1..65})" 2>&1); then fail "65 bytes into 64 succeeded"; fi
     [[ $err == "shmem_tool: shmem write: 65 bytes do not fit the 64-byte segment" ]] ||
@@ -70,7 +59,6 @@ check_size_errors() {
 check_one_creator() {
     local k i created
     k=$(key_file race)
-    remove_if_failed "$k"
     for i in 1 2 3 4 5 6; do T stat "$k" --size 4096 >"race.$i" & done
     wait
     created=$(cat race.* | grep -c 'created=yes')
@@ -82,7 +70,6 @@ check_one_creator() {
 check_no_torn_processes() {
     local k i out
     k=$(key_file torn)
-    remove_if_failed "$k"
     T stat "$k" --size $TORN_SIZE >/dev/null || fail "creating the segment failed"
     for i in 1 2 3; do
         T hammer "$k" --writers 1 --readers 1 --count 2000 --first-writer $((i * 10)) >"torn.$i" 2>&1 &
@@ -100,7 +87,6 @@ check_no_torn_processes() {
 check_no_torn_threads() {
     local k out
     k=$(key_file threads)
-    remove_if_failed "$k"
     out=$(T hammer "$k" --size $TORN_SIZE --writers 2 --readers 3 --count 2000 2>&1) ||
         fail "hammer with threads: $out"
     [[ $out =~ ^reads=[0-9]+\ writes=[0-9]+\ torn=0\ changes=([0-9]+)$ ]] ||
@@ -112,7 +98,6 @@ check_no_torn_threads() {
 check_killed_holder() {
     local k holder reader i
     k=$(key_file kill)
-    remove_if_failed "$k"
     T write "$k" --size 32 survived || fail "write failed"
     "$BIN/shmem_tool" hold "$k" --exclusive >hold.out 2>&1 &
     holder=$!
@@ -134,7 +119,6 @@ check_killed_holder() {
 check_delete() {
     local k key out
     k=$(key_file del)
-    remove_if_failed "$k"
     key=$(ftok_key "$k" "$PROJ")
     T write "$k" --size 16 x || fail "write failed"
     [ -n "$(objects_with_key "$key")" ] || fail "no segment with the key file's key after write"

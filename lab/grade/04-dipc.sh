@@ -20,26 +20,10 @@ C="$BIN/dipc_client"
 # port_key PORT: the documented key of a port, in decimal as /proc/sysvipc prints it.
 port_key() { echo $((0x44500000 | $1)); }
 
-# free_port: a port nobody listens on, with no object under its key. It is taken below the
-# kernel's ephemeral range (usually 32768-60999), where client sockets get their ports, so that
-# a client elsewhere on the machine does not happen to hold it.
-free_port() {
-    local p
-    while :; do
-        p=$((10000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
-            [ -z "$(objects_with_key "$(port_key "$p")")" ]; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
 # start_server: a server with 4 mailboxes of 1 kB on a free port; sets PORT and PID.
 start_server() {
     local out
-    PORT=$(free_port)
-    track_key "$(port_key "$PORT")"
+    PORT=$(free_port 0x44500000)
     out=$(timeout 10 "$D" 4 1 "$PORT" 1) || fail "dipc 4 1 $PORT 1 exited $?"
     PID=${out##* }
     [[ "$PID" =~ ^[0-9]+$ ]] || fail "dipc's line does not end with the daemon pid: '$out'"
@@ -247,8 +231,7 @@ check_orphans_recycled_and_removed() {
 
 check_bad_arguments() {
     local rc
-    PORT=$(free_port)
-    track_key "$(port_key "$PORT")"
+    PORT=$(free_port 0x44500000)
     for args in "0 1 $PORT 1" "x 1 $PORT 1" "4 1 $PORT" "100000 1 $PORT 1"; do
         rc=0
         # shellcheck disable=SC2086

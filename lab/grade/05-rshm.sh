@@ -12,25 +12,11 @@
 source "$(dirname "$0")/lib.sh"
 grade_init "${1:-}" rshm_server client
 
-# free_port: a port nobody listens on and whose queue key is unused.
-free_port() {
-    local p hex key
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        hex=$(printf ':%04X ' "$p")
-        key=$((0x52530000 + p))
-        grep -q "$hex" /proc/net/tcp 2>/dev/null && continue
-        [ -n "$(objects_with_key "$key")" ] && continue
-        grep -qx "$p" "$IPCLAB_WORK/.ports" 2>/dev/null && continue
-        echo "$p" >>"$IPCLAB_WORK/.ports"
-        echo "$p"
-        return
-    done
-}
-
-PA=$(free_port) PB=$(free_port) PC=$(free_port)
-# Each node's queue, and its change gates (a semaphore set).
-for p in $PA $PB $PC; do track_key $((0x52530000 + p)); track_key $((0x52470000 + p)); done
+# Three nodes' ports; each node's queue (0x52530000 + port) and change gates (a semaphore set,
+# 0x52470000 + port) are tracked.
+PA=$(free_port 0x52530000 0x52470000)
+PB=$(free_port 0x52530000 0x52470000)
+PC=$(free_port 0x52530000 0x52470000)
 
 # start_node PORT PEER PEER: in the background, its stderr in $IPCLAB_WORK/PORT.log.
 start_node() {

@@ -59,15 +59,24 @@ fail() {
 }
 
 # check NAME FUNCTION: run one check and print its PASS or FAIL line.
+#
+# The check's output goes to a file, not through $(...): a command substitution waits until
+# every process holding its pipe has exited, so one background process of a failed check (a
+# student's writer that never quits) would hang the grader for ever. A failed check's own
+# processes and objects are removed as it ends, so that they trouble no later check, and the
+# failure is reported once (not again by no-leaks).
 check() {
-    local name=$1 fn=$2 out
-    if out=$(cd "$IPCLAB_WORK" && "$fn" 2>&1); then
+    local name=$1 fn=$2 out pids keys
+    pids=$(wc -l <"$IPCLAB_WORK/.pids")
+    keys=$(wc -l <"$IPCLAB_WORK/.keys")
+    if (cd "$IPCLAB_WORK" && "$fn") >"$IPCLAB_WORK/.check.out" 2>&1 </dev/null; then
         echo "PASS $name"
         GRADE_PASSED=$((GRADE_PASSED + 1))
     else
-        out=$(printf '%s\n' "$out" | grep -v '^$' | tail -n 1)
+        out=$(grep -v '^$' "$IPCLAB_WORK/.check.out" | tail -n 1)
         echo "FAIL $name: ${out:-failed with no reason given}"
         GRADE_FAILED=$((GRADE_FAILED + 1))
+        ipclab_cleanup_since "$pids" "$keys"
     fi
 }
 
