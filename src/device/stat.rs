@@ -22,7 +22,7 @@
 use super::{err, NSEMS, SEM_NAMES};
 use crate::sys::sem::{self, SemId, SemStat};
 use crate::sys::shm::{self, Access, Get, ShmId, ShmStat};
-use crate::sys::{self, Key, Removable};
+use crate::sys::{self, Key};
 use crate::wire::device::{self as wire, DeviceStatus, Header};
 use std::fmt;
 use std::io;
@@ -135,27 +135,19 @@ pub fn remove(key: Key) -> io::Result<Removed> {
     }
     drop(att);
     if let Some(id) = shm {
-        // Marked, not yet destroyed: everyone attached keeps reading the status word.
-        gone_is_fine(id.remove())?;
+        // Marked, not yet destroyed: everyone attached keeps reading the status word. (Gone
+        // already: a device that stopped at that very moment removed its own.)
+        sys::remove_if_present(id)?;
     }
     if let Some(id) = sem {
         // Every process asleep on the set wakes now, with EIDRM.
-        gone_is_fine(id.remove())?;
+        sys::remove_if_present(id)?;
     }
     Ok(Removed {
         shm,
         sem,
         still_attached,
     })
-}
-
-/// A removal that finds the object already gone (a device that stopped at that very moment and
-/// removed its own) has nothing left to do.
-fn gone_is_fine(r: io::Result<()>) -> io::Result<()> {
-    match r {
-        Err(e) if matches!(sys::errno(&e), Some(libc::EINVAL | libc::EIDRM)) => Ok(()),
-        other => other,
-    }
 }
 
 fn no_device(key: Key, e: io::Error) -> io::Error {

@@ -20,7 +20,7 @@ use super::keys::key_for_port;
 use super::rwlock::{RwLocks, SEMS_PER_LOCK};
 use crate::sys::sem::{semget, SemId};
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId, ShmStat};
-use crate::sys::{errno, ipcs, Key, Owner};
+use crate::sys::{ipcs, Key, Owner};
 use crate::wire::dipc::{self as wire, SegmentHeader, HEADER_SIZE, SLOT_HEADER};
 use std::io;
 
@@ -238,7 +238,7 @@ pub fn remove_objects(objects: &[ipcs::Object], mut say: impl FnMut(String)) -> 
         match ipcs::remove(o) {
             Ok(()) => {}
             // Gone already (its server removed it meanwhile): it is removed all the same.
-            Err(e) if matches!(errno(&e), Some(libc::EINVAL) | Some(libc::EIDRM)) => {}
+            Err(e) if crate::sys::is_removed(&e) => {}
             Err(e) => return Err(e),
         }
         say(format!(

@@ -160,8 +160,17 @@ pub fn ftok(path: &Path, proj_id: u8) -> io::Result<Key> {
 
 /// An IPC object that can be removed by id: a segment, a semaphore set or a queue.
 pub trait Removable: Copy + fmt::Debug {
-    /// `shmctl`/`semctl`/`msgctl` with `IPC_RMID`.
+    /// `shmctl`/`semctl`/`msgctl` with `IPC_RMID`. An object already gone is EIDRM.
     fn remove(self) -> io::Result<()>;
+}
+
+/// `IPC_RMID` where "already gone" is success: for a cleanup that may race with the object's
+/// own owner removing it at the same moment.
+pub fn remove_if_present(obj: impl Removable) -> io::Result<()> {
+    match obj.remove() {
+        Err(e) if is_removed(&e) => Ok(()),
+        r => r,
+    }
 }
 
 /// The owner of an IPC object: it removes the object when dropped.
@@ -268,6 +277,14 @@ mod tests {
     fn kernel_limits_are_readable() {
         assert!(kernel_limit("shmmni").unwrap() > 0);
         assert!(kernel_limit("msgmax").unwrap() > 0);
+    }
+
+    #[test]
+    fn an_object_removed_twice_is_removed_and_remove_if_present_says_ok() {
+        let set = sem::semget(IPC_PRIVATE, 1, shm::Get::Create(0o600)).unwrap();
+        set.remove().unwrap();
+        assert!(is_removed(&set.remove().unwrap_err()));
+        remove_if_present(set).unwrap();
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Removable for MsgId {
     fn remove(self) -> io::Result<()> {
         // SAFETY: IPC_RMID takes no buffer.
         let ret = unsafe { libc::msgctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
-        cvt(ret, || format!("msgctl(msqid={}, IPC_RMID)", self.0))?;
+        cvt(ret, || format!("msgctl(msqid={}, IPC_RMID)", self.0)).map_err(removed_if_invalid)?;
         crate::trace!("msgctl(msqid={}, IPC_RMID)", self.0);
         Ok(())
     }

@@ -257,7 +257,7 @@ impl Removable for SemId {
     fn remove(self) -> io::Result<()> {
         // SAFETY: IPC_RMID takes no further argument.
         let ret = unsafe { libc::semctl(self.0, 0, libc::IPC_RMID) };
-        cvt(ret, || format!("semctl(semid={}, IPC_RMID)", self.0))?;
+        cvt(ret, || format!("semctl(semid={}, IPC_RMID)", self.0)).map_err(removed_if_invalid)?;
         crate::trace!("semctl(semid={}, IPC_RMID)", self.0);
         Ok(())
     }

@@ -139,7 +139,7 @@ impl Removable for ShmId {
     fn remove(self) -> io::Result<()> {
         // SAFETY: IPC_RMID takes no buffer.
         let ret = unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
-        cvt(ret, || format!("shmctl(shmid={}, IPC_RMID)", self.0))?;
+        cvt(ret, || format!("shmctl(shmid={}, IPC_RMID)", self.0)).map_err(removed_if_invalid)?;
         crate::trace!("shmctl(shmid={}, IPC_RMID)", self.0);
         Ok(())
     }

@@ -12,7 +12,9 @@ use crate::params::{XFR_POLL, XFR_SETUP_GRACE, XFR_SLICE};
 use crate::sys::sem::{semget, SemId, SemOp};
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::signal::TermSignals;
-use crate::sys::{errno, ftok, is_removed, is_timeout, poll, process, Key, Owner, Removable};
+use crate::sys::{
+    errno, ftok, is_removed, is_timeout, poll, process, remove_if_present, Key, Owner,
+};
 use crate::trace::program;
 use crate::wire::xfr::{Header, Mode, HEADER_LEN};
 use std::io;
@@ -156,7 +158,7 @@ fn create_segment(key: Key, len: usize, perms: u32) -> io::Result<ShmId> {
                      choose another -k/-i"
                 )));
             }
-            remove_quietly(old)?;
+            remove_if_present(old)?;
             eprintln!(
                 "{}: removed the orphaned segment {} of dead process {pid}",
                 program(),
@@ -198,9 +200,9 @@ impl Orphan {
     /// stderr. "Already removed" is fine: someone else may be cleaning up the same orphans.
     pub fn remove(&self) -> io::Result<()> {
         if let Some(seg) = self.seg {
-            remove_quietly(seg)?;
+            remove_if_present(seg)?;
         }
-        remove_quietly(self.sems)?;
+        remove_if_present(self.sems)?;
         let pid = self.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
         let seg = self
             .seg
@@ -212,14 +214,6 @@ impl Orphan {
             self.sems.0
         );
         Ok(())
-    }
-}
-
-/// `IPC_RMID`, where "it is already gone" counts as success.
-fn remove_quietly(obj: impl Removable) -> io::Result<()> {
-    match obj.remove() {
-        Err(e) if matches!(errno(&e), Some(libc::EINVAL | libc::EIDRM)) => Ok(()),
-        r => r,
     }
 }
 
