@@ -367,6 +367,31 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     f.child.wait().unwrap();
     c.ok(1, &["write", "0x59", "third"]);
     let q = ipclab::sys::msg::msgget(queue_key(c.ports[0]), ipclab::sys::shm::Get::Open).unwrap();
+    // A follower sleeps on its gate, not in the queue: so, as the one that asked just before
+    // it was killed would, send a WAIT from a process that is gone. Its answer is queued at
+    // once (it has seen nothing), and must be removed (the server's `drain_dead_callers`).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id() as i32;
+    gone.wait().unwrap();
+    let rows = c.rows(0);
+    let row = rows
+        .iter()
+        .find(|r| r[1] == "0x00000059")
+        .expect("0x59 listed");
+    let rshmid: i32 = row[0].parse().unwrap();
+    let wait = ipclab::wire::rshm::Request {
+        reply_type: pid,
+        serial: 1,
+        pid,
+        op: ipclab::wire::rshm::Op::Wait {
+            rshmid,
+            node: 0,
+            seen: 0,
+            timeout_ms: 1000,
+        },
+    };
+    q.send(ipclab::rshm::RSHM_REQUEST_TYPE, &wait.encode(), true)
+        .unwrap();
     assert!(
         wait_until(LIMIT, || q.stat().unwrap().messages == 0),
         "replies left in the queue: {:?}",

@@ -309,7 +309,7 @@ fn valid_reply(rng: &mut Rng) -> Reply {
         gate: rng.one_in(2).then(|| GateRef {
             semid: (rng.u32() >> 1) as i32,
             sem: rng.u32() as u16,
-            value: rng.u32() as u16,
+            value: rng.u32() as u16 & 0x7fff,
         }),
         text: rng.text(),
         entries: (0..m)

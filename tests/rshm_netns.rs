@@ -348,14 +348,17 @@ impl Lan {
         self.rows(i).into_iter().find(|r| r.get(1) == Some(&want))
     }
 
+    /// How many objects of one kind (`msg`, `shm`, `sem`) node `i`'s IPC namespace holds.
+    fn count(&self, i: usize, kind: &str) -> usize {
+        let target = self.pid(i).to_string();
+        let file = format!("/proc/sysvipc/{kind}");
+        let out = run(&["nsenter", "--target", &target, "--ipc", "--", "cat", &file]).unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count() - 1
+    }
+
     /// The System V objects in node `i`'s IPC namespace: (queues, segments).
     fn objects(&self, i: usize) -> (usize, usize) {
-        let target = self.pid(i).to_string();
-        let count = |file: &str| {
-            let out = run(&["nsenter", "--target", &target, "--ipc", "--", "cat", file]).unwrap();
-            String::from_utf8_lossy(&out.stdout).lines().count() - 1
-        };
-        (count("/proc/sysvipc/msg"), count("/proc/sysvipc/shm"))
+        (self.count(i, "msg"), self.count(i, "shm"))
     }
 
     /// Cuts (`false`) or mends (`true`) node `i`'s cable: its port on the hub's bridge.
@@ -523,6 +526,7 @@ fn nodes_in_their_own_namespaces_share_data_only_over_tcp() {
             (1, 1),
             "objects in node {i}'s IPC namespace"
         );
+        assert_eq!(lan.count(i, "sem"), 1, "node {i}'s change gates");
     }
     lan.close();
 }
@@ -555,6 +559,7 @@ fn a_node_killed_and_restarted_converges() {
     }
     assert_eq!(lan.row(2, "0x62").expect("row after HELLO")[0], id.trim());
     assert_eq!(lan.objects(2), (1, 1));
+    assert_eq!(lan.count(2, "sem"), 1, "the restarted node's change gates");
     // Issue 6 point 2 (late joiners get the contents in HELLO): once the restarted node shows
     // its peers up, the exchange is complete, and a reader there gets the current data at
     // once, without anybody writing again.

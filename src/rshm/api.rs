@@ -30,7 +30,8 @@ use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
 use crate::sys::{self, msg_wait, process};
 use crate::wire::rshm::{GateRef, LsEntry, LsPeer, Op, Reply, Request, MAX_REPLY};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -57,30 +58,31 @@ impl Seen {
     }
 }
 
-/// What each thread has seen of each segment, per node: what "changed" means to
-/// [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per thread, so
-/// that one thread's wait never hides a change from another thread that has not seen it.
-static SEEN: Mutex<BTreeMap<(u16, i32, i32), Seen>> = Mutex::new(BTreeMap::new());
+thread_local! {
+    /// What this thread has seen of each segment, per node (port, rshmid): what "changed"
+    /// means to [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per
+    /// thread, so that one thread's wait never hides a change from another thread that has not
+    /// seen it; a new thread starts with nothing seen.
+    static SEEN: RefCell<HashMap<(u16, i32), Seen>> = RefCell::new(HashMap::new());
+}
 
 /// Request serials, process-wide.
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 
 fn seen(port: u16, rshmid: i32) -> Seen {
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&(port, rshmid, process::thread_id()))
-        .copied()
-        .unwrap_or_default()
+    SEEN.with(|m| m.borrow().get(&(port, rshmid)).copied().unwrap_or_default())
 }
 
 /// Records what this thread has now seen, unless it had already seen more.
 fn saw(port: u16, rshmid: i32, new: Seen) {
-    let mut m = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let s = m.entry((port, rshmid, process::thread_id())).or_default();
-    // A newer count, or one from a server that restarted since (a count of its own).
-    if new.node != s.node || new.changes >= s.changes {
-        *s = new;
-    }
+    SEEN.with(|m| {
+        let mut m = m.borrow_mut();
+        let s = m.entry((port, rshmid)).or_default();
+        // A newer count, or one from a server that restarted since (a count of its own).
+        if new.node != s.node || new.changes >= s.changes {
+            *s = new;
+        }
+    });
 }
 
 /// A node, as a program sees it: the queue of the server on one port.
@@ -176,9 +178,7 @@ impl Node {
     /// `rshmChanged(rshmid)`: the server sends this node's contents to every connected peer,
     /// and this returns once each has applied them. Returns the segment's new version.
     pub fn rshm_changed(&self, rshmid: i32) -> io::Result<u64> {
-        let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
-        saw(self.port, rshmid, Seen::of(&r));
-        Ok(r.version)
+        Ok(self.rshm_changed_wire(rshmid)?.0)
     }
 
     /// As [`Node::rshm_changed`], and also returns the length of the UPDATE frame the server

@@ -59,7 +59,7 @@ use std::time::Instant;
 pub const GATE_CAP: u16 = 32766;
 
 /// The value of a retired gate: SEMVMX, above every count a program waits for.
-pub const RETIRED: u16 = 32767;
+pub const RETIRED: u16 = crate::wire::rshm::SEMVMX;
 
 /// The key of the gate set of the server on `port`: `0x52470000 + port` ("RG", then the port).
 pub fn gate_key(port: u16) -> Key {
@@ -89,10 +89,13 @@ impl Gates {
     }
 
     /// As [`Gates::create`], with a lower cap: the unit tests retire gates without 32766 changes.
-    pub fn with_cap(key: Key, nsems: u16, cap: u16) -> io::Result<Gates> {
-        for old in ipcs::with_key(key)? {
+    fn with_cap(key: Key, nsems: u16, cap: u16) -> io::Result<Gates> {
+        for old in ipcs::with_key(key)?
+            .iter()
+            .filter(|o| o.kind == ipcs::Kind::Sem)
+        {
             crate::trace!("gates: removing a set left under key 0x{key:08x}: {old:?}");
-            ipcs::remove(&old)?;
+            ipcs::remove(old)?;
         }
         let mut g = Gates {
             key,
@@ -201,21 +204,19 @@ pub enum Woke {
 pub fn wait(gate: GateRef, deadline: Instant) -> io::Result<Woke> {
     let set = SemId(gate.semid);
     // "At least value+1": take it and give it back, in one semop (see the module header).
-    let need = i16::try_from(gate.value + 1).unwrap_or(i16::MAX);
+    let need = (gate.value + 1).min(RETIRED) as i16;
     let ops = [SemOp::add(gate.sem, -need), SemOp::add(gate.sem, need)];
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let woke = set.op_timeout(&ops, timeout).and_then(|done| {
-        Ok(match done {
-            false => Woke::TimedOut,
-            true => match set.get_val(gate.sem)? {
-                v if v >= i32::from(RETIRED) => Woke::AskServer,
-                v => Woke::Changed(v as u16),
-            },
-        })
-    });
+    let woke = match set.op_timeout(&ops, timeout) {
+        Ok(false) => return Ok(Woke::TimedOut),
+        Ok(true) => set.get_val(gate.sem),
+        Err(e) => Err(e),
+    };
     match woke {
+        Ok(v) if v >= i32::from(RETIRED) => Ok(Woke::AskServer),
+        Ok(v) => Ok(Woke::Changed(v as u16)),
         Err(e) if sys::is_removed(&e) => Ok(Woke::AskServer),
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
@@ -224,8 +225,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    // Keys of this module's tests: "RG" and a high port no test server uses.
-    const KEY: Key = RSHM_GATE_KEY_BASE + 0xfff0;
+    /// A key of this test's own (from a fresh temporary file), so that tests running at the
+    /// same time never touch each other's sets.
+    fn own_key(dir: &crate::testutil::TempDir) -> Key {
+        crate::sys::ftok(dir.path(), b'G').unwrap()
+    }
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_millis(50)
@@ -233,7 +237,8 @@ mod tests {
 
     #[test]
     fn a_wait_ends_when_the_count_passes_what_was_seen() {
-        let mut g = Gates::with_cap(KEY, 4, GATE_CAP).unwrap();
+        let dir = crate::testutil::TempDir::new("gates-wait");
+        let mut g = Gates::with_cap(own_key(&dir), 4, GATE_CAP).unwrap();
         let seen = g.gate(7).unwrap();
         assert_eq!((seen.sem, seen.value), (0, 0));
         assert_eq!(wait(seen, soon()).unwrap(), Woke::TimedOut);
@@ -255,7 +260,8 @@ mod tests {
 
     #[test]
     fn a_full_gate_is_retired_and_the_set_renewed_when_used_up() {
-        let mut g = Gates::with_cap(KEY + 1, 2, 3).unwrap();
+        let dir = crate::testutil::TempDir::new("gates-retire");
+        let mut g = Gates::with_cap(own_key(&dir), 2, 3).unwrap();
         let first = g.gate(7).unwrap();
         for _ in 0..3 {
             g.count(7).unwrap();
@@ -280,10 +286,12 @@ mod tests {
 
     #[test]
     fn a_set_left_by_a_crashed_server_is_replaced_and_the_owner_removes_its_own() {
-        let left = semget(KEY + 2, 1, Get::Create(0o600)).unwrap();
-        let g = Gates::with_cap(KEY + 2, 4, GATE_CAP).unwrap();
+        let dir = crate::testutil::TempDir::new("gates-left");
+        let key = own_key(&dir);
+        let left = semget(key, 1, Get::Create(0o600)).unwrap();
+        let g = Gates::with_cap(key, 4, GATE_CAP).unwrap();
         assert_ne!(g.semid(), left.0);
         drop(g);
-        assert!(ipcs::with_key(KEY + 2).unwrap().is_empty());
+        assert!(ipcs::with_key(key).unwrap().is_empty());
     }
 }

@@ -165,11 +165,20 @@ struct Shared {
     unordered: bool,
 }
 
-/// A running node. Dropping it does not stop the threads; call [`Server::shutdown`].
+/// A running node. [`Server::shutdown`] (or dropping it) removes everything it made: the
+/// replicas and the change gates (held in the state, which the threads share and so never
+/// drop), then the queue (owned here).
 pub struct Server {
     shared: Arc<Shared>,
-    /// Who removes the queue: this server, at shutdown.
+    /// Who removes the queue: this server, at shutdown. `None` once shut down.
     queue: Option<Owner<MsgId>>,
+}
+
+impl Drop for Server {
+    /// A server dropped without `shutdown` (an error on the way) still leaves nothing behind.
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 fn errno_text(e: &io::Error) -> i32 {
@@ -260,6 +269,9 @@ impl Server {
     /// Tells the peers we leave, fails what is pending, drops every replica (detach, then
     /// IPC_RMID), and removes the queue, which wakes the queue thread with EIDRM.
     pub fn shutdown(&mut self) {
+        if self.queue.is_none() {
+            return; // done already
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         {
             let mut st = lock(&self.shared);
@@ -695,6 +707,13 @@ fn queue_loop(shared: &Shared) {
             }
         };
         crate::trace!("queue <- tid {} pid {} {}", req.reply_type, req.pid, req.op);
+        if shared.stop.load(Ordering::SeqCst) {
+            // Between the table's clearing and the queue's removal (`shutdown`): a request
+            // now would find no segment, or make one on a server that is leaving.
+            let r = Reply::error(&req, libc::ESHUTDOWN, "rshm_server is shutting down");
+            reply(shared, &req, &r);
+            continue;
+        }
         let mut st = lock(shared);
         handle(shared, &mut st, req);
     }
@@ -1101,9 +1120,14 @@ fn truncated(got: usize, want: usize) -> io::Error {
 /// A table from `from`, merged into ours: new rows get their replicas.
 fn merge(shared: &Shared, from: SocketAddrV4, h: &Hello) {
     let mut st = lock(shared);
-    if let Err(e) = st.table.merge(from, &h.entries) {
-        log!("merging the table of {from}: {e}");
+    // Each row as if announced by a NEW: a rename (a race for a key, met when a partition
+    // heals) moves its waits here too.
+    for e in &h.entries {
+        if let Err(x) = adopt(&mut st, e) {
+            log!("merging the table of {from}: rshmid {}: {x}", e.rshmid);
+        }
     }
+    st.table.hello_counts(from, &h.entries);
     // A peer that restarted has no attaches any more: a marked row may now be done with.
     for rshmid in st.table.destroyable() {
         destroy(shared, &mut st, rshmid);

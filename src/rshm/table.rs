@@ -602,28 +602,20 @@ impl Table {
         }
     }
 
-    /// A HELLO table from `from`: every row merged, and `from`'s own counts taken as the truth
-    /// (it may have restarted with none). Returns the error of the first row that failed.
-    pub fn merge(&mut self, from: SocketAddrV4, entries: &[Entry]) -> io::Result<()> {
-        let mut first = Ok(());
+    /// The counts of a HELLO table from `from`, once its rows are adopted: `from`'s own counts
+    /// are the truth (it may have restarted with none), and a row it does not list has no
+    /// process attached on `from`.
+    pub fn hello_counts(&mut self, from: SocketAddrV4, entries: &[Entry]) {
         for e in entries {
-            if let Err(x) = self.adopt(e) {
-                if first.is_ok() {
-                    first = Err(x);
-                }
-                continue;
-            }
             let theirs = e.counts.iter().find(|(n, _)| *n == from).map_or(0, |c| c.1);
             self.set_count(e.rshmid, from, theirs);
         }
-        // Rows the sender did not list: it has no process attached to them.
         let listed: Vec<i32> = entries.iter().map(|e| self.resolve(e.rshmid)).collect();
         for row in self.rows.values_mut() {
             if !listed.contains(&row.rshmid) {
                 row.counts.insert(from, 0);
             }
         }
-        first
     }
 
     /// Every row's count for `node` becomes 0 (it left). Returns the rows now destroyable
@@ -835,7 +827,8 @@ mod tests {
         let mut e = t.get(id).unwrap().entry();
         // Another node's view of our count never overrides ours; its own count is taken.
         e.counts = vec![(me, 9), (node(2), 3)];
-        t.merge(node(2), &[e.clone()]).unwrap();
+        t.adopt(&e).unwrap();
+        t.hello_counts(node(2), &[e.clone()]);
         assert_eq!(t.get(id).unwrap().total(), 5);
         assert!(t.forget_node(node(2)).is_empty());
         t.get_mut(id).unwrap().marked = true;

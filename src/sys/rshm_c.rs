@@ -55,11 +55,10 @@ pub extern "C" fn rshmget(key: c_int, size: usize) -> c_int {
 #[no_mangle]
 pub extern "C" fn rshmat(rshmid: c_int, addr: *const c_void) -> *mut c_void {
     if !addr.is_null() {
-        failed(io::Error::new(
-            io::ErrorKind::InvalidInput,
+        failed(super::sys_error(
             "rshmat: addr must be NULL",
+            io::Error::from_raw_os_error(libc::EINVAL),
         ));
-        set_errno(libc::EINVAL);
         return usize::MAX as *mut c_void;
     }
     match c_rshmat(rshmid) {

@@ -51,7 +51,7 @@
 //! | 48     | 4     | semid    | i32: the segment's change gate (`rshm::gate`): its       |
 //! |        |       |          | semaphore set, or -1 for none (then sem and value are 0) |
 //! | 52     | 2     | sem      | u16: the gate's semaphore in that set                    |
-//! | 54     | 2     | value    | u16: the gate's count at the moment `changes` was read   |
+//! | 54     | 2     | value    | u16: the gate's count when `changes` was read, <= 32767  |
 //! | 56     | 4     | node     | u32: this server's node id, drawn at random when it      |
 //! |        |       |          | starts: `changes` counts only for this run of the server |
 //! | 60     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
@@ -408,6 +408,9 @@ pub struct LsPeer {
     pub up: bool,
 }
 
+/// The most a System V semaphore holds (Linux's SEMVMX): the highest gate value a reply carries.
+pub const SEMVMX: u16 = 32767;
+
 /// A segment's change gate, as a reply names it (see `crate::rshm::gate`): semaphore `sem`
 /// of set `semid`, whose count was `value` when the reply's `changes` was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -517,6 +520,11 @@ impl Reply {
         let changes = r.u64()?;
         let gate = match (r.i32()?, r.u16()?, r.u16()?) {
             (semid, _, _) if semid < 0 => None,
+            // A semaphore never holds more than SEMVMX: a program would wait for a count
+            // no gate can reach.
+            (_, _, value) if value > SEMVMX => {
+                return invalid(format!("gate value {value} is above SEMVMX ({SEMVMX})"))
+            }
             (semid, sem, value) => Some(GateRef { semid, sem, value }),
         };
         let node = r.u32()?;
@@ -1179,6 +1187,27 @@ mod tests {
         );
         assert_eq!(Reply::decode(&bytes).unwrap(), reply);
         const { assert!(MAX_REPLY <= 8192) };
+    }
+
+    #[test]
+    fn a_reply_naming_a_gate_value_above_semvmx_is_invalid() {
+        let mut reply = Reply {
+            gate: Some(GateRef {
+                semid: 1,
+                sem: 0,
+                value: SEMVMX,
+            }),
+            ..Reply::default()
+        };
+        assert_eq!(Reply::decode(&reply.encode()).unwrap(), reply);
+        reply.gate = reply.gate.map(|g| GateRef {
+            value: SEMVMX + 1,
+            ..g
+        });
+        assert!(matches!(
+            Reply::decode(&reply.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]

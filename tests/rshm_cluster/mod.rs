@@ -1,6 +1,7 @@
 //! The test cluster shared by the RSHM test files: nodes on loopback, each knowing all the
 //! others, started and stopped as real `rshm_server` processes, and `client` runs against them.
-//! The `Scratch` guard removes every queue key of the cluster's ports, even on failure.
+//! The `Scratch` guard removes the objects under every node's keys (its queue and its change
+//! gates: `rshm::node_keys`), even on failure.
 
 #![allow(dead_code)]
 
