@@ -46,17 +46,19 @@ fn main() {
     std::fs::write(&key_file, b"").expect("key file");
 
     // The device under test, in its own process, as a student would run it.
-    let mut device = Command::new(env!("CARGO_BIN_EXE_device"))
-        .arg("-k")
-        .arg(&key_file)
-        .args(["--ramp", "0", "--period", "100"])
-        .env_remove("IPCLAB_TRACE")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start device");
+    let mut device = Running(
+        Command::new(env!("CARGO_BIN_EXE_device"))
+            .arg("-k")
+            .arg(&key_file)
+            .args(["--ramp", "0", "--period", "100"])
+            .env_remove("IPCLAB_TRACE")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start device"),
+    );
     let mut first = String::new();
     // Kept open until the device has exited, so that its goodbye line has somewhere to go.
-    let mut said = BufReader::new(device.stdout.take().expect("stdout"));
+    let mut said = BufReader::new(device.0.stdout.take().expect("stdout"));
     said.read_line(&mut first).expect("device's first line");
     assert!(first.starts_with("device: key"), "device said {first:?}");
     let key = ipclab::device::key(&key_file, ipclab::params::DEVICE_PROJ_ID).expect("ftok");
@@ -98,11 +100,21 @@ fn main() {
     drop(client);
     drop(raw);
     let _ = ponger.wait();
-    let _ = ipclab::sys::process::kill(device.id() as i32, ipclab::sys::process::SIGTERM);
-    let _ = device.wait();
+    drop(device);
     drop(said);
     let _ = std::fs::remove_dir_all(&dir);
     println!("device_roundtrip_vs_semop_pingpong: {paired:.2}");
+}
+
+/// The device process, stopped with SIGTERM when dropped (it then removes its objects), so that
+/// a bench that panics half-way leaves no device running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = ipclab::sys::process::kill(self.0.id() as i32, ipclab::sys::process::SIGTERM);
+        let _ = self.0.wait();
+    }
 }
 
 /// `n` device commands; nanoseconds per round trip.

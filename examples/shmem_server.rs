@@ -62,6 +62,13 @@ fn body(mut args: Args) -> Result<(), Failure> {
     let path = path.ok_or_else(|| Failure::usage("missing KEYFILE"))?;
 
     let shm = Shmem::open(&path, RECORD_SIZE)?;
+    // Only the creator may own it: a segment that was already there (another server's, or
+    // one made with shmem_tool) is not ours to remove.
+    if !shm.created() {
+        return Err(Failure::runtime(format!(
+            "{path}: a segment already exists for this key (another server?); remove it with `shmem_tool delete {path}`"
+        )));
+    }
     // This server owns the segment: it is removed when `_owner` drops, before `shm` detaches
     // (locals drop in reverse order), whichever way `body` returns.
     let _owner = Owner::new(shm.id());

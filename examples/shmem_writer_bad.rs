@@ -41,10 +41,10 @@ fn main() -> ExitCode {
 
 fn body(mut args: Args) -> Result<(), Failure> {
     let mut path = None;
-    let mut seconds = 3.0;
+    let mut seconds = Duration::from_secs(3);
     while let Some(arg) = args.next()? {
         match arg {
-            Arg::Flag("--seconds") => seconds = args.parse("--seconds")?,
+            Arg::Flag("--seconds") => seconds = args.seconds("--seconds")?,
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) if path.is_none() => path = Some(w),
             Arg::Word(w) => return Err(Failure::usage(format!("unexpected argument '{w}'"))),
@@ -55,7 +55,7 @@ fn body(mut args: Args) -> Result<(), Failure> {
     // BAD: our own mapping of the segment, bypassing the library's lock.
     let raw = shm.id().attach(Access::ReadWrite)?;
     let mut buf = vec![0u8; raw.len()];
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let end = Instant::now() + seconds;
     let mut seq = 0u32;
     while Instant::now() < end {
         seq = seq.wrapping_add(1);

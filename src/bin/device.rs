@@ -75,11 +75,10 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
             Arg::Word(w) => return Err(Failure::usage(format!("unexpected argument '{w}'"))),
         }
     }
+    // Out-of-range values are usage errors (exit 2); anything the kernel refuses is not.
+    config.check().map_err(Failure::usage)?;
     let key = ipclab::device::key(&path, proj)?;
-    let mut device = Device::create(key, config).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidInput => Failure::usage(e),
-        _ => Failure::runtime(e),
-    })?;
+    let mut device = Device::create(key, config)?;
     let (shm, sem) = (device.shm_id(), device.sem_id());
     say(&format!(
         "device: key 0x{key:08x} shmid {} semid {} channels {} period {} ms ramp {} units/s pid {}",

@@ -75,7 +75,7 @@ struct Opts {
     size: Option<usize>,
     text: bool,
     lock: Option<LockKind>,
-    hold_for: Option<f64>,
+    hold_for: Option<Duration>,
     hammer: Option<Hammer>,
     words: Vec<String>,
 }
@@ -100,7 +100,7 @@ fn body(mut args: Args) -> Result<(), Failure> {
             Arg::Flag("--text") => o.text = true,
             Arg::Flag("--shared") => o.lock = Some(LockKind::Shared),
             Arg::Flag("--exclusive") => o.lock = Some(LockKind::Exclusive),
-            Arg::Flag("--for") => o.hold_for = Some(args.parse("--for")?),
+            Arg::Flag("--for") => o.hold_for = Some(args.seconds("--for")?),
             Arg::Flag("--writers") => h.writers = args.parse("--writers")?,
             Arg::Flag("--readers") => h.readers = args.parse("--readers")?,
             Arg::Flag("--count") => h.count = args.parse("--count")?,
@@ -142,16 +142,20 @@ fn open(path: &str, o: &Opts) -> Result<Shmem, Failure> {
 }
 
 fn write(path: &str, o: &Opts) -> Result<(), Failure> {
+    let shm = open(path, o)?;
     let data = if o.words.is_empty() {
+        // At most one byte more than fits: enough for `write` to refuse it, and `yes |` cannot
+        // fill memory.
         let mut v = Vec::new();
         std::io::stdin()
+            .take(shm.size() as u64 + 1)
             .read_to_end(&mut v)
             .map_err(|e| Failure::runtime(format!("reading stdin: {e}")))?;
         v
     } else {
         o.words.join(" ").into_bytes()
     };
-    open(path, o)?.write(&data)?;
+    shm.write(&data)?;
     Ok(())
 }
 
@@ -184,7 +188,7 @@ fn hold(path: &str, o: &Opts) -> Result<(), Failure> {
         println!("holding {name} on {path} (pid {})", std::process::id());
         let _ = std::io::stdout().flush();
         match o.hold_for {
-            Some(secs) => std::thread::sleep(Duration::from_secs_f64(secs.max(0.0))),
+            Some(d) => std::thread::sleep(d),
             // Until killed: the kernel releases the lock when the process dies.
             None => loop {
                 std::thread::sleep(Duration::from_secs(3600));

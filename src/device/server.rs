@@ -58,7 +58,9 @@ impl Default for Config {
 }
 
 impl Config {
-    fn check(&self) -> io::Result<()> {
+    /// Are the values within their limits? (`Device::create` checks again; a program calls it
+    /// first to tell a usage error from a failure of the kernel's.)
+    pub fn check(&self) -> io::Result<()> {
         let bad = |m: String| Err(err(io::ErrorKind::InvalidInput, m));
         if self.channels == 0 || self.channels > params::DEVICE_MAX_CHANNELS {
             return bad(format!(
@@ -283,7 +285,7 @@ impl Device {
                 // A garbled request is answered, not fatal: the device keeps serving.
                 crate::trace!("bad request: {e}");
                 let reply = Reply {
-                    seq: u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
+                    seq: Request::seq_of(&buf),
                     result: ResultCode::BadRequest,
                     channel: Channel::ZERO,
                 };

@@ -348,6 +348,12 @@ impl Request {
         };
         Ok(Request { seq, op, pid })
     }
+
+    /// The seq of a request that may not decode: what the device echoes when it answers a
+    /// garbled request with `BadRequest`, so that the client recognises its reply.
+    pub fn seq_of(bytes: &[u8]) -> u32 {
+        Reader::new(bytes).u32().unwrap_or(0)
+    }
 }
 
 /// The outcome of one command.
