@@ -87,10 +87,7 @@ impl Config {
     /// these are usage errors: nothing has been created yet.
     pub fn check(&self) -> Result<(), Failure> {
         // Each mailbox takes two semaphores of one set, and a set holds at most SEMMSL.
-        let semmsl = std::fs::read_to_string("/proc/sys/kernel/sem")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-            .unwrap_or(32_000);
+        let semmsl = crate::sys::kernel_limit("sem").map_or(32_000, |v| v.min(65_536) as u32);
         let max_boxes = DIPC_MAX_MAILBOXES.min(semmsl / 2);
         if self.mailboxes == 0 || self.mailboxes > max_boxes {
             return Err(Failure::usage(format!(

@@ -162,9 +162,6 @@ pub const DIPC_MAX_CLIENTS: usize = 1024;
 /// `--idle-timeout`: a client silent for this long (mid-request included) is closed.
 pub const DIPC_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long the starting shell waits for the daemon to report that it listens.
-pub const DIPC_START_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// On SIGTERM, how long the server waits for its client threads before removing the objects.
 pub const DIPC_STOP_GRACE: Duration = Duration::from_secs(2);
 

@@ -95,15 +95,8 @@ fn a_reader_gets_in_under_eight_looping_writers() {
 #[test]
 fn a_read_never_returns_a_torn_message() {
     let s = Scratch::new("torn");
-    // Objects made the way the server makes them, under a port key nobody serves.
-    // A port key nobody uses (no server is started on it).
-    let port = (40_000..60_000)
-        .find(|&p| {
-            ipclab::sys::ipcs::with_key(key_for_port(p))
-                .unwrap()
-                .is_empty()
-        })
-        .unwrap();
+    // Objects made the way the server makes them, under the key of a port nobody serves.
+    let port = common::free_port(key_for_port);
     s.track_key(key_for_port(port));
     let header = SegmentHeader {
         port,

@@ -29,6 +29,7 @@
 
 use ipclab::cli::{self, parse_word, Arg, Failure};
 use ipclab::dipc::client::{self, Answer, Client};
+use ipclab::params::DIPC_MAX_PACKET_KB;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
@@ -68,19 +69,27 @@ fn main() -> ExitCode {
         };
         let port: u16 = parse_word("port", port)?;
         let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-        let failed = |e: std::io::Error| Failure::runtime(e);
         let answer = match rest.as_slice() {
             [] => {
-                let mut c = Client::connect(&host, port).map_err(failed)?;
+                let mut c = Client::connect(&host, port)?;
                 let stdin = std::io::stdin();
                 let prompt = stdin.is_terminal();
-                return client::interactive(&mut c, stdin.lock(), &mut std::io::stdout(), prompt)
-                    .map_err(failed);
+                return Ok(client::interactive(
+                    &mut c,
+                    stdin.lock(),
+                    &mut std::io::stdout(),
+                    prompt,
+                )?);
             }
             ["chat", n] => {
                 let n: u32 = parse_word("mailbox", n)?;
-                return client::chat(&host, port, n, &name, std::io::stdin().lock())
-                    .map_err(failed);
+                return Ok(client::chat(
+                    &host,
+                    port,
+                    n,
+                    &name,
+                    std::io::stdin().lock(),
+                )?);
             }
             ["r", n] => {
                 let n: u32 = parse_word("mailbox", n)?;
@@ -89,8 +98,12 @@ fn main() -> ExitCode {
             ["w", n, text] => {
                 let n: u32 = parse_word("mailbox", n)?;
                 let data = if *text == "-" {
+                    // No message is larger than the largest packet a server takes: read no
+                    // more than one byte past it, so that `yes |` cannot fill memory.
                     let mut d = Vec::new();
-                    std::io::stdin().read_to_end(&mut d)?;
+                    std::io::stdin()
+                        .take(DIPC_MAX_PACKET_KB * 1024 + 1)
+                        .read_to_end(&mut d)?;
                     d
                 } else {
                     text.as_bytes().to_vec()
@@ -102,8 +115,7 @@ fn main() -> ExitCode {
                     "expected: <port>, <port> r <n>, <port> w <n> <text>, or <port> chat <n>",
                 ))
             }
-        }
-        .map_err(failed)?;
+        }?;
         let mut out = std::io::stdout().lock();
         match answer {
             Answer::Ok { data, .. } if rest[0] == "r" => {

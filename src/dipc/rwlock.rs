@@ -102,11 +102,6 @@ impl RwLocks {
         self.sem.set_all(&vals)
     }
 
-    /// The semaphore set.
-    pub fn id(&self) -> SemId {
-        self.sem
-    }
-
     fn check(&self, i: u32) -> io::Result<()> {
         if i >= self.count {
             return Err(io::Error::new(

@@ -239,7 +239,8 @@ pub fn check_mode(mode: u32) -> io::Result<libc::c_int> {
     Ok(mode as libc::c_int)
 }
 
-/// Reads a System V limit from `/proc/sys/kernel/NAME` (shmmax, shmall, shmmni, msgmax, ...).
+/// Reads a System V limit from `/proc/sys/kernel/NAME` (shmmax, shmall, shmmni, msgmax, ...):
+/// its first number, so `sem` gives SEMMSL (semaphores per set), the first of its four.
 pub fn kernel_limit(name: &str) -> io::Result<u64> {
     let path = format!("/proc/sys/kernel/{name}");
     let text = std::fs::read_to_string(&path)?;
