@@ -12,23 +12,14 @@
 //! moved, frames sent) with [`trace!`](crate::trace!). When tracing is off, a trace point costs
 //! one relaxed atomic load.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::params::TRACE_ENV;
 use std::sync::OnceLock;
 
-/// 0: not yet read from the environment, 1: off, 2: on.
-static STATE: AtomicU8 = AtomicU8::new(0);
-
-/// Whether `IPCLAB_TRACE` is set to something other than empty or `0`.
+/// Whether `IPCLAB_TRACE` is set to something other than empty or `0`: read from the
+/// environment once, at the first trace point.
 pub fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let on = std::env::var_os("IPCLAB_TRACE").is_some_and(|v| !v.is_empty() && v != "0");
-            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        }
-    }
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os(TRACE_ENV).is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// The program name that prefixes every line: the file name of `argv[0]`.

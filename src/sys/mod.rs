@@ -202,8 +202,9 @@ impl<T: Removable> Owner<T> {
         }
     }
 
-    /// Gives up ownership without removing: the object lives on, and someone else must remove
-    /// it. Used when ownership passes to another process, e.g. to a daemon after `fork`.
+    /// Gives up ownership without removing: for an object that someone else has removed
+    /// already. (Not for handing an object to a child across `fork`: the child gets a copy of
+    /// the `Owner` too, and both would remove it. Create objects after the fork instead.)
     pub fn release(mut self) -> T {
         self.obj.take().expect("an Owner always holds its object")
     }

@@ -15,9 +15,8 @@
 //! A blocked signal stays pending until taken, so none is lost between two checks. Children
 //! started with `std::process::Command` get the default mask back, so they behave normally.
 
-use super::cvt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The set SIGINT, SIGTERM and SIGHUP, blocked in this thread (and in threads it starts later).
 #[derive(Clone, Copy)]
@@ -61,11 +60,14 @@ impl TermSignals {
 
     /// Waits up to `timeout` for a termination signal and takes it.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<i32> {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-        };
+        let deadline = Instant::now() + timeout;
         loop {
+            // After EINTR, only the time that is left (see the rules in `sys`).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+            };
             // SAFETY: `set` and `ts` are valid; no siginfo is wanted (null).
             let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
             if sig > 0 {
@@ -92,15 +94,6 @@ impl TermSignals {
         }
         crate::trace!("took signal {sig}");
         Ok(sig)
-    }
-
-    /// Sends SIGTERM to this very process, e.g. to wake the thread sleeping in [`wait`](Self::wait)
-    /// when the program decides to stop by itself.
-    pub fn raise_term(&self) -> io::Result<()> {
-        // SAFETY: kill with our own pid takes no pointers.
-        let ret = unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-        cvt(ret, || "kill(self, SIGTERM)".to_string())?;
-        Ok(())
     }
 }
 

@@ -175,7 +175,7 @@ pub fn free_port(key_of: impl Fn(u16) -> Key) -> u16 {
 /// A command for one of ipclab's binaries, with tracing off whatever the caller's environment.
 pub fn cmd(name: &str) -> Command {
     let mut c = Command::new(bin(name));
-    c.env_remove("IPCLAB_TRACE");
+    c.env_remove(ipclab::params::TRACE_ENV);
     c
 }
 
@@ -222,7 +222,7 @@ pub fn run_grader(script: &str) {
         Command::new("bash")
             .arg(&path)
             .arg(bin_dir())
-            .env_remove("IPCLAB_TRACE"),
+            .env_remove(ipclab::params::TRACE_ENV),
         Duration::from_secs(240),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
