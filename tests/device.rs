@@ -18,7 +18,7 @@ use ipclab::sys::{sem, Key};
 use ipclab::wire::device::ChannelStatus;
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -100,23 +100,6 @@ fn client_bg(s: &Scratch, dev: &Dev, args: &[&str]) -> u32 {
     )
 }
 
-/// Waits for a child taken back from the Scratch to exit, within `limit`.
-fn finish(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "process did not exit within {limit:?}; stderr: {}",
-                stderr(&out)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// How many processes have the device's segment attached (`shm_nattch`).
 fn attached(dev: &Dev) -> u64 {
     shm::shmget(dev.key, 0, Get::Open)
@@ -152,7 +135,7 @@ fn kill_device(s: &Scratch, dev: &Dev) {
 /// Sends `sig` to the device and waits for it to exit; its exit status and final stdout.
 fn stop_device(s: &Scratch, dev: &Dev, sig: i32) -> (Option<i32>, String) {
     kill(dev.pid as i32, sig).unwrap();
-    let out = finish(s.take(dev.pid), LIMIT);
+    let out = common::finish(s.take(dev.pid), LIMIT);
     (out.status.code(), dev.stdout())
 }
 
@@ -208,7 +191,7 @@ fn the_readback_ramps_toward_the_setpoint_and_watch_prints_every_update() {
         line.starts_with("channel=0 setpoint=2.000 readback=") && line.ends_with("\n"),
         "{line}"
     );
-    let out = finish(s.take(watcher), LIMIT);
+    let out = common::finish(s.take(watcher), LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -340,8 +323,8 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
     wait_for_reply_waiter(&dev);
     let t = Instant::now();
     kill_device(&s, &dev);
-    let w = finish(s.take(watcher), LIMIT);
-    let g = finish(s.take(getter), LIMIT);
+    let w = common::finish(s.take(watcher), LIMIT);
+    let g = common::finish(s.take(getter), LIMIT);
     // Far sooner than the 60 s timeout: the pid check between two waits saw it die.
     assert!(t.elapsed() < Duration::from_secs(15));
     assert_eq!(w.status.code(), Some(1));
@@ -490,7 +473,7 @@ fn detach_removes_and_the_device_and_its_clients_notice() {
         said.ends_with(" for removal; 2 process(es) still attached will notice\n"),
         "{said}"
     );
-    let d = finish(s.take(dev.pid), LIMIT);
+    let d = common::finish(s.take(dev.pid), LIMIT);
     assert_eq!(d.status.code(), Some(0));
     assert!(
         dev.stdout()
@@ -501,7 +484,7 @@ fn detach_removes_and_the_device_and_its_clients_notice() {
         "{}",
         dev.stdout()
     );
-    let w = finish(s.take(watcher), LIMIT);
+    let w = common::finish(s.take(watcher), LIMIT);
     assert_eq!(w.status.code(), Some(1));
     assert!(
         stderr(&w).starts_with(&format!(
@@ -533,7 +516,7 @@ fn sigterm_and_sigint_remove_everything_and_waiting_clients_learn_why() {
                 .starts_with(&format!("device: signal {sig}: removed shmid ")),
             "{out}"
         );
-        let w = finish(s.take(watcher), LIMIT);
+        let w = common::finish(s.take(watcher), LIMIT);
         assert_eq!(w.status.code(), Some(1));
         assert!(
             stderr(&w).starts_with(&format!(
@@ -620,7 +603,7 @@ fn readers_never_see_a_torn_channel() {
         assert!(r.join().unwrap() >= 2000);
     }
     for w in watchers {
-        let out = finish(s.take(w), LIMIT * 2);
+        let out = common::finish(s.take(w), LIMIT * 2);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let text = stdout(&out);
         assert_eq!(text.lines().count(), 300);
@@ -665,7 +648,7 @@ fn ctrl_c_ends_a_watch_quietly() {
     let watcher = client_bg(&s, &dev, &["watch", "0"]);
     wait_attached(&dev, 2);
     kill(watcher as i32, SIGINT).unwrap();
-    let w = finish(s.take(watcher), LIMIT);
+    let w = common::finish(s.take(watcher), LIMIT);
     // 128 + SIGINT, nothing on stderr, and the device is none the worse.
     assert_eq!(w.status.code(), Some(130));
     assert_eq!(stderr(&w), "");

@@ -72,9 +72,9 @@ impl Running {
             .is_some_and(|c| c.try_wait().unwrap().is_some())
     }
 
-    /// Waits for it and returns its output.
+    /// Waits for it (a minute at most) and returns its output.
     fn finish(mut self) -> Output {
-        self.0.take().unwrap().wait_with_output().unwrap()
+        common::finish(self.0.take().unwrap(), Duration::from_secs(60))
     }
 }
 

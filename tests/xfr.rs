@@ -43,16 +43,7 @@ fn spawn(s: &Scratch, c: &mut Command) -> u32 {
 
 /// Waits for a background child, failing the test if it takes longer than `limit`.
 fn finish(s: &Scratch, pid: u32, limit: Duration) -> Output {
-    let mut child: Child = s.take(pid);
-    let start = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("child {pid} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().expect("output")
+    common::finish(s.take(pid), limit)
 }
 
 fn stderr(o: &Output) -> String {
@@ -413,16 +404,7 @@ impl Bg {
         self.0.as_ref().expect("child").id()
     }
     fn finish(&mut self, limit: Duration) -> Output {
-        let mut child = self.0.take().expect("child");
-        let start = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                panic!("child did not finish within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.wait_with_output().expect("output")
+        common::finish(self.0.take().expect("child"), limit)
     }
 }
 

@@ -181,11 +181,17 @@ pub fn cmd(name: &str) -> Command {
 
 /// Runs a command to completion, with piped output, killing it after `limit`.
 pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    finish(child, limit)
+}
+
+/// Waits for a child to exit and collects its output; after `limit`, kills it and fails the
+/// test with what it wrote on stderr.
+pub fn finish(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
     loop {
         if child.try_wait().expect("try_wait").is_some() {
