@@ -13,13 +13,14 @@ run shmem_tool stat "$SHMEM_KEY"
 say "One process holds LOCK_EX for a second; a reader waits for it, then reads"
 run_bg shmem_tool hold "$SHMEM_KEY" --exclusive --for 1
 # flock(1) takes the same flock(2) lock: it fails at once while the holder has it.
-wait_for 5 sh -c "! flock --nonblock '$SHMEM_KEY' true"
+locked() { ! flock --nonblock "$SHMEM_KEY" true; }
+wait_for 5 locked || tour_failed "the holder never took the lock"
 expect_output "hello from the tour" shmem_tool read "$SHMEM_KEY" --text
 wait_bg
 
 say "A holder killed with SIGKILL: the kernel drops its lock, nobody stays blocked"
 run_bg shmem_tool hold "$SHMEM_KEY" --exclusive
-wait_for 5 sh -c "! flock --nonblock '$SHMEM_KEY' true"
+wait_for 5 locked || tour_failed "the holder never took the lock"
 run kill -KILL "$BG_PID"
 wait "$BG_PID" 2>/dev/null
 run shmem_tool write "$SHMEM_KEY" survived the crash!

@@ -131,7 +131,7 @@ check_restart_after_kill() {
     wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not die on SIGKILL"
     cl "$PA" write 0x76 "written while C was dead" >/dev/null || fail "write on A with C dead failed"
     # SIGKILL leaves C's queue: remove it, as an administrator would, and restart C.
-    ipcrm -Q $((0x52530000 + PC)) 2>/dev/null
+    objects_with_key $((0x52530000 + PC)) | while read -r kind id; do remove_object "$kind" "$id"; done
     start_node "$PC" "$PA" "$PB"
     for p in $PA $PB $PC; do
         wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
