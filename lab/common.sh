@@ -115,6 +115,20 @@ ipc_snapshot() {
     done | sort
 }
 
+# exit_within PID SECS: wait up to SECS for background PID to end, and put its exit status in
+# RC; fails if it is still running then (a plain `wait` would wait for ever). Not to be called
+# in $(...): only the shell that started PID can collect its status with `wait`.
+exit_within() {
+    local pid=$1 i
+    for ((i = 0; i < $2 * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -0 "$pid" 2>/dev/null && return 1
+    wait "$pid"
+    RC=$?
+}
+
 # wait_for SECONDS COMMAND...: poll every 50 ms until COMMAND succeeds; fails after SECONDS.
 wait_for() {
     local limit=$1 i

@@ -21,20 +21,6 @@ key_for() {
     echo "$f"
 }
 
-# exit_within PID SECS: wait up to SECS for background PID to end, and put its exit status in
-# RC; fails if it is still running then. Not to be called in $(...): only the shell that
-# started PID can collect its status with `wait`.
-exit_within() {
-    local pid=$1 i
-    for ((i = 0; i < $2 * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -0 "$pid" 2>/dev/null && return 1
-    wait "$pid"
-    RC=$?
-}
-
 # nothing_on KEYFILE: no object left with the key of KEYFILE.
 nothing_on() {
     local left

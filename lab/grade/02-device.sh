@@ -28,13 +28,8 @@ start_device() {
 # stop_device: SIGTERM, then the device must exit 0 within 5 s.
 stop_device() {
     kill -TERM "$DEV_PID" 2>/dev/null
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$DEV_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -0 "$DEV_PID" 2>/dev/null && fail "device did not exit within 5 s of SIGTERM"
-    wait "$DEV_PID" || fail "device exited with $? after SIGTERM, expected 0"
+    exit_within "$DEV_PID" 5 || fail "device did not exit within 5 s of SIGTERM"
+    [ "$RC" = 0 ] || fail "device exited with $RC after SIGTERM, expected 0"
 }
 
 client() { "$BIN/device_client" -k "$KF" "$@"; }
@@ -121,9 +116,9 @@ device_death() {
     wait_attached 2
     start=$SECONDS
     kill -KILL "$DEV_PID"
-    wait "$DEV_PID" 2>/dev/null
-    wait "$w"
-    local rc=$?
+    exit_within "$DEV_PID" 5
+    exit_within "$w" 15 || fail "the watcher still runs 15 s after the device died"
+    local rc=$RC
     ((SECONDS - start <= 10)) || fail "the watcher took $((SECONDS - start)) s to notice"
     [ "$rc" = 1 ] || fail "the watcher exited $rc after the device died, expected 1"
     err=$(cat "$KF.watch")
@@ -153,13 +148,12 @@ detach_removal() {
     track_pid "$w"
     wait_attached 2
     "$BIN/detach" -k "$KF" >/dev/null || fail "detach failed"
-    wait_for 5 bash -c "! kill -0 $DEV_PID 2>/dev/null" || fail "device still runs after detach"
-    wait "$DEV_PID"
-    rc=$?
+    exit_within "$DEV_PID" 5 || fail "device still runs after detach"
+    rc=$RC
     [ "$rc" = 0 ] || fail "device exited $rc after detach, expected 0"
     grep -q 'removed' "$KF.out" || fail "device gave no message: $(cat "$KF.out")"
-    wait "$w"
-    rc=$?
+    exit_within "$w" 5 || fail "watcher still runs 5 s after detach"
+    rc=$RC
     [ "$rc" = 1 ] || fail "watcher exited $rc after detach, expected 1"
     grep -q 'removed by detach' "$KF.watch" || fail "watcher said: $(cat "$KF.watch")"
     [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || fail "objects remain after detach"
@@ -174,7 +168,8 @@ sigterm_cleanup() {
     [ -z "$(objects_with_key "$key")" ] || fail "objects left after SIGTERM: $(objects_with_key "$key")"
     start_device int
     kill -INT "$DEV_PID"
-    wait "$DEV_PID" || fail "device exited $? after SIGINT, expected 0"
+    exit_within "$DEV_PID" 5 || fail "device did not exit within 5 s of SIGINT"
+    [ "$RC" = 0 ] || fail "device exited $RC after SIGINT, expected 0"
     [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || fail "objects left after SIGINT"
 }
 

@@ -109,9 +109,8 @@ check_killed_holder() {
     sleep 0.3
     kill -0 "$reader" 2>/dev/null || fail "read did not wait for the exclusive holder"
     kill -KILL "$holder"
-    for ((i = 0; i < 200; i++)); do kill -0 "$reader" 2>/dev/null || break; sleep 0.05; done
-    if kill -0 "$reader" 2>/dev/null; then fail "read still blocked 10 s after the holder was SIGKILLed"; fi
-    wait "$reader" || fail "read failed after the holder died: $(cat read.out)"
+    exit_within "$reader" 10 || fail "read still blocked 10 s after the holder was SIGKILLed"
+    [ "$RC" = 0 ] || fail "read failed after the holder died: $(cat read.out)"
     [ "$(cat read.out)" = survived ] || fail "read printed '$(cat read.out)'"
     T delete "$k" >/dev/null || fail "delete failed"
 }
