@@ -42,13 +42,9 @@ pub fn key(path: &std::path::Path, proj_id: u8) -> io::Result<Key> {
     ftok(path, proj_id)
 }
 
-/// Text for a duration given in seconds on the command line: `10 s`, `0.5 s`.
+/// Text for a duration given in seconds on the command line, as given: `10 s`, `0.25 s`.
 pub fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
+    format!("{} s", d.as_secs_f64())
 }
 
 /// The error that ends a program which took SIGINT, SIGTERM or SIGHUP.
