@@ -12,7 +12,8 @@
 //!
 //! There is no `msgrcv` with a timeout. [`MsgId::recv_deadline`] polls with `IPC_NOWAIT` and a
 //! growing pause instead, which costs a little latency but can never hang on a queue whose
-//! server has died without removing it.
+//! server has died without removing it; [`super::msg_wait::recv_until`] sleeps in `msgrcv`
+//! itself until a timer signal at the deadline, and falls back to the poll.
 
 use super::shm::Get;
 use super::{cvt, cvt_r, removed_if_invalid, sys_error, Key, Removable};
@@ -116,10 +117,26 @@ impl MsgId {
         buf: &mut [u8],
         flags: libc::c_int,
     ) -> io::Result<(i64, usize)> {
+        loop {
+            match self.recv_once(mtype, buf, flags) {
+                Err(e) if super::errno(&e) == Some(libc::EINTR) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// One `msgrcv`, EINTR included: for [`super::msg_wait`], whose timer signal ends a wait
+    /// that way on purpose; everyone else goes through [`recv`](Self::recv) and its relatives.
+    pub(super) fn recv_once(
+        self,
+        mtype: i64,
+        buf: &mut [u8],
+        flags: libc::c_int,
+    ) -> io::Result<(i64, usize)> {
         let mut raw = buffer(buf.len());
         // SAFETY: `raw` holds a type word plus at least `buf.len()` bytes for the kernel to fill.
-        let got = cvt_r(
-            || unsafe {
+        let got = cvt(
+            unsafe {
                 libc::msgrcv(self.0, raw.as_mut_ptr().cast(), buf.len(), mtype, flags)
                     as libc::c_int
             },

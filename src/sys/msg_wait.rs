@@ -17,7 +17,7 @@
 //! with [`MsgId::recv_deadline`]: slower, never wrong.
 
 use super::msg::MsgId;
-use super::{cvt, removed_if_invalid, sys_error};
+use super::{cvt, errno};
 use std::io;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -131,43 +131,17 @@ pub fn recv_until(
         return Ok(None);
     }
     let _timer = Timer::arm(deadline)?;
-    // The kernel's msgbuf: a long type, then the text; kept in u64s so the type is aligned.
-    let mut raw = vec![0u64; 1 + buf.len().div_ceil(8)];
     loop {
-        // SAFETY: `raw` has room for the type word and `buf.len()` bytes of text.
-        let got = unsafe { libc::msgrcv(q.0, raw.as_mut_ptr().cast(), buf.len(), mtype, 0) };
-        if got >= 0 {
-            let got = got as usize;
-            // SAFETY: the kernel wrote `got` <= buf.len() bytes after the type word.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    raw.as_ptr().add(1).cast::<u8>(),
-                    buf.as_mut_ptr(),
-                    got,
-                )
-            };
-            let t = raw[0] as i64;
-            crate::trace!(
-                "msgrcv(msqid={}, type={mtype}) = type {t}, {got} bytes",
-                q.0
-            );
-            return Ok(Some((t, got)));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            if Instant::now() >= deadline {
-                return Ok(None);
+        match q.recv_once(mtype, buf, 0) {
+            Ok(m) => return Ok(Some(m)),
+            // Our timer (the deadline), or another signal, or our timer a hair early.
+            Err(e) if errno(&e) == Some(libc::EINTR) => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
             }
-            continue; // another signal, or our timer a hair early: wait on
+            Err(e) => return Err(e),
         }
-        return Err(removed_if_invalid(sys_error(
-            format!(
-                "msgrcv(msqid={}, type={mtype}, max {} bytes)",
-                q.0,
-                buf.len()
-            ),
-            e,
-        )));
     }
 }
 
