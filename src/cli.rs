@@ -21,7 +21,7 @@
 //! ```
 
 use std::fmt::Display;
-use std::io;
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -80,6 +80,15 @@ pub fn run(usage: &str, body: impl FnOnce(Args) -> Result<(), Failure>) -> ExitC
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => report(prog, usage, f),
     }
+}
+
+/// Prints one line on stdout and flushes it. A closed pipe (`program | head`) is an error
+/// (exit 1), not the panic `println!` would make.
+pub fn say(line: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
 }
 
 fn report(prog: &str, usage: &str, f: Failure) -> ExitCode {

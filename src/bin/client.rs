@@ -128,15 +128,15 @@ fn command(node: &Node, o: &Opts, sigs: &TermSignals) -> Result<(), Failure> {
                 return Err(Failure::usage("write: TEXT is missing"));
             }
             let id = client::write(node, k, &w[2..].join(" "), o.size)?;
-            say(&id.to_string())
+            cli::say(&id.to_string())
         }
         "read" if w.len() == 2 => {
             let att = client::open(node, key(w.get(1))?)?;
-            say(&att.read_string()?)?;
+            cli::say(&att.read_string()?)?;
             while o.follow && sigs.pending().is_none() {
                 // A bounded wait, so that Ctrl-C is noticed within a second.
                 if node.rshm_wait_changed(att.rshmid(), RSHM_FOLLOW_WAIT)? {
-                    say(&att.read_string()?)?;
+                    cli::say(&att.read_string()?)?;
                 }
             }
             node.rshmdt(att)?;
@@ -194,12 +194,4 @@ fn interactive(node: &Node, sigs: &TermSignals) -> Result<(), Failure> {
             Err(Failure::Exit(_)) => {}
         }
     }
-}
-
-/// One line to stdout; a closed pipe is an error, not a panic.
-fn say(line: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
 }

@@ -43,7 +43,6 @@
 use ipclab::cli::{self, Arg, Failure};
 use ipclab::device::{self, stat};
 use ipclab::params;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,7 +78,7 @@ fn body(mut args: cli::Args) -> Result<(), Failure> {
     }
     let key = device::key(&path, proj)?;
     if show {
-        return say(&stat::stat(key)?.to_string());
+        return cli::say(stat::stat(key)?.to_string().trim_end_matches('\n'));
     }
     let done = stat::remove(key)?;
     let shm = done
@@ -88,16 +87,8 @@ fn body(mut args: cli::Args) -> Result<(), Failure> {
     let sem = done
         .sem
         .map_or("no semaphore set".to_string(), |s| format!("semid {}", s.0));
-    say(&format!(
-        "detach: marked {shm} and {sem} for removal; {} process(es) still attached will notice\n",
+    cli::say(&format!(
+        "detach: marked {shm} and {sem} for removal; {} process(es) still attached will notice",
         done.still_attached
     ))
-}
-
-/// Prints to stdout; a closed pipe (`detach --stat | head`) is an error, not a panic.
-fn say(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
 }

@@ -30,7 +30,6 @@ use ipclab::cli::{self, Arg, Failure};
 use ipclab::device::server::{Config, Device, Stop};
 use ipclab::params;
 use ipclab::sys::signal::TermSignals;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -80,7 +79,7 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     let key = ipclab::device::key(&path, proj)?;
     let mut device = Device::create(key, config)?;
     let (shm, sem) = (device.shm_id(), device.sem_id());
-    say(&format!(
+    cli::say(&format!(
         "device: key 0x{key:08x} shmid {} semid {} channels {} period {} ms ramp {} units/s pid {}",
         shm.0,
         sem.0,
@@ -91,7 +90,7 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     ))?;
     let why = device.serve(sigs)?;
     device.shutdown(why)?;
-    say(&match why {
+    cli::say(&match why {
         Stop::Signal(sig) => format!(
             "device: signal {sig}: removed shmid {} and semid {}",
             shm.0, sem.0
@@ -101,12 +100,4 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
             shm.0, sem.0
         ),
     })
-}
-
-/// Prints one line to stdout; a closed pipe is an error (the owners still clean up), not a panic.
-fn say(line: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
 }

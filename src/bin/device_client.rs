@@ -33,7 +33,7 @@ use ipclab::device::client::Client;
 use ipclab::device::{self, channel_line};
 use ipclab::params;
 use ipclab::sys::signal::{exit_status_for, TermSignals};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,52 +114,37 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
             let (ch, value) = (channel("set", &ch)?, number("set", &value)?);
             let mut c = open()?;
             c.set(ch, value).map_err(|e| failed("set", &c, e))?;
-            say("ok")?;
+            cli::say("ok")?;
         }
         Command::Get(ch) => {
             let ch = channel("get", &ch)?;
             let mut c = open()?;
             let got = c.get(ch).map_err(|e| failed("get", &c, e))?;
-            say(&channel_line(ch, &got))?;
+            cli::say(&channel_line(ch, &got))?;
         }
         Command::Reset => {
             let mut c = open()?;
             c.reset().map_err(|e| failed("reset", &c, e))?;
-            say("ok")?;
+            cli::say("ok")?;
         }
         Command::Watch(ch, count) => {
             let ch = channel("watch", &ch)?;
             let c = open()?;
             let mut last = c.snapshot(ch).map_err(|e| failed("watch", &c, e))?.update;
-            let mut out = io::stdout().lock();
             let mut printed = 0;
             while count.is_none_or(|n| printed < n) {
                 let snap = c
                     .wait_update(ch, last)
                     .map_err(|e| failed("watch", &c, e))?;
                 // Flushed line by line: a watcher is read by people and by scripts as it runs.
-                writeln!(
-                    out,
-                    "update={} {}",
-                    snap.update,
-                    channel_line(ch, &snap.channel)
-                )
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::runtime(format!("watch: writing stdout: {e}")))?;
+                let line = channel_line(ch, &snap.channel);
+                cli::say(&format!("update={} {line}", snap.update))?;
                 last = snap.update;
                 printed += 1;
             }
         }
     }
     Ok(())
-}
-
-/// Prints one line to stdout; a closed pipe is an error, not a panic.
-fn say(line: &str) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
 }
 
 /// A channel number: not a number at all is a runtime error (exit 1), as the lab asks, with the

@@ -184,9 +184,12 @@ fn hold(path: &str, o: &Opts) -> Result<(), Failure> {
         LockKind::Exclusive => "LOCK_EX",
     };
     shm.locked(kind, || {
-        // Printed (and flushed) only once the lock is ours: a script waits for this line.
-        println!("holding {name} on {path} (pid {})", std::process::id());
-        let _ = std::io::stdout().flush();
+        // Printed (and flushed) only once the lock is ours: a script waits for this line. (If
+        // nobody reads it any more, holding the lock still does what was asked.)
+        let _ = cli::say(&format!(
+            "holding {name} on {path} (pid {})",
+            std::process::id()
+        ));
         match o.hold_for {
             Some(d) => std::thread::sleep(d),
             // Until killed: the kernel releases the lock when the process dies.
@@ -195,7 +198,7 @@ fn hold(path: &str, o: &Opts) -> Result<(), Failure> {
             },
         }
     })?;
-    println!("released {name} on {path}");
+    cli::say(&format!("released {name} on {path}"))?;
     Ok(())
 }
 
@@ -203,7 +206,7 @@ fn run_hammer(path: &str, o: &Opts) -> Result<(), Failure> {
     let shm = open(path, o)?;
     let h = o.hammer.expect("set by body");
     let report = hammer::run(&shm, h)?;
-    println!("{}", report.line());
+    cli::say(&report.line())?;
     if report.torn > 0 {
         return Err(Failure::runtime(format!(
             "hammer: {} of {} reads were torn; the first: {}",
@@ -218,14 +221,14 @@ fn run_hammer(path: &str, o: &Opts) -> Result<(), Failure> {
 fn stat(path: &str, o: &Opts) -> Result<(), Failure> {
     let shm = open(path, o)?;
     let st = shm.stat()?;
-    println!(
+    cli::say(&format!(
         "key=0x{:08x} shmid={} size={} attaches={} created={}",
         shm.key(),
         shm.id().0,
         st.size,
         st.attaches,
         if shm.created() { "yes" } else { "no" }
-    );
+    ))?;
     Ok(())
 }
 
@@ -233,6 +236,6 @@ fn delete(path: &str, o: &Opts) -> Result<(), Failure> {
     let shm = open(path, o)?;
     let (key, id) = (shm.key(), shm.id().0);
     shm.delete()?;
-    println!("deleted key=0x{key:08x} shmid={id}");
+    cli::say(&format!("deleted key=0x{key:08x} shmid={id}"))?;
     Ok(())
 }
