@@ -6,8 +6,10 @@
 //! into [`sys`], where every system call is made.
 //!
 //! # Layout
-//! - [`sys`]: the system layer; the only code with `unsafe`. Safe, checked wrappers over ftok,
-//!   shm*, sem*, msg*, flock and signals, with owning guards. Serves every seed.
+//! - [`sys`]: the kernel boundary, one of the two places with `unsafe`. Safe, checked wrappers
+//!   over ftok, shm*, sem*, msg*, flock and signals, with owning guards. Serves every seed.
+//! - [`ffi`]: the C boundary, the other place with `unsafe`: the functions that C programs call
+//!   through `include/*.h` and `libipclab.a`, above the features they call.
 //! - [`wire`]: every byte layout that crosses a process boundary, with its byte table. Serves
 //!   every seed.
 //! - [`params`]: every default and limit, one commented constant per line.
@@ -19,13 +21,15 @@
 //! - [`dipc`]: seed 001, `dipc`/`dipcrm`/`dipc_client`: mailboxes behind a fair RW lock.
 //! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes.
 
-// `unsafe` is refused everywhere but in `sys`, which opts back in; the binaries forbid it.
+// `unsafe` is refused everywhere but in `sys` and `ffi`, which opt back in; the binaries forbid it.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
 pub mod device;
 pub mod dipc;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod params;
 pub mod rshm;
 pub mod shmem;

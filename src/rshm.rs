@@ -95,7 +95,7 @@
 //! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
 //! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
 //! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
-//! - The C calls: `src/sys/rshm_c.rs` and `include/rshm.h`; the timed wait for a reply:
+//! - The C calls: `src/ffi/rshm.rs` and `include/rshm.h`; the timed wait for a reply:
 //!   [`crate::sys::msg_wait`].
 
 pub mod api;

@@ -424,7 +424,7 @@ impl Drop for RshmAttachment {
 }
 
 // ---------------------------------------------------------------------------------------------
-// For the C calls (src/sys/rshm_c.rs): C has no guard, so attachments live in a process-wide
+// For the C calls (src/ffi/rshm.rs): C has no guard, so attachments live in a process-wide
 // table and are found again by the address C holds.
 
 static C_ATTACHED: Mutex<Vec<RshmAttachment>> = Mutex::new(Vec::new());

@@ -28,7 +28,6 @@
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
-//! - [`rshm_c`]: the RSHM calls exported with C names for `include/rshm.h` (seed 000).
 //! - [`alloc_probe`]: a counting global allocator, so tests can prove a decoder's memory bound.
 
 pub mod alloc_probe;
@@ -39,7 +38,6 @@ pub mod msg;
 pub mod msg_wait;
 pub mod poll;
 pub mod process;
-pub mod rshm_c;
 pub mod sem;
 pub mod shm;
 pub mod signal;

@@ -33,7 +33,7 @@ fn set_errno(n: c_int) {
 fn failed(e: io::Error) -> c_int {
     let text = e.to_string().replace('\0', " ");
     LAST.with(|l| *l.borrow_mut() = CString::new(text).unwrap_or_default());
-    set_errno(super::errno(&e).unwrap_or(libc::EIO));
+    set_errno(crate::sys::errno(&e).unwrap_or(libc::EIO));
     -1
 }
 
@@ -55,7 +55,7 @@ pub extern "C" fn rshmget(key: c_int, size: usize) -> c_int {
 #[no_mangle]
 pub extern "C" fn rshmat(rshmid: c_int, addr: *const c_void) -> *mut c_void {
     if !addr.is_null() {
-        failed(super::sys_error(
+        failed(crate::sys::sys_error(
             "rshmat: addr must be NULL",
             io::Error::from_raw_os_error(libc::EINVAL),
         ));
