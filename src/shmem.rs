@@ -321,6 +321,12 @@ impl Shmem {
     /// Removes the segment (`IPC_RMID`), then detaches. Whoever is still attached keeps using
     /// the old memory until they detach; the next `open` of the path creates a new segment.
     pub fn delete(self) -> io::Result<()> {
+        self.remove()
+    }
+
+    /// What [`Shmem::delete`] does, but keeps this attachment (the C API's `shmem_delete`
+    /// detaches only once the removal worked, so that a failed delete leaves a usable handle).
+    pub fn remove(&self) -> io::Result<()> {
         let id = self.id();
         // We are attached, so the id still exists even if someone else deleted it first;
         // IPC_RMID would "succeed" a second time. Say what happened instead.

@@ -18,8 +18,11 @@
 //! # Layout
 //! - [`rshm`]: `rshmget`, `rshmat`, `rshmdt`, `rshmctl`, `rshmChanged`, `rshm_wait_changed` and
 //!   `rshm_error`, declared in `include/rshm.h` (seed 000).
+//! - [`shmem`]: `shmem_open`, `shmem_close`, `shmem_read`, `shmem_write`, `shmem_delete`,
+//!   `shmem_update` and `shmem_error`, declared in `include/shmem.h` (seed 004).
 
 pub mod rshm;
+pub mod shmem;
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int};
