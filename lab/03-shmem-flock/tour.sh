@@ -1,6 +1,7 @@
-# lab/03-shmem-flock/tour.sh: the shmem library (seed 004), driven through shmem_tool.
-# Sourced by lab/tour.sh, which provides say, run, run_bg, wait_bg, expect_output, wait_for,
-# new_key_file, track_key and $IPCLAB_WORK. About 3 seconds; removes what it creates.
+# lab/03-shmem-flock/tour.sh: the shmem library (seed 004), driven through shmem_tool, then the
+# seed's example server and client in C (server.c, client.c). Sourced by lab/tour.sh, which
+# provides say, run, run_bg, wait_bg, expect_output, wait_for, new_key_file, track_key and
+# $IPCLAB_WORK. About 5 seconds; removes what it creates.
 
 SHMEM_KEY=$(new_key_file shmem.key)
 track_key "$(ftok_key "$SHMEM_KEY" 77)" # 77 = 'M', SHMEM_PROJ_ID
@@ -30,3 +31,26 @@ say "No torn reads: 2 writer and 3 reader threads, every read checked to be one 
 run shmem_tool delete "$SHMEM_KEY"
 run shmem_tool hammer "$SHMEM_KEY" --size 4096 --writers 2 --readers 3 --count 2000
 run shmem_tool delete "$SHMEM_KEY"
+
+# The seed is a C library: the same calls from C, through include/shmem.h and libipclab.a.
+if command -v cc >/dev/null; then
+    say "The seed's example server and client in C, on include/shmem.h and libipclab.a (cargo build --release made it), built with one cc line each"
+    run cc -Iinclude lab/03-shmem-flock/server.c target/release/libipclab.a -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_server_c"
+    run cc -Iinclude lab/03-shmem-flock/client.c target/release/libipclab.a -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_client_c"
+    SHMEM_C_KEY=$(new_key_file shmem_c.key)
+    track_key "$(ftok_key "$SHMEM_C_KEY" 77)"
+
+    say "The C server creates the segment and publishes a record every 100 ms; the C client reads whole records (LOCK_SH) while it writes (LOCK_EX)"
+    run_bg "$IPCLAB_WORK/shmem_server_c" "$SHMEM_C_KEY" --interval 100 --count 8
+    segment_up() { shmem_tool stat "$SHMEM_C_KEY" >/dev/null 2>&1; }
+    wait_for 5 segment_up || tour_failed "the C server never created its segment"
+    run "$IPCLAB_WORK/shmem_client_c" "$SHMEM_C_KEY" --count 3 --interval 150
+    run shmem_tool stat "$SHMEM_C_KEY"
+
+    say "The server created the segment, so it deletes it when it stops; the client only attached, so it removed nothing"
+    wait_bg
+    gone() { ! shmem_tool stat "$SHMEM_C_KEY" >/dev/null 2>&1; }
+    wait_for 5 gone || tour_failed "the C server left its segment behind"
+else
+    say "No C compiler (cc) on this machine: the C examples (server.c, client.c) are skipped"
+fi
