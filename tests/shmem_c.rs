@@ -14,7 +14,8 @@ mod common;
 
 use common::{cmd, finish, run_with_limit, wait_until, Scratch};
 use ipclab::params::SHMEM_PROJ_ID;
-use ipclab::sys::{ipcs, process};
+use ipclab::shmem::{record, Shmem};
+use ipclab::sys::process;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -119,13 +120,24 @@ fn tool_ok(args: &[&str]) {
     assert!(o.status.success(), "shmem_tool {args:?}: {}", stderr(&o));
 }
 
-fn run(exe: &Path, args: &[&str]) -> Output {
-    run_with_limit(Command::new(exe).args(args), LIMIT)
+/// A command for one of the compiled programs, with tracing off whatever the caller's
+/// environment (the library would print trace lines on their stderr).
+fn c_cmd(exe: &Path) -> Command {
+    let mut c = Command::new(exe);
+    c.env_remove(ipclab::params::TRACE_ENV);
+    c
 }
 
-fn segment_exists(k: &Path) -> bool {
-    let key = ipclab::sys::ftok(k, SHMEM_PROJ_ID).expect("ftok");
-    !ipcs::with_key(key).expect("ipcs").is_empty()
+fn run(exe: &Path, args: &[&str]) -> Output {
+    run_with_limit(c_cmd(exe).args(args), LIMIT)
+}
+
+/// Whether the server has published its first record (a client started between the
+/// server's create and its first write would print "(no record yet)").
+fn published(k: &Path) -> bool {
+    Shmem::open_existing(k)
+        .and_then(|shm| record::read(&shm))
+        .is_ok_and(|r| r.is_some())
 }
 
 /// Checks one line a client printed for the server `pid`: `seq=N pid=P age_ms=A text=tick N`.
@@ -176,12 +188,12 @@ fn the_c_server_publishes_and_c_and_rust_clients_read_whole_records() {
     let k = key_file(&s, "k");
     let kp = path_str(&k);
     let srv = s.spawn(
-        Command::new(&p.server)
+        c_cmd(&p.server)
             .args([kp, "--interval", "20", "--count", "50"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    assert!(wait_until(LIMIT, || segment_exists(&k)));
+    assert!(wait_until(LIMIT, || published(&k)));
     let c = run(&p.client, &[kp, "--interval", "20", "--count", "3"]);
     assert!(c.status.success(), "{}", stderr(&c));
     let text = stdout(&c);
@@ -215,12 +227,12 @@ fn the_c_client_reads_the_rust_server_until_it_removes_the_segment() {
     let k = key_file(&s, "k");
     let kp = path_str(&k);
     let srv = s.spawn(
-        Command::new(&p.rust_server)
+        c_cmd(&p.rust_server)
             .args([kp, "--interval", "50", "--count", "8"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    assert!(wait_until(LIMIT, || segment_exists(&k)));
+    assert!(wait_until(LIMIT, || published(&k)));
     // No --count: the client stops when it sees the segment deleted.
     let c = run(&p.client, &[kp, "--interval", "20"]);
     assert!(c.status.success(), "{}", stderr(&c));
@@ -246,12 +258,12 @@ fn the_c_server_owns_its_segment_refuses_a_second_and_removes_it_on_sigterm() {
     let k = key_file(&s, "k");
     let kp = path_str(&k);
     let srv = s.spawn(
-        Command::new(&p.server)
+        c_cmd(&p.server)
             .args([kp, "--interval", "10000"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    assert!(wait_until(LIMIT, || segment_exists(&k)));
+    assert!(wait_until(LIMIT, || published(&k)));
     let second = run(&p.server, &[kp]);
     assert_eq!(second.status.code(), Some(1));
     assert_eq!(
@@ -358,7 +370,7 @@ fn a_c_process_and_a_rust_process_hammer_one_segment_with_no_torn_read() {
     let k = key_file(&s, "k");
     let kp = path_str(&k);
     // Both open it with its size, so either may create it (zeros: writer 0's whole pattern).
-    let c = Command::new(&p.hammer)
+    let c = c_cmd(&p.hammer)
         .args([kp, "65536", "2", "2", "1500", "100"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -400,7 +412,7 @@ fn shmem_update_loses_no_increment_across_c_processes_and_threads() {
     // Three processes of four threads each, all at once, on one 8-byte counter.
     let children: Vec<_> = (0..3)
         .map(|_| {
-            Command::new(&p.api)
+            c_cmd(&p.api)
                 .args(["incr", kp, "4", "300"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
