@@ -432,3 +432,56 @@ fn shmem_update_loses_no_increment_across_c_processes_and_threads() {
     tool_ok(&["delete", kp]);
     s.assert_no_leftovers();
 }
+
+/// Whether this test runs as root (from /proc, which needs no unsafe call).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn another_user_cannot_open_the_servers_segment_and_hostile_bytes_are_refused() {
+    use std::os::unix::process::CommandExt;
+    let Some(p) = progs() else { return };
+    let s = Scratch::new("shmemc-adversary");
+    let k = key_file(&s, "k");
+    let kp = path_str(&k);
+    let srv = s.spawn(
+        c_cmd(&p.server)
+            .args([kp, "--interval", "10000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(wait_until(LIMIT, || published(&k)));
+    if is_root() {
+        // An unused uid: the segment is mode 0600, so shmget refuses it, and the client says so.
+        let o = run_with_limit(c_cmd(&p.client).arg(kp).uid(64001).gid(64001), LIMIT);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("shmem_client_c: shmem open {kp}: "))
+                && stderr(&o).contains("Permission denied"),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        eprintln!("skipped the other-user half: not root");
+    }
+    // Somebody writes garbage over the record, ignoring the protocol: the client refuses it.
+    tool_ok(&["write", kp, "not a record"]);
+    let o = run(&p.client, &[kp, "--count", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "shmem_client_c: the segment does not hold a version 1 record\n"
+    );
+    // The server did not notice, and still removes its segment on SIGTERM.
+    process::kill(srv as i32, process::SIGTERM).unwrap();
+    assert!(s.take(srv).wait().unwrap().success());
+    s.assert_no_leftovers();
+}
