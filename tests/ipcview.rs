@@ -17,7 +17,7 @@ use ipclab::dipc::keys::key_for_port;
 use ipclab::params::SHMEM_PROJ_ID;
 use ipclab::rshm::{gate::gate_key, queue_key};
 use ipclab::sys::process::{kill, SIGTERM};
-use ipclab::sys::sem::semget;
+use ipclab::sys::sem::{semget, SemOp};
 use ipclab::sys::shm::{shmget, Get};
 use ipclab::sys::Key;
 use rshm_cluster::Cluster;
@@ -290,6 +290,44 @@ fn dipc_mailboxes_and_their_locks_are_decoded_and_port_narrows() {
     // --port shows that server alone: one section, and no raw rows.
     assert_eq!(text.matches("\n\n").count(), 1, "{text}");
     assert!(!text.contains("other System V objects"), "{text}");
+
+    // The turnstile at work. The test plays a reader inside box 1 (READERS1 += 1, as
+    // RwLocks::read does); a writer then takes the turnstile and waits for that reader to
+    // leave, and a reader arriving after it queues at the closed turnstile.
+    let set = semget(key_for_port(port), 0, Get::Open).unwrap();
+    set.op(&[SemOp::post(3)]).unwrap();
+    let writer = s.spawn(
+        cmd("dipc_client")
+            .args([&p, "w", "1", "bye"])
+            .stdout(Stdio::null()),
+    );
+    until_lines(
+        &["--port", &p],
+        &lines(&["  box 1: 5 bytes, 1 readers inside, turnstile held by a writer, 0 waiting at the turnstile, 1 writer waiting for the readers to leave"]),
+    );
+    let reader = s.spawn(
+        cmd("dipc_client")
+            .args([&p, "r", "1"])
+            .stdout(Stdio::piped()),
+    );
+    until_lines(
+        &["--port", &p],
+        &lines(&[
+            "  box 1: 5 bytes, 1 readers inside, turnstile held by a writer, 1 waiting at the turnstile, 1 writer waiting for the readers to leave",
+            "  sem 2 TURN1      value 0     ncnt 1   zcnt 0   last pid N alive",
+            "  sem 3 READERS1   value 1     ncnt 0   zcnt 1   last pid N alive",
+        ]),
+    );
+    // Our reader leaves: the writer goes first, then the reader that queued reads its message.
+    set.op(&[SemOp::wait(3)]).unwrap();
+    let mut w = s.take(writer);
+    assert!(wait_until(LIMIT, || w.try_wait().unwrap().is_some()));
+    let r = common::finish(s.take(reader), LIMIT);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "bye\n");
+    until_lines(
+        &["--port", &p],
+        &lines(&[&format!("  box 1: 3 bytes, {free}")]),
+    );
 }
 
 #[test]

@@ -128,6 +128,9 @@ fn draw(snap: &Snapshot, gone: &[(String, Instant)], interval: Duration) -> io::
     if !gone.is_empty() {
         line("", "");
     }
+    if snap.sections.is_empty() && snap.raw.is_empty() && gone.is_empty() {
+        line("no System V objects to show", "");
+    }
     if !snap.raw.is_empty() {
         line(RAW_TITLE, "\x1b[1m");
         for l in &snap.raw {
