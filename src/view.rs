@@ -150,8 +150,12 @@ impl Segment {
         })
     }
 
-    /// Copies `n` bytes at `offset`; `None` if they are not inside the segment.
+    /// Copies `n` bytes at `offset`; `None` if they are not inside the segment. Checked before
+    /// anything is allocated: `n` may come from a hostile header.
     pub fn read(&self, offset: usize, n: usize) -> Option<Vec<u8>> {
+        if offset.checked_add(n)? > self.att.len() {
+            return None;
+        }
         let mut buf = vec![0u8; n];
         self.att.read_at(offset, &mut buf).ok()?;
         Some(buf)
@@ -231,12 +235,26 @@ pub fn gather(filter: &Filter) -> io::Result<Snapshot> {
     Ok(snap)
 }
 
-/// One `ipcs`-like row; `None` if the object is gone.
+/// One `ipcs`-like row; `None` if the object is gone. An object we may not read (no read
+/// permission) is still listed, with what `/proc/sysvipc` tells everybody.
 fn raw_row(o: &Object) -> Option<String> {
     let key = o.key as u32;
+    let unreadable = |e: io::Error| {
+        (!crate::sys::is_removed(&e)).then(|| {
+            format!(
+                "  {} key 0x{key:08x} id {} uid {}: {e}",
+                o.kind.name(),
+                o.id,
+                o.uid
+            )
+        })
+    };
     Some(match o.kind {
         Kind::Shm => {
-            let st = ShmId(o.id).stat().ok()?;
+            let st = match ShmId(o.id).stat() {
+                Ok(st) => st,
+                Err(e) => return unreadable(e),
+            };
             format!(
                 "  shm key 0x{key:08x} shmid {} uid {} mode {:o} size {} attaches {} creator pid {}{}",
                 o.id,
@@ -249,14 +267,20 @@ fn raw_row(o: &Object) -> Option<String> {
             )
         }
         Kind::Sem => {
-            let st = crate::sys::sem::SemId(o.id).stat().ok()?;
+            let st = match crate::sys::sem::SemId(o.id).stat() {
+                Ok(st) => st,
+                Err(e) => return unreadable(e),
+            };
             format!(
                 "  sem key 0x{key:08x} semid {} uid {} mode {:o} nsems {}",
                 o.id, o.uid, st.mode, st.nsems
             )
         }
         Kind::Msg => {
-            let st = crate::sys::msg::MsgId(o.id).stat().ok()?;
+            let st = match crate::sys::msg::MsgId(o.id).stat() {
+                Ok(st) => st,
+                Err(e) => return unreadable(e),
+            };
             format!(
                 "  msg key 0x{key:08x} msqid {} uid {} mode {:o} messages {} bytes {}",
                 o.id, o.uid, st.mode, st.messages, st.bytes

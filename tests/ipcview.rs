@@ -422,6 +422,114 @@ fn unknown_objects_are_raw_rows_and_looking_changes_nothing() {
 }
 
 #[test]
+fn hostile_headers_are_raw_rows_and_a_queue_without_server_is_asked_once() {
+    use ipclab::sys::msg::msgget;
+    use ipclab::sys::shm::Access;
+    use ipclab::wire::{dipc::SegmentHeader, xfr::Header};
+    let s = Scratch::new("view-hostile");
+    let f = s.key_file("h");
+    // An xfr header that describes 3 GB of slot table, in a 4 KiB segment; a dipc header with
+    // four billion mailboxes.
+    let (xk, dk) = (s.key(&f, 65), s.key(&f, 66));
+    let xs = shmget(xk, 4096, Get::Create(0o600)).unwrap();
+    let bogus = Header::stream(1, 1, 400_000_000, 4096).encode();
+    xs.attach(Access::ReadWrite)
+        .unwrap()
+        .write_at(0, &bogus)
+        .unwrap();
+    let ds = shmget(dk, 4096, Get::Create(0o600)).unwrap();
+    let many = SegmentHeader {
+        port: 1,
+        mailboxes: u32::MAX,
+        creator_pid: 1,
+        mailbox_size: 8,
+        packet_size: 8,
+    }
+    .encode();
+    ds.attach(Access::ReadWrite)
+        .unwrap()
+        .write_at(0, &many)
+        .unwrap();
+    let text = once(&["--key", &hex(xk), "--key", &hex(dk)]);
+    let got: Vec<String> = text.lines().map(norm).collect();
+    assert_eq!(got.len(), 4, "{text}");
+    assert_eq!(got[0], "other System V objects (ipcs)");
+    assert!(
+        got[1].starts_with(&format!("  shm key {} shmid N", hex(xk))),
+        "{text}"
+    );
+    assert!(
+        got[2].starts_with(&format!("  shm key {} shmid N", hex(dk))),
+        "{text}"
+    );
+
+    // A queue on an rshm key with no server behind it: asked once (one reply timeout), and
+    // then, its last sender being a dead ipcview, not again.
+    let port = common::free_port(queue_key);
+    s.track_key(queue_key(port));
+    msgget(queue_key(port), Get::Create(0o600)).unwrap();
+    let p = port.to_string();
+    let first = once(&["--port", &p]);
+    assert!(first.contains("  ls failed: "), "{first}");
+    let t = Instant::now();
+    let again = until_lines(
+        &["--port", &p],
+        &lines(&[
+            &format!(
+                "rshm node port {port} queue key {}: msqid N, gate semid -",
+                hex(queue_key(port))
+            ),
+            "  queue 1 messages",
+            "  last sender pid N dead: server not asked",
+        ]),
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{again}");
+}
+
+#[test]
+fn another_user_sees_what_it_may_not_read_as_raw_rows() {
+    use std::os::unix::process::CommandExt;
+    // Running a child as another uid needs root; /proc/self/status says who we are.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if euid != "0" {
+        eprintln!(
+            "skipped: another_user_sees_what_it_may_not_read_as_raw_rows: not root (euid {euid})"
+        );
+        return;
+    }
+    let s = Scratch::new("view-uid");
+    let f = s.key_file("u");
+    let key = s.key(&f, 65);
+    let set = semget(key, 5, Get::Create(0o600)).unwrap();
+    let out = run_with_limit(
+        cmd("ipcview")
+            .args(["--once", "--key", &hex(key)])
+            .uid(64_123)
+            .gid(64_123),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "other System V objects (ipcs)\n  sem key {} id {} uid 0: semctl(semid={}, IPC_STAT): Permission denied (os error 13)\n\n",
+            hex(key),
+            set.0,
+            set.0
+        )
+    );
+}
+
+#[test]
 fn the_live_view_marks_a_vanished_device_gone_and_restores_the_terminal() {
     let s = Scratch::new("view-live");
     let key_file = s.key_file("key");

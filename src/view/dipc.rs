@@ -28,6 +28,11 @@ pub fn section(seg: &Segment, objs: &[Object]) -> Option<(Section, Option<i32>)>
     }
     let key = seg.obj.key;
     let h = SegmentHeader::decode(seg.head.get(..HEADER_SIZE)?).ok()?;
+    // Every mailbox must fit the segment, or the header is not a server's (and its count
+    // could be four billion): then it is a raw row.
+    if SegmentHeader::segment_size(h.mailboxes, h.mailbox_size)? > seg.att.len() as u64 {
+        return None;
+    }
     let semid = sem_with_key(objs, key);
     let title = format!(
         "dipc port {} key 0x{:08x}: shmid {}, semid {}",

@@ -13,7 +13,9 @@
 //! name: so `ipcview` asks it, with the `ls` request of `client ls` ([`Node::ls`]), which reads
 //! the table and changes nothing. The server's pid is the sender of that reply (the queue's
 //! `msg_lspid`); when the queue's last sender is dead, the server is not asked, so that a
-//! refresh does not wait for a reply that cannot come. Only the gates in use (a count, or a sleeper) are listed.
+//! refresh does not wait for a reply that cannot come. (A queue on such a key with no server
+//! behind it costs one reply timeout, `RSHM_REPLY_TIMEOUT`, the first time; after that its
+//! last sender is our own request, or a dead `ipcview`, and it is not asked again.) Only the gates in use (a count, or a sleeper) are listed.
 
 use super::{liveness, sems, Section};
 use crate::params::RSHM_QUEUE_KEY_BASE;
@@ -49,9 +51,13 @@ pub fn section(q: &Object, port: u16, objs: &[Object]) -> Option<NodeView> {
     // Every request is answered, so at rest the last sender is the server (its last reply). A
     // dead last sender is a server that died, or a request it never answered: either way,
     // asking would only wait for the reply timeout.
+    // And when the last sender is this process, our previous request got no reply: a queue
+    // with this key but no server behind it costs one reply timeout, not one per refresh.
     let sender = before.last_send_pid;
     let listing = if sender > 0 && !crate::sys::process::alive(sender) {
         Err(format!("last sender pid {sender} dead: server not asked"))
+    } else if sender == std::process::id() as i32 {
+        Err("our last request got no reply: server not asked".to_string())
     } else {
         Node::open(port)
             .and_then(|n| n.ls())

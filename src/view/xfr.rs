@@ -35,6 +35,11 @@ pub fn section(seg: &Segment, objs: &[Object]) -> Option<(Section, Option<i32>)>
     }
     let key = seg.obj.key;
     let h = Header::decode(&seg.head).ok()?;
+    // A header that describes more than the segment holds is not a writer's (`claim` in
+    // `src/xfr/objects.rs` refuses it too): it is listed as a raw row.
+    if (seg.att.len() as u64) < h.segment_len() {
+        return None;
+    }
     let semid = sem_with_key(objs, key).filter(|&s| s == h.semid);
     let title = format!(
         "shm_writer/shm_reader key 0x{:08x}: shmid {}, semid {}",
