@@ -20,7 +20,7 @@
 use super::{liveness, sems, Section};
 use crate::params::RSHM_QUEUE_KEY_BASE;
 use crate::rshm::api::Node;
-use crate::rshm::gate::gate_key;
+use crate::rshm::gate::{gate_key, RETIRED};
 use crate::sys::ipcs::{Kind, Object};
 use crate::sys::msg::MsgId;
 use crate::sys::sem::SemId;
@@ -115,17 +115,22 @@ pub fn section(q: &Object, port: u16, objs: &[Object]) -> Option<NodeView> {
         }
         Err(why) => lines.push(format!("  {why}")),
     }
-    if let Some(s) = gates.and_then(|g| sems::read(SemId(g)).ok()) {
+    if let Some(s) = gates.and_then(|g| sems::read_sparse(SemId(g)).ok()) {
+        // A retired gate holds SEMVMX for ever (src/rshm/gate.rs): counted, not listed.
+        let retired = s.iter().filter(|g| g.value == RETIRED).count();
         let used: Vec<String> = s
             .iter()
             .enumerate()
-            .filter(|(_, g)| g.value != 0 || g.ncnt != 0 || g.zcnt != 0)
+            .filter(|(_, g)| g.value != RETIRED && (g.value != 0 || g.ncnt != 0 || g.zcnt != 0))
             .map(|(i, g)| sems::row(i, &format!("GATE{i}"), g))
             .collect();
         if used.is_empty() {
             lines.push("  gates: none in use".to_string());
         }
         lines.extend(used);
+        if retired > 0 {
+            lines.push(format!("  gates retired: {retired}"));
+        }
     }
     Some(NodeView {
         section: Section { title, lines },
