@@ -592,6 +592,42 @@ fn the_live_view_marks_a_vanished_device_gone_and_restores_the_terminal() {
 }
 
 #[test]
+fn q_on_a_terminal_quits_and_gives_the_terminal_back_as_it_was() {
+    use std::io::Write;
+    // A real terminal: util-linux `script` runs the shell line on a pseudo-terminal and copies
+    // our pipe to it, so `q` arrives as a key press.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: q_on_a_terminal_quits...: no `script` (util-linux) here");
+        return;
+    }
+    let line = format!(
+        "stty -g; {} --interval 0.05 --key 0x7fffff04 >/dev/null; echo rc=$?; stty -g",
+        common::bin("ipcview").display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfc", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"q").unwrap();
+    drop(stdin);
+    let out = common::finish(child, LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{text:?}");
+    assert_eq!(lines[1], "rc=0", "{text:?}");
+    assert_eq!(lines[0], lines[2], "the terminal modes changed: {text:?}");
+}
+
+#[test]
 fn usage_errors_exit_2_and_help_exits_0() {
     for bad in [
         &["--bogus"][..],
