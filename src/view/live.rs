@@ -4,15 +4,16 @@
 //! The escapes used, all of them (ECMA-48 and xterm's alternate screen, which every terminal
 //! emulator in use understands):
 //!
-//! | escape        | meaning                                                       |
-//! |---------------|---------------------------------------------------------------|
-//! | `ESC[?1049h`  | switch to the alternate screen (the shell's screen is kept)   |
-//! | `ESC[?25l`    | hide the cursor                                               |
-//! | `ESC[H`       | cursor to the top left, to draw the next frame over this one  |
-//! | `ESC[K`       | clear to the end of the line (the old line may be longer)     |
-//! | `ESC[J`       | clear to the end of the screen (the old frame may be longer)  |
-//! | `ESC[1m` `ESC[2m` `ESC[0m` | bold (titles), dim (gone objects), normal        |
-//! | `ESC[?25h` `ESC[?1049l` | show the cursor, back to the shell's screen         |
+//! | escape                          | meaning                                             |
+//! |---------------------------------|-----------------------------------------------------|
+//! | `ESC[?1049h`                    | switch to the alternate screen (the shell's is kept) |
+//! | `ESC[?25l`                      | hide the cursor                                     |
+//! | `ESC[H`                         | cursor to the top left, to draw over the last frame |
+//! | `ESC[K`                         | clear to the end of the line (the old one may be longer) |
+//! | `ESC[J`                         | clear to the end of the screen (so may the old frame) |
+//! | `ESC[1m` `ESC[2m` `ESC[36m`     | bold (titles), dim (gone objects), cyan (changed)   |
+//! | `ESC[0m`                        | back to normal                                      |
+//! | `ESC[?25h` `ESC[?1049l`         | show the cursor, back to the shell's screen         |
 //!
 //! Drawing over the old frame instead of clearing the screen first is what keeps it from
 //! flickering. Keys come one at a time through [`KeyInput`] (no line buffering, no echo); the
@@ -20,8 +21,10 @@
 //! way out, an error included, because termination signals are blocked and taken between
 //! frames ([`TermSignals`]) rather than killing the process.
 //!
-//! An object seen in one frame and missing in the next is shown as `gone` (dim) for
-//! [`IPCVIEW_GONE_FOR`], so that a demo can see a writer's segment vanish when it finishes.
+//! A line that differs from every line of the last frame is drawn in cyan for one frame: a
+//! semaphore's value or waiter count that moved, a ring cell that filled. An object seen in one
+//! frame and missing in the next is shown as `gone` (dim) for [`IPCVIEW_GONE_FOR`], so that a
+//! demo can see a writer's segment vanish when it finishes.
 
 use super::{gather, Filter, Snapshot, RAW_TITLE};
 use crate::params::{IPCVIEW_GONE_FOR, IPCVIEW_KEY_SLICE};
@@ -75,6 +78,8 @@ pub fn run(filter: &Filter, opts: &Options, sigs: &TermSignals) -> io::Result<()
     let _screen = Screen::enter()?;
     let mut shown: HashSet<String> = HashSet::new();
     let mut gone: Vec<(String, Instant)> = Vec::new();
+    // Every line of the last frame, so that what changed since can be shown in colour.
+    let mut before: HashSet<String> = HashSet::new();
     let mut frames = 0u64;
     loop {
         let snap = gather(filter)?;
@@ -84,7 +89,12 @@ pub fn run(filter: &Filter, opts: &Options, sigs: &TermSignals) -> io::Result<()
         }
         gone.retain(|(t, at)| !now.contains(t) && at.elapsed() < IPCVIEW_GONE_FOR);
         shown = now;
-        draw(&snap, &gone, opts.interval)?;
+        draw(&snap, &gone, &before, opts.interval)?;
+        before = snap
+            .sections
+            .iter()
+            .flat_map(|s| s.lines.iter().cloned())
+            .collect();
         frames += 1;
         if opts.frames.is_some_and(|n| frames >= n) {
             return Ok(());
@@ -96,7 +106,14 @@ pub fn run(filter: &Filter, opts: &Options, sigs: &TermSignals) -> io::Result<()
 }
 
 /// One frame, drawn over the last.
-fn draw(snap: &Snapshot, gone: &[(String, Instant)], interval: Duration) -> io::Result<()> {
+/// One frame, drawn over the last; a line that was not in the last frame (`before`) is cyan,
+/// unless this is the first frame.
+fn draw(
+    snap: &Snapshot,
+    gone: &[(String, Instant)],
+    before: &HashSet<String>,
+    interval: Duration,
+) -> io::Result<()> {
     let mut f = String::from("\x1b[H");
     let mut line = |s: &str, style: &str| {
         if style.is_empty() {
@@ -118,7 +135,8 @@ fn draw(snap: &Snapshot, gone: &[(String, Instant)], interval: Duration) -> io::
     for s in &snap.sections {
         line(&s.title, "\x1b[1m");
         for l in &s.lines {
-            line(l, "");
+            let changed = !before.is_empty() && !before.contains(l);
+            line(l, if changed { "\x1b[36m" } else { "" });
         }
         line("", "");
     }
