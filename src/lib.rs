@@ -20,6 +20,7 @@
 //! - [`shmem`]: seed 004, the `shmem` library: a segment locked with flock.
 //! - [`dipc`]: seed 001, `dipc`/`dipcrm`/`dipc_client`: mailboxes behind a fair RW lock.
 //! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes.
+//! - [`view`]: `ipcview`: every lab's kernel objects, read-only, decoded and named, live.
 
 // `unsafe` is refused everywhere but in `sys` and `ffi`, which opt back in; the binaries forbid it.
 #![deny(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod shmem;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod trace;
+pub mod view;
 pub mod wire;
 pub mod xfr;
 

@@ -260,3 +260,13 @@ pub const RSHM_NATTCH_GRACE: Duration = Duration::from_secs(2);
 pub const RSHM_FOLLOW_WAIT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
+// ipcview: every lab's objects, decoded, live.
+
+/// Time between two refreshes of the live view (`--interval`).
+pub const IPCVIEW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long an object that vanished stays on the live view, marked `gone`.
+pub const IPCVIEW_GONE_FOR: Duration = Duration::from_secs(10);
+
+/// The longest the live view waits for a key before it looks for Ctrl-C or SIGTERM again.
+pub const IPCVIEW_KEY_SLICE: Duration = Duration::from_millis(50);

@@ -19,12 +19,14 @@
 //!
 //! # Layout
 //! - [`shm`]: shmget, shmat/shmdt as an [`shm::Attachment`], shmctl(IPC_STAT, IPC_RMID).
-//! - [`sem`]: semget, semop/semtimedop, semctl(SETVAL, GETVAL, GETALL, IPC_STAT, IPC_RMID).
+//! - [`sem`]: semget, semop/semtimedop, semctl(SETVAL, GETVAL, GETALL, GETNCNT, GETZCNT, GETPID,
+//!   IPC_STAT, IPC_RMID).
 //! - [`msg`]: msgget, msgsnd/msgrcv of typed messages, a receive with a deadline, msgctl.
 //! - [`msg_wait`]: a msgrcv asleep in the kernel until a message or a deadline (timer signal).
 //! - [`flock`]: advisory whole-file locks.
 //! - [`poll`]: wait, in bounded slices, until an fd can be read or written.
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
+//! - [`tty`]: one-key terminal input without echo, restored on drop (`ipcview`'s `q`).
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
@@ -41,6 +43,7 @@ pub mod process;
 pub mod sem;
 pub mod shm;
 pub mod signal;
+pub mod tty;
 
 use std::ffi::CString;
 use std::fmt;

@@ -233,6 +233,21 @@ impl SemId {
         cvt(ret, || format!("semctl(semid={}, {num}, GETNCNT)", self.0)).map_err(removed_if_invalid)
     }
 
+    /// `semctl(GETZCNT)`: how many processes/threads sleep waiting for counter `num` to be 0.
+    pub fn waiting_for_zero(self, num: u16) -> io::Result<i32> {
+        // SAFETY: GETZCNT takes no further argument.
+        let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETZCNT) };
+        cvt(ret, || format!("semctl(semid={}, {num}, GETZCNT)", self.0)).map_err(removed_if_invalid)
+    }
+
+    /// `semctl(GETPID)`: the pid of the last process that operated on counter `num` (0 if none;
+    /// Linux also counts the kernel's undo of a dying process's `SEM_UNDO` operations).
+    pub fn last_pid(self, num: u16) -> io::Result<i32> {
+        // SAFETY: GETPID takes no further argument.
+        let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETPID) };
+        cvt(ret, || format!("semctl(semid={}, {num}, GETPID)", self.0)).map_err(removed_if_invalid)
+    }
+
     /// `semctl(IPC_STAT)`.
     pub fn stat(self) -> io::Result<SemStat> {
         // SAFETY: semid_ds is plain data; all-zero is a valid value.
@@ -335,5 +350,22 @@ mod tests {
         assert!(is_removed(&e), "{e}");
         // And afterwards, the stale id also reads as removed.
         assert!(is_removed(&id.op(&[SemOp::post(0)]).unwrap_err()));
+    }
+
+    #[test]
+    fn zero_waiters_and_the_last_pid_are_counted() {
+        let s = private(1);
+        let id = s.get();
+        assert_eq!(id.last_pid(0).unwrap(), 0);
+        id.op(&[SemOp::post(0)]).unwrap();
+        assert_eq!(id.last_pid(0).unwrap(), std::process::id() as i32);
+        let h = thread::spawn(move || id.op_timeout(&[SemOp::zero(0)], Duration::from_secs(5)));
+        while id.waiting_for_zero(0).unwrap() == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(id.waiting(0).unwrap(), 0);
+        id.op(&[SemOp::wait(0)]).unwrap();
+        assert!(h.join().unwrap().unwrap());
+        assert_eq!(id.waiting_for_zero(0).unwrap(), 0);
     }
 }
