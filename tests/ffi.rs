@@ -191,3 +191,32 @@ fn a_forked_child_cannot_undo_its_parents_attach_nor_deadlock() {
         c.rows(0)
     );
 }
+
+#[test]
+fn a_wait_of_duration_max_waits_for_the_change_and_does_not_panic() {
+    // The Rust call under C's rshm_wait_changed: `Instant::now() + Duration::MAX` used to
+    // panic (an overflow) before the wait began.
+    let c = one_node("ffi-max");
+    let node = ipclab::rshm::Node::open(c.ports[0]).unwrap();
+    let id = node.rshmget(0x4604, 64).unwrap();
+    let att = node.rshmat(id).unwrap();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    // Not a scoped thread: if the wait never ended, the test fails below at its bound
+    // instead of waiting for the thread.
+    std::thread::spawn(move || {
+        // Its own attach: this thread has now seen the segment as it is.
+        let mine = node.rshmat(id).unwrap();
+        ready_tx.send(()).unwrap();
+        let woke = node.rshm_wait_changed(id, Duration::MAX);
+        drop(mine);
+        let _ = done_tx.send(woke.map_err(|e| e.to_string()));
+    });
+    ready.recv_timeout(rshm_cluster::LIMIT).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    att.write_string("changed").unwrap();
+    node.rshm_changed(id).unwrap();
+    assert_eq!(done.recv_timeout(rshm_cluster::LIMIT), Ok(Ok(true)));
+    drop(att);
+    node.rshmctl(id, libc::IPC_RMID).unwrap();
+}

@@ -9,10 +9,15 @@
 //! never hands out a Rust reference to bytes that another process may change under us: plain
 //! data moves with bounded copies ([`Attachment::read_at`], [`Attachment::write_at`], or straight
 //! to and from a file descriptor), and words that are shared without a lock are reached as
-//! atomics ([`Attachment::atomic_u32`], [`Attachment::atomic_u64`]).
+//! atomics ([`Attachment::atomic_u32`], [`Attachment::atomic_u64`], or on a read-only
+//! attachment [`Attachment::load_u32`], [`Attachment::load_u64`]). The copies themselves are
+//! made of relaxed atomic loads and stores, one 8-byte word at a time, so that two threads (or
+//! a thread and another process) on the same bytes are never a data race: see the `Sync` impl.
 //!
 //! Rules: keep an `Attachment` no longer than you need the memory; the id may be removed while
 //! you are attached (the memory stays valid until you detach, but nobody new can attach).
+//! Its length is learnt *after* `shmat`, from the segment actually mapped. Do not copy over a
+//! word that another thread uses as an atomic at the same moment (a mixed-size race).
 
 use super::{answers, cvt, removed_if_gone, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
@@ -193,7 +198,9 @@ unsafe impl Send for Attachment {}
 unsafe impl Sync for Attachment {}
 
 /// Copies `n` bytes out of the mapping at `src` into `dst`, in relaxed atomic loads: bytes up
-/// to an 8-byte boundary of the mapping, then whole words, then the last bytes.
+/// to an 8-byte boundary of the mapping, then whole words, then the last bytes. (A relaxed
+/// atomic load or store of a word is a plain `mov` on x86-64 and aarch64; what it gives up is
+/// only the compiler's freedom to merge words into vector instructions.)
 ///
 /// Relaxed loads of at most register width are sound on a read-only mapping too (see
 /// [`Attachment::load_u32`]).
@@ -203,22 +210,22 @@ unsafe impl Sync for Attachment {}
 /// process (the rule of [`Attachment`]'s `Sync`), and `dst` is valid for `n` byte writes.
 unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize) {
     let head = src.align_offset(8).min(n);
-    let mut i = 0;
-    while i < n {
-        if i >= head && i + 8 <= n {
-            // SAFETY: `src + i` is 8-aligned (past `head`) and in the mapping, accessed only
-            // atomically (the caller's promise); `dst + i` has 8 writable bytes, any alignment.
-            unsafe {
-                let w = AtomicU64::from_ptr(src.add(i).cast_mut().cast()).load(Ordering::Relaxed);
-                dst.add(i).cast::<u64>().write_unaligned(w);
-            }
-            i += 8;
-        } else {
-            // SAFETY: as above, one byte (an AtomicU8 needs no alignment).
-            unsafe {
-                *dst.add(i) = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed)
-            };
-            i += 1;
+    let words = (n - head) / 8;
+    for i in (0..head).chain(head + words * 8..n) {
+        // SAFETY: `src + i` is in the mapping, accessed only atomically (the caller's promise;
+        // an AtomicU8 needs no alignment); `dst + i` is writable.
+        unsafe { *dst.add(i) = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed) };
+    }
+    // SAFETY: `src + head` is 8-aligned, and the `words` words after it are in the mapping.
+    let from = unsafe { src.add(head) }.cast::<u64>().cast_mut();
+    // SAFETY: `dst + head` starts `words * 8` writable bytes (of any alignment).
+    let to = unsafe { dst.add(head) }.cast::<u64>();
+    for w in 0..words {
+        // SAFETY: word `w` of `from` is aligned, in the mapping and accessed only atomically;
+        // word `w` of `to` is writable, perhaps unaligned.
+        unsafe {
+            let v = AtomicU64::from_ptr(from.add(w)).load(Ordering::Relaxed);
+            to.add(w).write_unaligned(v);
         }
     }
 }
@@ -231,24 +238,36 @@ unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize) {
 /// atomically from this process, and `src`, if given, is valid for `n` byte reads.
 unsafe fn copy_in(src: Option<*const u8>, byte: u8, dst: *mut u8, n: usize) {
     let head = dst.align_offset(8).min(n);
-    let mut i = 0;
-    while i < n {
-        if i >= head && i + 8 <= n {
-            let w = match src {
-                // SAFETY: `s + i` has 8 readable bytes (the caller's promise), any alignment.
-                Some(s) => unsafe { s.add(i).cast::<u64>().read_unaligned() },
-                None => u64::from_ne_bytes([byte; 8]),
-            };
-            // SAFETY: `dst + i` is 8-aligned, in the writable mapping, accessed only atomically.
-            unsafe { AtomicU64::from_ptr(dst.add(i).cast()).store(w, Ordering::Relaxed) };
-            i += 8;
-        } else {
-            // SAFETY: as above, one byte each way.
-            unsafe {
-                let b = src.map_or(byte, |s| *s.add(i));
-                AtomicU8::from_ptr(dst.add(i)).store(b, Ordering::Relaxed);
+    let words = (n - head) / 8;
+    for i in (0..head).chain(head + words * 8..n) {
+        // SAFETY: `s + i` is readable (the caller's promise); `dst + i` is in the writable
+        // mapping, accessed only atomically.
+        unsafe {
+            let b = src.map_or(byte, |s| *s.add(i));
+            AtomicU8::from_ptr(dst.add(i)).store(b, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: `dst + head` is 8-aligned, and the `words` words after it are in the mapping.
+    let to = unsafe { dst.add(head) }.cast::<u64>();
+    match src {
+        Some(s) => {
+            // SAFETY: `s + head` starts `words * 8` readable bytes (of any alignment).
+            let from = unsafe { s.add(head) }.cast::<u64>();
+            for w in 0..words {
+                // SAFETY: word `w` of `from` is readable, perhaps unaligned; word `w` of `to`
+                // is aligned, in the writable mapping, accessed only atomically.
+                unsafe {
+                    let v = from.add(w).read_unaligned();
+                    AtomicU64::from_ptr(to.add(w)).store(v, Ordering::Relaxed);
+                }
             }
-            i += 1;
+        }
+        None => {
+            let v = u64::from_ne_bytes([byte; 8]);
+            for w in 0..words {
+                // SAFETY: as above.
+                unsafe { AtomicU64::from_ptr(to.add(w)).store(v, Ordering::Relaxed) };
+            }
         }
     }
 }
