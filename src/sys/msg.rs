@@ -82,8 +82,8 @@ impl MsgId {
             self.0,
             data.len()
         );
-        // SAFETY: `buf` is a valid msgbuf with `data.len()` bytes of text.
         cvt_r(
+            // SAFETY: `buf` is a valid msgbuf with `data.len()` bytes of text.
             || unsafe { libc::msgsnd(self.0, buf.as_ptr().cast(), data.len(), flags) },
             || {
                 format!(

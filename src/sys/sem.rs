@@ -151,8 +151,8 @@ impl SemId {
     pub fn op(self, ops: &[SemOp]) -> io::Result<()> {
         let mut bufs = to_sembuf(ops);
         crate::trace!("semop(semid={}, {})", self.0, describe(ops));
-        // SAFETY: `bufs` is a valid array of `bufs.len()` sembufs for the duration of the call.
         cvt_r(
+            // SAFETY: `bufs` is a valid array of `bufs.len()` sembufs for the duration of the call.
             || unsafe { libc::semop(self.0, bufs.as_mut_ptr(), bufs.len()) },
             || format!("semop(semid={}, {})", self.0, describe(ops)),
         )
