@@ -214,6 +214,10 @@ pub const RSHM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// reply usually takes one TCP round trip, and a sleep would cost more than the round trip.
 pub const RSHM_SPIN: Duration = Duration::from_millis(2);
 
+/// C's `rshm_wait_changed(id, -1)` waits for ever as waits of this length, one after another:
+/// a server that died meanwhile is then found out within one slice (plus the reply timeout).
+pub const RSHM_WAIT_SLICE: Duration = Duration::from_secs(60);
+
 /// How long one `connect` to a peer may take.
 pub const RSHM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -10,6 +10,12 @@
 //! - **It never unwinds into C, and never aborts.** A Rust panic that reaches an `extern "C"`
 //!   function aborts the whole C program, so every entry point runs its body through [`entry`],
 //!   which turns a panic into an ordinary failure (`errno` = `EIO`).
+//! - **No `with` on a thread-local.** `LocalKey::with` panics once the thread's locals are
+//!   destroyed, which is exactly when C's `atexit` handlers and thread-exit destructors run.
+//!   Locals that C can reach are either `const` without `Drop` (never destroyed, as below) or
+//!   read with `try_with` and a fallback (the "seen" table in [`crate::rshm::api`]).
+//! - **A forked child is not its parent.** State that belongs to a process (the attachment
+//!   table, a thread's "seen" table) records its pid and is reset in a child (see [`rshm`]).
 //! - **The error text outlives the call, like `strerror`'s.** It is kept in a fixed buffer of
 //!   the calling thread ([`ERROR_LEN`] bytes), which has no destructor, so reading or writing it
 //!   can never fail, even from an `atexit` handler or a thread-exit destructor. The pointer the
@@ -62,10 +68,16 @@ pub fn error_text() -> *const c_char {
     LAST_ERROR.with(|l| l.as_ptr().cast::<c_char>())
 }
 
-/// Records `e` for the error call, sets errno from it (EIO if it carries none).
+/// Records `e` for the error call, sets errno from it (if it carries none, the errno of its
+/// kind: a bad argument is EINVAL, not an I/O error; EIO when no kind fits).
 pub fn record(e: &io::Error) {
     set_error_text(&e.to_string());
-    set_errno(crate::sys::errno(e).unwrap_or(libc::EIO));
+    set_errno(crate::sys::errno(e).unwrap_or(match e.kind() {
+        io::ErrorKind::InvalidInput => libc::EINVAL,
+        io::ErrorKind::PermissionDenied => libc::EACCES,
+        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
+        _ => libc::EIO,
+    }));
 }
 
 /// Runs an entry point's body: its value on success; on an error, or on a panic (a bug in

@@ -34,7 +34,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What a thread has seen of a segment on one node: the replica's change count, and the gate
@@ -58,25 +57,56 @@ impl Seen {
     }
 }
 
+/// What one thread has seen, and in which process: a child made by `fork` inherits the
+/// forking thread's table, and starts again with nothing seen, as a new thread does.
+#[derive(Default)]
+struct SeenTable {
+    pid: u32,
+    segments: HashMap<(u16, i32), Seen>,
+}
+
 thread_local! {
     /// What this thread has seen of each segment, per node (port, rshmid): what "changed"
     /// means to [`Node::rshm_wait_changed`]. Updated by rshmat, rshmChanged and each wait. Per
     /// thread, so that one thread's wait never hides a change from another thread that has not
     /// seen it; a new thread starts with nothing seen.
-    static SEEN: RefCell<HashMap<(u16, i32), Seen>> = RefCell::new(HashMap::new());
+    ///
+    /// Reached with `try_with`, never `with`: a C program may call in from an `atexit` handler
+    /// or a thread-exit destructor, after this table is gone (`with` would panic). Then the
+    /// thread has nothing seen and keeps nothing: a wait asks the server, and returns at the
+    /// next change.
+    static SEEN: RefCell<SeenTable> = RefCell::new(SeenTable::default());
 }
 
 /// Request serials, process-wide.
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 
+/// Runs `f` on this thread's table, first emptied if it was inherited across `fork`; `None`
+/// once the thread's locals are destroyed.
+fn with_seen<R>(f: impl FnOnce(&mut HashMap<(u16, i32), Seen>) -> R) -> Option<R> {
+    SEEN.try_with(|t| {
+        // try_borrow_mut: a re-entrant call (from a signal handler, say) finds it busy.
+        let mut t = t.try_borrow_mut().ok()?;
+        let me = std::process::id();
+        if t.pid != me {
+            t.pid = me;
+            t.segments.clear();
+        }
+        Some(f(&mut t.segments))
+    })
+    .ok()
+    .flatten()
+}
+
 fn seen(port: u16, rshmid: i32) -> Seen {
-    SEEN.with(|m| m.borrow().get(&(port, rshmid)).copied().unwrap_or_default())
+    with_seen(|m| m.get(&(port, rshmid)).copied())
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Records what this thread has now seen, unless it had already seen more.
 fn saw(port: u16, rshmid: i32, new: Seen) {
-    SEEN.with(|m| {
-        let mut m = m.borrow_mut();
+    with_seen(|m| {
         let s = m.entry((port, rshmid)).or_default();
         // A newer count, or one from a server that restarted since (a count of its own).
         if new.node != s.node || new.changes >= s.changes {
@@ -192,7 +222,8 @@ impl Node {
     /// Waits until this node's replica changes (an update arrives) after what this thread
     /// last saw of it. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
     pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {
-        let deadline = Instant::now() + timeout;
+        // Duration::MAX is "for ever": a deadline that does not overflow (see `sys`).
+        let deadline = sys::deadline_after(timeout);
         let mut s = seen(self.port, rshmid);
         // The usual way: sleep on the gate, no request at all.
         if let Some(g) = s.gate {
@@ -269,7 +300,8 @@ impl Node {
         self.queue
             .send(RSHM_REQUEST_TYPE, &req.encode(), true)
             .map_err(|e| self.lost(&what, e))?;
-        let deadline = Instant::now() + RSHM_REPLY_TIMEOUT + extra;
+        let limit = RSHM_REPLY_TIMEOUT.saturating_add(extra);
+        let deadline = sys::deadline_after(limit);
         // A wait for a change may last seconds: spinning through them would take the CPU
         // from the very servers that bring the change. Everything else answers within about
         // one TCP round trip, which a spin catches without a wake-up.
@@ -288,7 +320,7 @@ impl Node {
                     format!(
                         "{what}: no reply from rshm_server on port {} within {} s",
                         self.port,
-                        (RSHM_REPLY_TIMEOUT + extra).as_secs()
+                        limit.as_secs()
                     ),
                     io::Error::from_raw_os_error(libc::ETIMEDOUT),
                 ));
@@ -352,6 +384,11 @@ pub struct RshmAttachment {
 impl RshmAttachment {
     pub fn rshmid(&self) -> i32 {
         self.rshmid
+    }
+
+    /// The node it was attached through (the one [`Node::rshmdt`] must tell).
+    pub fn node(&self) -> Node {
+        self.node
     }
 
     fn att(&self) -> &Attachment {
@@ -421,40 +458,4 @@ impl Drop for RshmAttachment {
             }
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// For the C calls (src/ffi/rshm.rs): C has no guard, so attachments live in a process-wide
-// table and are found again by the address C holds.
-
-static C_ATTACHED: Mutex<Vec<RshmAttachment>> = Mutex::new(Vec::new());
-
-/// C's `rshmat`: attach, keep the guard, return the address.
-pub fn c_rshmat(rshmid: i32) -> io::Result<usize> {
-    let att = Node::from_env()?.rshmat(rshmid)?;
-    let addr = att.addr();
-    C_ATTACHED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(att);
-    Ok(addr)
-}
-
-/// C's `rshmdt`: find the guard by address (and rshmid), detach, tell the server.
-pub fn c_rshmdt(rshmid: i32, addr: usize) -> io::Result<()> {
-    let att = {
-        let mut v = C_ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
-        let i = v
-            .iter()
-            .position(|a| a.addr() == addr && a.rshmid == rshmid)
-            .ok_or_else(|| {
-                sys::sys_error(
-                    format!("rshmdt(rshmid={rshmid}, addr=0x{addr:x}): not attached here"),
-                    io::Error::from_raw_os_error(libc::EINVAL),
-                )
-            })?;
-        v.swap_remove(i)
-    };
-    let node = att.node;
-    node.rshmdt(att)
 }

@@ -25,8 +25,8 @@ pub enum LockKind {
 
 fn flock(file: &File, op: libc::c_int, what: &str) -> io::Result<()> {
     let fd = file.as_raw_fd();
-    // SAFETY: flock takes a descriptor we own (borrowed through `file`) and no pointers.
     cvt_r(
+        // SAFETY: flock takes a descriptor we own (borrowed through `file`) and no pointers.
         || unsafe { libc::flock(fd, op) },
         || format!("flock(fd={fd}, {what})"),
     )?;

@@ -10,8 +10,11 @@
 //!   `flock`). A timed wait is retried with the time that is left, not the whole timeout again.
 //! - **"Removed" is one distinct error.** When a semaphore set, queue or segment is removed while
 //!   we use it, the kernel answers `EIDRM` (if we were blocked on it) or `EINVAL` (if the id is
-//!   already gone). For an id that was valid a moment ago both mean the same thing, so the
-//!   operation wrappers report both as `EIDRM`, and callers test it with [`is_removed`].
+//!   already gone). But `EINVAL` is also the kernel's answer to a bad argument, so on `EINVAL`
+//!   the operation wrappers ask again with `IPC_STAT`: only if the id no longer answers do they
+//!   report `EIDRM`. Callers test it with [`is_removed`].
+//! - **No timeout overflows.** A deadline is [`deadline_after`]`(timeout)`, which takes
+//!   `Duration::MAX` as "for ever" instead of panicking in `Instant + Duration`.
 //! - **Owning guards.** [`Owner`] removes an object when it is dropped; [`shm::Attachment`]
 //!   detaches when dropped. Whoever only opens an object never removes it.
 //! - **Tracing.** With `IPCLAB_TRACE=1`, each wrapper prints one line per IPC step on stderr
@@ -49,6 +52,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// A System V IPC key, as `ftok` makes it and `ipcs` prints it (`0x41020304`).
 pub type Key = libc::key_t;
@@ -133,15 +137,47 @@ fn cvt_r(
     }
 }
 
-/// An operation on an id that existed: `EINVAL` now means the id is gone, which is `EIDRM`.
-fn removed_if_invalid(e: io::Error) -> io::Error {
+/// An operation on an id that existed: `EINVAL` means *either* that the id is gone *or* that an
+/// argument is bad (`semctl(GETVAL)` of counter 5 in a set of 1, `semop` with no operations).
+/// Only the first is "removed" (`EIDRM`), so on `EINVAL` we ask the kernel again with
+/// `still_there` (an `IPC_STAT` of the id): if the object answers, the `EINVAL` was about the
+/// arguments and stays `EINVAL`. (If the id is removed *and* reused between the two calls, we
+/// say EINVAL where EIDRM was due: the error is still an error, never a false "removed".)
+fn removed_if_gone(e: io::Error, still_there: impl FnOnce() -> bool) -> io::Error {
     match e.get_ref().and_then(|i| i.downcast_ref::<SysError>()) {
-        Some(s) if s.os.raw_os_error() == Some(libc::EINVAL) => {
+        Some(s) if s.os.raw_os_error() == Some(libc::EINVAL) && !still_there() => {
             sys_error(s.call.clone(), io::Error::from_raw_os_error(libc::EIDRM))
         }
         _ => e,
     }
 }
+
+/// `IPC_STAT` itself: its only argument is the id (the buffer is ours), so `EINVAL` can only
+/// mean that no object has this id (any more): removed.
+fn removed_if_invalid(e: io::Error) -> io::Error {
+    removed_if_gone(e, || false)
+}
+
+/// What an `IPC_STAT` answer says about the id: present unless it failed with EINVAL or EIDRM
+/// (EACCES, say, comes from an object that exists).
+fn answers<T>(stat: io::Result<T>) -> bool {
+    match stat {
+        Ok(_) => true,
+        Err(e) => !matches!(errno(&e), Some(libc::EINVAL | libc::EIDRM)),
+    }
+}
+
+/// The instant `timeout` from now, or a century from now for a timeout too long to add
+/// (`Duration::MAX` means "for ever", and `Instant + Duration::MAX` would panic).
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FOREVER))
+        .unwrap_or(now)
+}
+
+/// What [`deadline_after`] gives a timeout that does not fit: a wait nobody will see end.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `ftok(path, proj_id)`: the same path (the same inode) and id always give the same key.
 ///

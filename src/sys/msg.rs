@@ -16,7 +16,7 @@
 //! itself until a timer signal at the deadline, and falls back to the poll.
 
 use super::shm::Get;
-use super::{cvt, cvt_r, removed_if_invalid, sys_error, Key, Removable};
+use super::{answers, cvt, cvt_r, removed_if_gone, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -82,8 +82,8 @@ impl MsgId {
             self.0,
             data.len()
         );
-        // SAFETY: `buf` is a valid msgbuf with `data.len()` bytes of text.
         cvt_r(
+            // SAFETY: `buf` is a valid msgbuf with `data.len()` bytes of text.
             || unsafe { libc::msgsnd(self.0, buf.as_ptr().cast(), data.len(), flags) },
             || {
                 format!(
@@ -106,7 +106,7 @@ impl MsgId {
                     io::Error::from_raw_os_error(libc::EINVAL),
                 );
             }
-            removed_if_invalid(e)
+            removed_if_gone(e, || answers(self.stat()))
         })?;
         Ok(())
     }
@@ -148,7 +148,7 @@ impl MsgId {
                 )
             },
         )
-        .map_err(removed_if_invalid)? as usize;
+        .map_err(|e| removed_if_gone(e, || answers(self.stat())))? as usize;
         // SAFETY: the kernel wrote `got` <= buf.len() bytes after the type word.
         unsafe {
             std::ptr::copy_nonoverlapping(raw.as_ptr().add(1).cast::<u8>(), buf.as_mut_ptr(), got)

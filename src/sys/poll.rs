@@ -25,7 +25,7 @@ pub fn writable(fd: impl AsFd, timeout: Duration) -> io::Result<bool> {
 }
 
 fn wait(fd: i32, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::deadline_after(timeout);
     loop {
         let mut pfd = libc::pollfd {
             fd,

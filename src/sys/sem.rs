@@ -19,7 +19,7 @@
 //! can wait for `sem_otime != 0` (see [`SemStat`]) to know the creator has finished.
 
 use super::shm::Get;
-use super::{cvt, cvt_r, removed_if_invalid, sys_error, Key, Removable};
+use super::{answers, cvt, cvt_r, removed_if_gone, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,22 @@ fn to_sembuf(ops: &[SemOp]) -> Vec<libc::sembuf> {
         .collect()
 }
 
+/// `union semun`, the fourth argument of `semctl`, which the caller must declare itself (glibc
+/// does not). It is passed *by value* as one variadic argument, so its layout is part of the
+/// ABI: a bare `int` in its place happens to work on little-endian 64-bit machines only, where
+/// `val` sits in the low half of the 8-byte slot; on a big-endian one the kernel would read
+/// the other half. With the union, `val` is always where `semctl` looks for it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union Semun {
+    /// SETVAL: the new value.
+    val: libc::c_int,
+    /// IPC_STAT, IPC_SET: the buffer.
+    buf: *mut libc::semid_ds,
+    /// GETALL, SETALL: `nsems` counters.
+    array: *mut libc::c_ushort,
+}
+
 extern "C" {
     // glibc has it, the libc crate does not declare it for this target.
     fn semtimedop(
@@ -135,19 +151,19 @@ impl SemId {
     pub fn op(self, ops: &[SemOp]) -> io::Result<()> {
         let mut bufs = to_sembuf(ops);
         crate::trace!("semop(semid={}, {})", self.0, describe(ops));
-        // SAFETY: `bufs` is a valid array of `bufs.len()` sembufs for the duration of the call.
         cvt_r(
+            // SAFETY: `bufs` is a valid array of `bufs.len()` sembufs for the duration of the call.
             || unsafe { libc::semop(self.0, bufs.as_mut_ptr(), bufs.len()) },
             || format!("semop(semid={}, {})", self.0, describe(ops)),
         )
-        .map_err(removed_if_invalid)?;
+        .map_err(|e| self.removed_if_gone(e))?;
         Ok(())
     }
 
     /// `semtimedop`: like [`op`](Self::op), but gives up after `timeout`. Returns `Ok(false)` if
     /// the time ran out with nothing applied. A signal does not restart the full timeout.
     pub fn op_timeout(self, ops: &[SemOp], timeout: Duration) -> io::Result<bool> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         let mut bufs = to_sembuf(ops);
         crate::trace!(
             "semtimedop(semid={}, {}, {:?})",
@@ -173,7 +189,7 @@ impl SemId {
                 Some(libc::EAGAIN) => return Ok(false),
                 _ => {
                     let call = format!("semtimedop(semid={}, {})", self.0, describe(ops));
-                    return Err(removed_if_invalid(sys_error(call, os)));
+                    return Err(self.removed_if_gone(sys_error(call, os)));
                 }
             }
         }
@@ -181,13 +197,14 @@ impl SemId {
 
     /// `semctl(SETVAL)`: sets counter `num` to `val`.
     pub fn set_val(self, num: u16, val: i32) -> io::Result<()> {
-        // SAFETY: SETVAL passes the value as the variadic `union semun` argument, whose `val`
-        // member is an int; passing a c_int is the same in the C calling convention.
-        let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::SETVAL, val) };
+        let arg = Semun { val };
+        // SAFETY: SETVAL reads the `val` member of the `union semun` argument, and `arg` is that
+        // union (with the caller's layout: see `Semun`), passed by value as the kernel ABI wants.
+        let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::SETVAL, arg) };
         cvt(ret, || {
             format!("semctl(semid={}, {num}, SETVAL, {val})", self.0)
         })
-        .map_err(removed_if_invalid)?;
+        .map_err(|e| self.removed_if_gone(e))?;
         crate::trace!("semctl(semid={}, {num}, SETVAL, {val})", self.0);
         Ok(())
     }
@@ -201,10 +218,15 @@ impl SemId {
                 format!("set_all: {} values for a set of {n}", vals.len()),
             ));
         }
-        // SAFETY: SETALL reads `nsems` unsigned shorts from the `array` pointer, and `vals` has
-        // exactly that many (checked above).
-        let ret = unsafe { libc::semctl(self.0, 0, libc::SETALL, vals.as_ptr()) };
-        cvt(ret, || format!("semctl(semid={}, SETALL)", self.0)).map_err(removed_if_invalid)?;
+        let arg = Semun {
+            array: vals.as_ptr().cast_mut(),
+        };
+        // SAFETY: SETALL reads `nsems` unsigned shorts through the union's `array` pointer (it
+        // never writes them, so the cast from `&[u16]` is sound), and `vals` has exactly that
+        // many (checked above).
+        let ret = unsafe { libc::semctl(self.0, 0, libc::SETALL, arg) };
+        cvt(ret, || format!("semctl(semid={}, SETALL)", self.0))
+            .map_err(|e| self.removed_if_gone(e))?;
         crate::trace!("semctl(semid={}, SETALL, {vals:?})", self.0);
         Ok(())
     }
@@ -213,16 +235,22 @@ impl SemId {
     pub fn get_val(self, num: u16) -> io::Result<i32> {
         // SAFETY: GETVAL takes no further argument.
         let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETVAL) };
-        cvt(ret, || format!("semctl(semid={}, {num}, GETVAL)", self.0)).map_err(removed_if_invalid)
+        cvt(ret, || format!("semctl(semid={}, {num}, GETVAL)", self.0))
+            .map_err(|e| self.removed_if_gone(e))
     }
 
     /// `semctl(GETALL)`: every counter's current value.
     pub fn get_all(self) -> io::Result<Vec<u16>> {
         let n = self.stat()?.nsems as usize;
         let mut vals = vec![0u16; n];
-        // SAFETY: GETALL writes `nsems` unsigned shorts to the pointer; `vals` has that many.
-        let ret = unsafe { libc::semctl(self.0, 0, libc::GETALL, vals.as_mut_ptr()) };
-        cvt(ret, || format!("semctl(semid={}, GETALL)", self.0)).map_err(removed_if_invalid)?;
+        let arg = Semun {
+            array: vals.as_mut_ptr(),
+        };
+        // SAFETY: GETALL writes `nsems` unsigned shorts through the union's `array` pointer;
+        // `vals` has that many.
+        let ret = unsafe { libc::semctl(self.0, 0, libc::GETALL, arg) };
+        cvt(ret, || format!("semctl(semid={}, GETALL)", self.0))
+            .map_err(|e| self.removed_if_gone(e))?;
         Ok(vals)
     }
 
@@ -230,14 +258,16 @@ impl SemId {
     pub fn waiting(self, num: u16) -> io::Result<i32> {
         // SAFETY: GETNCNT takes no further argument.
         let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETNCNT) };
-        cvt(ret, || format!("semctl(semid={}, {num}, GETNCNT)", self.0)).map_err(removed_if_invalid)
+        cvt(ret, || format!("semctl(semid={}, {num}, GETNCNT)", self.0))
+            .map_err(|e| self.removed_if_gone(e))
     }
 
     /// `semctl(GETZCNT)`: how many processes/threads sleep waiting for counter `num` to be 0.
     pub fn waiting_for_zero(self, num: u16) -> io::Result<i32> {
         // SAFETY: GETZCNT takes no further argument.
         let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETZCNT) };
-        cvt(ret, || format!("semctl(semid={}, {num}, GETZCNT)", self.0)).map_err(removed_if_invalid)
+        cvt(ret, || format!("semctl(semid={}, {num}, GETZCNT)", self.0))
+            .map_err(|e| self.removed_if_gone(e))
     }
 
     /// `semctl(GETPID)`: the pid of the last process that operated on counter `num` (0 if none;
@@ -245,16 +275,18 @@ impl SemId {
     pub fn last_pid(self, num: u16) -> io::Result<i32> {
         // SAFETY: GETPID takes no further argument.
         let ret = unsafe { libc::semctl(self.0, libc::c_int::from(num), libc::GETPID) };
-        cvt(ret, || format!("semctl(semid={}, {num}, GETPID)", self.0)).map_err(removed_if_invalid)
+        cvt(ret, || format!("semctl(semid={}, {num}, GETPID)", self.0))
+            .map_err(|e| self.removed_if_gone(e))
     }
 
     /// `semctl(IPC_STAT)`.
     pub fn stat(self) -> io::Result<SemStat> {
         // SAFETY: semid_ds is plain data; all-zero is a valid value.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
-        // SAFETY: IPC_STAT writes one semid_ds through the `buf` pointer we pass.
-        let ret =
-            unsafe { libc::semctl(self.0, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+        let arg = Semun { buf: &mut ds };
+        // SAFETY: IPC_STAT writes one semid_ds through the union's `buf` pointer, which points
+        // at `ds`, alive and writable for the call.
+        let ret = unsafe { libc::semctl(self.0, 0, libc::IPC_STAT, arg) };
         cvt(ret, || format!("semctl(semid={}, IPC_STAT)", self.0)).map_err(removed_if_invalid)?;
         Ok(SemStat {
             key: ds.sem_perm.__key,
@@ -264,6 +296,14 @@ impl SemId {
             op_time: ds.sem_otime,
             change_time: ds.sem_ctime,
         })
+    }
+}
+
+impl SemId {
+    /// An operation's EINVAL: "removed" only if the set no longer answers (see the rules in
+    /// `sys`); otherwise an argument was bad and EINVAL stays.
+    fn removed_if_gone(self, e: io::Error) -> io::Error {
+        removed_if_gone(e, || answers(self.stat()))
     }
 }
 
@@ -367,5 +407,40 @@ mod tests {
         id.op(&[SemOp::wait(0)]).unwrap();
         assert!(h.join().unwrap().unwrap());
         assert_eq!(id.waiting_for_zero(0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_bad_argument_is_einval_not_removed() {
+        let s = private(1);
+        // Counter 5 of a set of 1, and a semop with nothing to do: EINVAL from a live set.
+        for e in [s.get_val(5).unwrap_err(), s.op(&[]).unwrap_err()] {
+            assert!(!is_removed(&e), "{e}");
+            assert_eq!(super::super::errno(&e), Some(libc::EINVAL), "{e}");
+        }
+        let id = s.get();
+        s.remove().unwrap();
+        // The same calls on the removed set: removed.
+        assert!(is_removed(&id.get_val(0).unwrap_err()));
+        assert!(is_removed(&id.get_val(5).unwrap_err()));
+    }
+
+    #[test]
+    fn set_val_passes_a_union_semun() {
+        // SETVAL reads `union semun`'s `val`: the whole range must come back as set.
+        let s = private(2);
+        for v in [0, 1, 255, 256, 32767] {
+            s.set_val(1, v).unwrap();
+            assert_eq!(s.get_val(1).unwrap(), v);
+            assert_eq!(s.get_val(0).unwrap(), 0);
+        }
+        assert_eq!(std::mem::size_of::<Semun>(), std::mem::size_of::<*mut u8>());
+    }
+
+    #[test]
+    fn a_timeout_of_duration_max_is_for_ever_not_a_panic() {
+        let s = private(1);
+        s.set_val(0, 1).unwrap();
+        assert!(s.op_timeout(&[SemOp::wait(0)], Duration::MAX).unwrap());
+        assert!(super::super::deadline_after(Duration::MAX) > Instant::now());
     }
 }

@@ -9,15 +9,20 @@
 //! never hands out a Rust reference to bytes that another process may change under us: plain
 //! data moves with bounded copies ([`Attachment::read_at`], [`Attachment::write_at`], or straight
 //! to and from a file descriptor), and words that are shared without a lock are reached as
-//! atomics ([`Attachment::atomic_u32`], [`Attachment::atomic_u64`]).
+//! atomics ([`Attachment::atomic_u32`], [`Attachment::atomic_u64`], or on a read-only
+//! attachment [`Attachment::load_u32`], [`Attachment::load_u64`]). The copies themselves are
+//! made of relaxed atomic loads and stores, one 8-byte word at a time, so that two threads (or
+//! a thread and another process) on the same bytes are never a data race: see the `Sync` impl.
 //!
 //! Rules: keep an `Attachment` no longer than you need the memory; the id may be removed while
 //! you are attached (the memory stays valid until you detach, but nobody new can attach).
+//! Its length is learnt *after* `shmat`, from the segment actually mapped. Do not copy over a
+//! word that another thread uses as an atomic at the same moment (a mixed-size race).
 
-use super::{cvt, removed_if_invalid, sys_error, Key, Removable};
+use super::{answers, cvt, removed_if_gone, removed_if_invalid, sys_error, Key, Removable};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// The id of a shared memory segment, as `shmget` returns it and `ipcs -m` lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,7 +111,17 @@ impl ShmId {
 
     /// Attaches the segment into this process, read-write or read-only.
     pub fn attach(self, access: Access) -> io::Result<Attachment> {
-        let len = self.stat()?.size;
+        self.attach_then_stat(access, || {})
+    }
+
+    /// [`attach`](Self::attach), with `between` run after `shmat` and before the `IPC_STAT`
+    /// that learns the size (a test puts a removal and a reuse of the id there).
+    ///
+    /// The order is the point: an id that is attached cannot be freed (`IPC_RMID` only marks
+    /// it), so the size we read afterwards is the size of what we mapped. Read first, and the
+    /// id could be removed and given to a smaller segment before `shmat`, and the attachment
+    /// would believe in bytes beyond its mapping: a bounds-checked `read_at` could SIGSEGV.
+    fn attach_then_stat(self, access: Access, between: impl FnOnce()) -> io::Result<Attachment> {
         let flags = match access {
             Access::ReadWrite => 0,
             Access::ReadOnly => libc::SHM_RDONLY,
@@ -119,18 +134,23 @@ impl ShmId {
                 format!("shmat(shmid={})", self.0),
                 io::Error::last_os_error(),
             );
-            return Err(removed_if_invalid(e));
+            return Err(removed_if_gone(e, || answers(self.stat())));
         }
-        crate::trace!(
-            "shmat(shmid={}, {access:?}) = {len} bytes at {ptr:p}",
-            self.0
-        );
-        Ok(Attachment {
+        // Held at length 0 until the size is known: a failed stat still detaches, on drop.
+        let mut att = Attachment {
             id: self,
             ptr: ptr.cast::<u8>(),
-            len,
+            len: 0,
             access,
-        })
+        };
+        between();
+        att.len = self.stat()?.size;
+        crate::trace!(
+            "shmat(shmid={}, {access:?}) = {} bytes at {ptr:p}",
+            self.0,
+            att.len
+        );
+        Ok(att)
     }
 }
 
@@ -162,12 +182,95 @@ pub struct Attachment {
     access: Access,
 }
 
-// SAFETY: the mapping is plain memory, valid in every thread of the process until shmdt; all
-// access goes through copies and atomics, which are as safe from two threads as from two
-// processes.
+// SAFETY: the mapping is plain memory, valid in every thread of the process until shmdt (in
+// Drop, which needs `&mut self`, so no `&Attachment` outlives it); moving the guard to another
+// thread changes nothing about it.
 unsafe impl Send for Attachment {}
-// SAFETY: as above: `&Attachment` only offers copies and atomics.
+// SAFETY: `&Attachment` reaches the segment's bytes only through atomic operations: the copies
+// (`read_at`, `write_at`, `fill`) move them as relaxed atomic words and bytes (`copy_out`,
+// `copy_in`), and `atomic_u32`/`atomic_u64`/`load_u*` are atomics. Two threads on one
+// attachment, or a thread and another process, therefore never make a data race in Rust's
+// memory model: they can interleave (a reader may see half of a concurrent write, which is why
+// the features lock or version their data), but every access is defined. The one rule left to
+// callers is the model's rule against *mixed-size* races: do not copy over a word while another
+// thread uses it as an atomic (ipclab keeps its atomic words out of the bytes it copies). The
+// kernel's own copies (`read_from_fd`, `write_to_fd`) are, to Rust, another process's.
 unsafe impl Sync for Attachment {}
+
+/// Copies `n` bytes out of the mapping at `src` into `dst`, in relaxed atomic loads: bytes up
+/// to an 8-byte boundary of the mapping, then whole words, then the last bytes. (A relaxed
+/// atomic load or store of a word is a plain `mov` on x86-64 and aarch64; what it gives up is
+/// only the compiler's freedom to merge words into vector instructions.)
+///
+/// Relaxed loads of at most register width are sound on a read-only mapping too (see
+/// [`Attachment::load_u32`]).
+///
+/// # Safety
+/// `src..src+n` lies in a live mapping whose bytes are only ever accessed atomically from this
+/// process (the rule of [`Attachment`]'s `Sync`), and `dst` is valid for `n` byte writes.
+unsafe fn copy_out(src: *const u8, dst: *mut u8, n: usize) {
+    let head = src.align_offset(8).min(n);
+    let words = (n - head) / 8;
+    for i in (0..head).chain(head + words * 8..n) {
+        // SAFETY: `src + i` is in the mapping, accessed only atomically (the caller's promise;
+        // an AtomicU8 needs no alignment); `dst + i` is writable.
+        unsafe { *dst.add(i) = AtomicU8::from_ptr(src.add(i).cast_mut()).load(Ordering::Relaxed) };
+    }
+    // SAFETY: `src + head` is 8-aligned, and the `words` words after it are in the mapping.
+    let from = unsafe { src.add(head) }.cast::<u64>().cast_mut();
+    // SAFETY: `dst + head` starts `words * 8` writable bytes (of any alignment).
+    let to = unsafe { dst.add(head) }.cast::<u64>();
+    for w in 0..words {
+        // SAFETY: word `w` of `from` is aligned, in the mapping and accessed only atomically;
+        // word `w` of `to` is writable, perhaps unaligned.
+        unsafe {
+            let v = AtomicU64::from_ptr(from.add(w)).load(Ordering::Relaxed);
+            to.add(w).write_unaligned(v);
+        }
+    }
+}
+
+/// Copies `n` bytes from `src` into the mapping at `dst`, in relaxed atomic stores (as
+/// [`copy_out`]). If `src` is `None`, stores `byte` instead.
+///
+/// # Safety
+/// `dst..dst+n` lies in a live, *writable* mapping whose bytes are only ever accessed
+/// atomically from this process, and `src`, if given, is valid for `n` byte reads.
+unsafe fn copy_in(src: Option<*const u8>, byte: u8, dst: *mut u8, n: usize) {
+    let head = dst.align_offset(8).min(n);
+    let words = (n - head) / 8;
+    for i in (0..head).chain(head + words * 8..n) {
+        // SAFETY: `s + i` is readable (the caller's promise); `dst + i` is in the writable
+        // mapping, accessed only atomically.
+        unsafe {
+            let b = src.map_or(byte, |s| *s.add(i));
+            AtomicU8::from_ptr(dst.add(i)).store(b, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: `dst + head` is 8-aligned, and the `words` words after it are in the mapping.
+    let to = unsafe { dst.add(head) }.cast::<u64>();
+    match src {
+        Some(s) => {
+            // SAFETY: `s + head` starts `words * 8` readable bytes (of any alignment).
+            let from = unsafe { s.add(head) }.cast::<u64>();
+            for w in 0..words {
+                // SAFETY: word `w` of `from` is readable, perhaps unaligned; word `w` of `to`
+                // is aligned, in the writable mapping, accessed only atomically.
+                unsafe {
+                    let v = from.add(w).read_unaligned();
+                    AtomicU64::from_ptr(to.add(w)).store(v, Ordering::Relaxed);
+                }
+            }
+        }
+        None => {
+            let v = u64::from_ne_bytes([byte; 8]);
+            for w in 0..words {
+                // SAFETY: as above.
+                unsafe { AtomicU64::from_ptr(to.add(w)).store(v, Ordering::Relaxed) };
+            }
+        }
+    }
+}
 
 fn out_of_bounds(what: &str, offset: usize, n: usize, len: usize) -> io::Error {
     io::Error::new(
@@ -218,8 +321,9 @@ impl Attachment {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.check("read_at", offset, buf.len())?;
         // SAFETY: the range is inside the mapping (checked above), which stays valid while
-        // `self` lives; `buf` is a distinct, writable Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
+        // `self` lives and is reached only atomically (see `Sync`); `buf` is a distinct,
+        // writable Rust buffer of that length.
+        unsafe { copy_out(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
@@ -227,8 +331,9 @@ impl Attachment {
     pub fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check_writable("write_at")?;
         self.check("write_at", offset, data.len())?;
-        // SAFETY: as in read_at, and the mapping is writable (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) };
+        // SAFETY: as in read_at, and the mapping is writable (checked above); `data` is a
+        // readable Rust buffer of that length.
+        unsafe { copy_in(Some(data.as_ptr()), 0, self.ptr.add(offset), data.len()) };
         Ok(())
     }
 
@@ -236,8 +341,8 @@ impl Attachment {
     pub fn fill(&self, offset: usize, n: usize, byte: u8) -> io::Result<()> {
         self.check_writable("fill")?;
         self.check("fill", offset, n)?;
-        // SAFETY: in bounds and writable, as checked.
-        unsafe { std::ptr::write_bytes(self.ptr.add(offset), byte, n) };
+        // SAFETY: in bounds and writable, as checked; reached only atomically (see `Sync`).
+        unsafe { copy_in(None, byte, self.ptr.add(offset), n) };
         Ok(())
     }
 
@@ -278,26 +383,58 @@ impl Attachment {
     }
 
     /// The 4-byte word at `offset` as an atomic, shared with every process that maps the segment.
-    /// `offset` must be a multiple of 4. Atomics in shared memory work across processes because
-    /// they are plain CPU instructions on the same physical memory.
+    /// `offset` must be a multiple of 4, and the attachment read-write: a store through a
+    /// read-only mapping would be a SIGSEGV (use [`load_u32`](Self::load_u32) there). Atomics in
+    /// shared memory work across processes because they are plain CPU instructions on the same
+    /// physical memory.
     pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
-        self.check("atomic_u32", offset, 4)?;
-        if !offset.is_multiple_of(4) {
-            return Err(out_of_bounds("atomic_u32 (unaligned)", offset, 4, self.len));
-        }
-        // SAFETY: in bounds, 4-aligned (segments are page-aligned), valid for the lifetime of
-        // `&self`; AtomicU32 has the layout of u32, and every access to it is atomic.
-        Ok(unsafe { &*self.ptr.add(offset).cast::<AtomicU32>() })
+        self.check_writable("atomic_u32")?;
+        self.check_word("atomic_u32", offset, 4)?;
+        // SAFETY: in bounds, 4-aligned (segments are page-aligned), writable (checked), valid
+        // for the lifetime of `&self`; AtomicU32 has the layout of u32, and every access to
+        // the segment from this process is atomic (see `Sync`).
+        Ok(unsafe { AtomicU32::from_ptr(self.ptr.add(offset).cast()) })
     }
 
-    /// The 8-byte word at `offset` as an atomic; `offset` must be a multiple of 8.
+    /// The 8-byte word at `offset` as an atomic; `offset` must be a multiple of 8, and the
+    /// attachment read-write (as [`atomic_u32`](Self::atomic_u32)).
     pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
-        self.check("atomic_u64", offset, 8)?;
-        if !offset.is_multiple_of(8) {
-            return Err(out_of_bounds("atomic_u64 (unaligned)", offset, 8, self.len));
-        }
+        self.check_writable("atomic_u64")?;
+        self.check_word("atomic_u64", offset, 8)?;
         // SAFETY: as in atomic_u32, with 8-byte alignment.
-        Ok(unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() })
+        Ok(unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) })
+    }
+
+    /// A relaxed load of the 4-byte word at `offset` (a multiple of 4): what a read-only
+    /// attachment may do with a shared word. std guarantees that *relaxed* atomic loads no wider
+    /// than a register are sound on read-only memory ("Atomic accesses to read-only memory" in
+    /// `core::sync::atomic`); for acquire order, follow it with `fence(Ordering::Acquire)`.
+    pub fn load_u32(&self, offset: usize) -> io::Result<u32> {
+        self.check_word("load_u32", offset, 4)?;
+        // SAFETY: in bounds and 4-aligned, as checked, and valid while `&self` lives; only a
+        // relaxed load of register width is made, which std guarantees a read-only mapping
+        // allows; all access is atomic (see `Sync`).
+        Ok(unsafe { AtomicU32::from_ptr(self.ptr.add(offset).cast()) }.load(Ordering::Relaxed))
+    }
+
+    /// A relaxed load of the 8-byte word at `offset` (a multiple of 8), as [`load_u32`](Self::load_u32).
+    pub fn load_u64(&self, offset: usize) -> io::Result<u64> {
+        self.check_word("load_u64", offset, 8)?;
+        // SAFETY: as in load_u32, with 8-byte alignment.
+        Ok(unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) }.load(Ordering::Relaxed))
+    }
+
+    fn check_word(&self, what: &str, offset: usize, size: usize) -> io::Result<()> {
+        self.check(what, offset, size)?;
+        if !offset.is_multiple_of(size) {
+            return Err(out_of_bounds(
+                &format!("{what} (unaligned)"),
+                offset,
+                size,
+                self.len,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -343,15 +480,8 @@ mod tests {
         assert!(rw.write_at(4095, b"xy").is_err());
         assert!(rw.read_at(usize::MAX, &mut [0u8; 2]).is_err());
         assert!(rw.atomic_u32(2).is_err());
-        rw.atomic_u64(8)
-            .unwrap()
-            .store(7, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(
-            ro.atomic_u64(8)
-                .unwrap()
-                .load(std::sync::atomic::Ordering::SeqCst),
-            7
-        );
+        rw.atomic_u64(8).unwrap().store(7, Ordering::SeqCst);
+        assert_eq!(ro.load_u64(8).unwrap(), 7);
     }
 
     #[test]
@@ -395,5 +525,108 @@ mod tests {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut &r2, &mut out).unwrap();
         assert_eq!(out, b"abc");
+    }
+
+    #[test]
+    fn atomics_refuse_a_read_only_attachment_and_loads_work_there() {
+        let seg = private(4096);
+        let ro = seg.attach(Access::ReadOnly).unwrap();
+        // A store through a read-only mapping would be a SIGSEGV: no atomic to store through.
+        let e = ro.atomic_u32(0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(ro.atomic_u64(8).is_err());
+        let rw = seg.attach(Access::ReadWrite).unwrap();
+        rw.atomic_u32(4)
+            .unwrap()
+            .store(0x0102_0304, Ordering::Relaxed);
+        assert_eq!(ro.load_u32(4).unwrap(), 0x0102_0304);
+        assert!(ro.load_u32(2).is_err() && ro.load_u64(4096).is_err());
+    }
+
+    #[test]
+    fn copies_are_exact_at_every_alignment_and_length() {
+        let seg = private(256);
+        let att = seg.attach(Access::ReadWrite).unwrap();
+        for off in 0..17 {
+            for n in 0..40 {
+                let data: Vec<u8> = (0..n).map(|i| (off * 31 + i * 7 + 1) as u8).collect();
+                att.fill(0, 256, 0xee).unwrap();
+                att.write_at(off, &data).unwrap();
+                let mut all = [0u8; 256];
+                att.read_at(0, &mut all).unwrap();
+                assert!(all[..off].iter().all(|&b| b == 0xee), "before {off}+{n}");
+                assert_eq!(&all[off..off + n], &data[..], "at {off}+{n}");
+                assert!(all[off + n..].iter().all(|&b| b == 0xee), "after {off}+{n}");
+                let mut back = vec![0u8; n];
+                att.read_at(off, &mut back).unwrap();
+                assert_eq!(back, data);
+            }
+        }
+    }
+
+    #[test]
+    fn two_threads_may_copy_through_one_attachment() {
+        // Sync: both threads use the same `&Attachment`; every byte moves atomically, so a
+        // reader sees each 8-byte word whole (all of one write or of the other), never torn.
+        let seg = private(4096);
+        let att = seg.attach(Access::ReadWrite).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..2000u32 {
+                    att.fill(0, 4096, if i % 2 == 0 { 0x11 } else { 0x22 })
+                        .unwrap();
+                }
+            });
+            let mut buf = [0u8; 4096];
+            for _ in 0..2000 {
+                att.read_at(0, &mut buf).unwrap();
+                for w in buf.chunks(8) {
+                    assert!(w.iter().all(|&b| b == w[0]), "a torn word: {w:?}");
+                }
+            }
+        });
+    }
+
+    /// Writes `value` to /proc/sys/kernel/shm_next_id (root only): the id the next shmget gets.
+    fn set_next_id(value: i32) -> io::Result<()> {
+        std::fs::write("/proc/sys/kernel/shm_next_id", value.to_string())
+    }
+
+    #[test]
+    fn the_length_is_that_of_the_mapping_even_if_the_id_is_reused_meanwhile() {
+        // Remove the segment and give its id to a smaller one in the window between shmat and
+        // IPC_STAT. Had the size been read before shmat, the window would lie between them and
+        // the attachment would claim 1 MiB over a 4 KiB mapping (read_at(len - 1): SIGSEGV).
+        let big = shmget(IPC_PRIVATE, 1 << 20, Get::Create(0o600)).unwrap();
+        let mut small = None;
+        let mut skipped = false;
+        let att = big
+            .attach_then_stat(Access::ReadWrite, || {
+                big.remove().unwrap();
+                if set_next_id(big.0).is_err() {
+                    skipped = true;
+                    return;
+                }
+                // An attached id cannot be freed, so the kernel cannot honour shm_next_id
+                // (ENOSPC) or gives another id: either way not ours.
+                small = shmget(IPC_PRIVATE, 4096, Get::Create(0o600))
+                    .ok()
+                    .map(Owner::new);
+                let _ = set_next_id(-1);
+            })
+            .unwrap();
+        if skipped {
+            eprintln!(
+                "skipped the id reuse: /proc/sys/kernel/shm_next_id is not writable (not root)"
+            );
+        }
+        assert_ne!(
+            small.as_ref().map(|s| s.get()),
+            Some(big),
+            "the id was reused"
+        );
+        assert_eq!(att.len(), 1 << 20);
+        let mut last = [0u8; 1];
+        att.read_at(att.len() - 1, &mut last).unwrap();
     }
 }

@@ -60,7 +60,7 @@ impl TermSignals {
 
     /// Waits up to `timeout` for a termination signal and takes it.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         loop {
             // After EINTR, only the time that is left (see the rules in `sys`).
             let left = deadline.saturating_duration_since(Instant::now());
