@@ -168,6 +168,13 @@ pub const DIPC_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long `dipcrm` waits for a server to exit after SIGTERM before it sends SIGKILL.
 pub const DIPC_RM_WAIT: Duration = Duration::from_secs(5);
 
+/// How often a dipc server checks that nobody removed its segment or semaphore set (`ipcrm`).
+pub const DIPC_WATCH_PERIOD: Duration = Duration::from_millis(200);
+
+/// A `w <n> <len>` over the message limit by at most this many bytes is read and discarded
+/// (the connection lives on); one over by more is answered `err ... closing` at once.
+pub const DIPC_DISCARD_MAX: u64 = 1 << 20;
+
 /// How often `dipc_client chat` looks at the other mailboxes.
 pub const DIPC_CHAT_POLL: Duration = Duration::from_millis(300);
 
