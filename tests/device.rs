@@ -345,15 +345,86 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
         "{}",
         stderr(&o)
     );
-    // ... a new device refuses the key and says why ...
-    let o = run_with_limit(cmd("device").arg("-k").arg(&dev.key_file), LIMIT);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("left by a device"), "{}", stderr(&o));
-    // ... and detach, the operator's tool, clears them.
-    let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file), LIMIT);
+    // ... detach --stat still shows them ...
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("detach: marked shmid "));
+    // ... and a new device recycles them by itself (like shm_writer and dipc), saying so.
+    let old_shm = shm::shmget(dev.key, 0, Get::Open).unwrap().0;
+    let old_sem = sem::semget(dev.key, 0, Get::Open).unwrap().0;
+    let err = s.dir().join("device2.err");
+    let pid = s.spawn(
+        cmd("device")
+            .arg("-k")
+            .arg(&dev.key_file)
+            .stdout(File::create(s.dir().join("device2.out")).unwrap())
+            .stderr(File::create(&err).unwrap()),
+    );
+    let dev2 = Dev {
+        pid,
+        key: dev.key,
+        key_file: dev.key_file.clone(),
+        out: s.dir().join("device2.out"),
+    };
+    assert!(
+        wait_until(LIMIT, || dev2.stdout().contains('\n')),
+        "{}",
+        dev2.stdout()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&err).unwrap(),
+        format!(
+            "device: recycling the objects of a device (pid {}) that is gone: removed shmid \
+             {old_shm} and semid {old_sem} at key 0x{:08x}\n",
+            dev.pid, dev.key
+        )
+    );
+    assert_eq!(stdout(&client(&dev2, &["set", "0", "1"])), "ok\n");
+    let (code, _) = stop_device(&s, &dev2, SIGTERM);
+    assert_eq!(code, Some(0));
     s.assert_no_leftovers();
+}
+
+#[test]
+fn ipcrm_under_a_device_is_reported_as_someone_elses_doing() {
+    let s = Scratch::new("dev-ipcrm");
+    for flag in ["-s", "-m"] {
+        let dev = device(&s, &["--period", "20"]);
+        let watcher = client_bg(&s, &dev, &["watch", "0"]);
+        wait_attached(&dev, 2);
+        let id = if flag == "-s" {
+            sem::semget(dev.key, 0, Get::Open).unwrap().0
+        } else {
+            shm::shmget(dev.key, 0, Get::Open).unwrap().0
+        };
+        let o = run_with_limit(
+            std::process::Command::new("ipcrm").args([flag, &id.to_string()]),
+            LIMIT,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d = common::finish(s.take(dev.pid), LIMIT);
+        assert_eq!(d.status.code(), Some(0), "{flag}");
+        let last = dev.stdout().lines().last().unwrap().to_string();
+        assert!(
+            last.ends_with(" was removed by someone else (ipcrm?); stopping"),
+            "{flag}: {last}"
+        );
+        let w = common::finish(s.take(watcher), LIMIT);
+        assert_eq!(w.status.code(), Some(1));
+        assert!(
+            stderr(&w).starts_with(&format!(
+                "device_client: watch: the device's (pid {}) objects were removed by someone \
+                 else (ipcrm?)",
+                dev.pid
+            )),
+            "{flag}: {}",
+            stderr(&w)
+        );
+        assert!(!stderr(&w).contains("detach"), "{}", stderr(&w));
+        s.assert_no_leftovers();
+    }
 }
 
 #[test]
@@ -620,24 +691,42 @@ fn readers_never_see_a_torn_channel() {
 }
 
 #[test]
-fn a_semaphore_set_left_behind_is_named_and_nothing_else_is_left() {
+fn a_semaphore_set_left_behind_is_recycled_and_a_foreign_segment_is_named() {
     let s = Scratch::new("dev-stale-sem");
     let key_file = s.key_file("key");
     let key = s.key(&key_file, PROJ);
-    // What a crashed older device could leave: a set at the key, and no segment.
-    let stale = ipclab::sys::Owner::new(sem::semget(key, 5, Get::Create(0o600)).unwrap());
+    // What a crashed device leaves between removing its segment and its set: a set, alone.
+    let stale = sem::semget(key, 5, Get::Create(0o600)).unwrap();
+    let dev = device(&s, &[]);
+    let err = std::fs::read_to_string(s.dir().join("device.err")).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "device: recycling a semaphore set left behind without its segment: removed semid \
+             {} at key 0x{key:08x}\n",
+            stale.0
+        )
+    );
+    assert_eq!(stdout(&client(&dev, &["set", "0", "1"])), "ok\n");
+    stop_device(&s, &dev, SIGTERM);
+    // A segment that is not a device's is never recycled: the device says what is there.
+    let foreign = ipclab::sys::Owner::new(shm::shmget(key, 64, Get::Create(0o600)).unwrap());
     let o = run_with_limit(cmd("device").arg("-k").arg(&key_file), LIMIT);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).starts_with(&format!(
-            "device: key 0x{key:08x} holds a semaphore set left behind; remove it with `detach`: semget("
+            "device: key 0x{key:08x} holds a segment (shmid {}) that is not a device's register \
+             file: uid {}, created by pid {} (running); remove it with `ipcrm -m {}` if it is \
+             yours, or choose another key (-k, -i): shmget(",
+            foreign.get().0,
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()),
+            std::process::id(),
+            foreign.get().0
         )),
         "{}",
         stderr(&o)
     );
-    // The device removed the segment it had made before it failed.
-    assert!(shm::shmget(key, 0, Get::Open).is_err());
-    drop(stale);
+    drop(foreign);
     s.assert_no_leftovers();
 }
 
