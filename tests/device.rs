@@ -249,6 +249,13 @@ fn bad_channels_non_numbers_and_usage_errors() {
         stderr(&o),
         "device_client: get: 'one' is not a channel number\n"
     );
+    let o = client(&dev, &["watch", "0", "--count", "1000000001"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("device_client: --count 1000000001: at most 1000000000\n"),
+        "{}",
+        stderr(&o)
+    );
     let o = client(&dev, &["set", "0", "1e12"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

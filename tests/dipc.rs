@@ -626,6 +626,11 @@ fn bad_arguments_exit_2_or_1_and_leave_nothing() {
             2,
             "dipc: --bind: 'nowhere' is not an IP address\n".into(),
         ),
+        (
+            vec!["--idle-timeout", "86401", "4", "1", &p, "1"],
+            2,
+            "dipc: --idle-timeout 86401: must be 1 to 86400\n".into(),
+        ),
     ];
     for (args, code, err) in cases {
         let out = run_with_limit(cmd("dipc").args(&args), LIMIT);

@@ -648,6 +648,7 @@ fn shmem_records() {
             time_ms: rng.edge(),
             pid: rng.u32(),
             text: rng.text(RECORD_TEXT_MAX),
+            last: rng.one_in(2),
         }
         .encode()
         .expect("text within the limit")

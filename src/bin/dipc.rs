@@ -42,6 +42,7 @@
 
 use ipclab::cli::{self, parse_word, Arg, Failure};
 use ipclab::dipc::{self, Config};
+use ipclab::params::DIPC_MAX_IDLE_TIMEOUT_SECS;
 use ipclab::sys::signal::TermSignals;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -108,8 +109,10 @@ fn main() -> ExitCode {
                 .map_err(|_| Failure::usage(format!("--bind: '{b}' is not an IP address")))?;
         }
         if let Some(secs) = idle {
-            if secs == 0 {
-                return Err(Failure::usage("--idle-timeout: must be at least 1"));
+            if secs == 0 || secs > DIPC_MAX_IDLE_TIMEOUT_SECS {
+                return Err(Failure::usage(format!(
+                    "--idle-timeout {secs}: must be 1 to {DIPC_MAX_IDLE_TIMEOUT_SECS}"
+                )));
             }
             cfg.idle_timeout = Duration::from_secs(secs);
         }
