@@ -757,3 +757,116 @@ fn ctrl_c_ends_a_watch_quietly() {
 fn the_grader_passes() {
     common::run_grader("02-device.sh");
 }
+
+/// xorshift64*, seeded from the clock (printed) or `IPCLAB_FUZZ_SEED`, for the scribbler.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn a_device_whose_command_block_is_scribbled_on_keeps_serving() {
+    use ipclab::device::SEM_SLOT;
+    use ipclab::sys::sem::SemOp;
+    use ipclab::sys::shm::Access;
+    use ipclab::wire::device::{self as wire, Op, Request};
+    let seed = std::env::var("IPCLAB_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Rng(seed | 1);
+    let s = Scratch::new("dev-scribble");
+    let dev = device(&s, &["--ramp", "0", "--period", "5"]);
+    let seg = shm::shmget(dev.key, 0, Get::Open).unwrap();
+    let att = seg.attach(Access::ReadWrite).unwrap();
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    let mut legit = Client::open(dev.key, LIMIT).unwrap();
+    const ROUNDS: usize = 50_000;
+    let mut bad_requests = 0;
+    for i in 0..ROUNDS {
+        // A hostile program that follows the semaphore protocol but writes any bytes: random
+        // ones, or a valid request with a few bytes flipped.
+        let mut req = if rng.next().is_multiple_of(2) {
+            rng.bytes(wire::REQUEST_LEN)
+        } else {
+            let op = match rng.next() % 3 {
+                0 => Op::Set {
+                    channel: rng.next() as u16 % 8,
+                    value: f64::from_bits(rng.next()),
+                },
+                1 => Op::Get {
+                    channel: rng.next() as u16,
+                },
+                _ => Op::Reset,
+            };
+            Request {
+                seq: rng.next() as u32,
+                op,
+                pid: 1,
+            }
+            .encode()
+        };
+        for _ in 0..rng.next() % 3 {
+            let at = rng.next() as usize % req.len();
+            req[at] = rng.next() as u8;
+        }
+        sems.op(&[SemOp::wait(SEM_SLOT).undo()]).unwrap();
+        att.write_at(wire::REQUEST_OFFSET, &req).unwrap();
+        sems.op(&[SemOp::post(SEM_CMD)]).unwrap();
+        assert!(
+            sems.op_timeout(&[SemOp::wait(SEM_DONE)], LIMIT).unwrap(),
+            "no reply to {req:02x?} (seed {seed})"
+        );
+        let mut reply = [0u8; wire::REPLY_LEN];
+        att.read_at(wire::REPLY_OFFSET, &mut reply).unwrap();
+        let reply = wire::Reply::decode(&reply).unwrap_or_else(|e| panic!("{e} (seed {seed})"));
+        if reply.result == wire::ResultCode::BadRequest {
+            bad_requests += 1;
+        }
+        sems.op(&[SemOp::post(SEM_SLOT).undo()]).unwrap();
+        // And scribbles over the reply block and the channel registers, lock or no lock.
+        let at =
+            wire::REPLY_OFFSET + rng.next() as usize % (wire::REPLY_LEN + 4 * wire::CHANNEL_LEN);
+        let n = 1 + rng.next() as usize % 16;
+        let junk = rng.bytes(n);
+        let end = (at + junk.len()).min(att.len());
+        att.write_at(at, &junk[..end - at]).unwrap();
+        // The device answers the next honest command correctly, every time.
+        if i % 100 == 0 {
+            let v = (i % 1000) as f64;
+            let ch = (i / 100 % 4) as u16;
+            assert_eq!(legit.set(ch, v).unwrap().setpoint, v, "seed {seed}");
+            let got = legit.get(ch).unwrap();
+            assert_eq!((got.setpoint, got.readback), (v, v), "seed {seed}");
+        }
+    }
+    println!(
+        "device scribble: {ROUNDS} hostile commands ({bad_requests} garbled), 0 failures, seed {seed}"
+    );
+    assert!(bad_requests > ROUNDS / 4, "{bad_requests}");
+    drop((att, legit));
+    // The real client, too, and the device stops in order.
+    let o = client(&dev, &["set", "2", "7"]);
+    assert_eq!(stdout(&o), "ok\n", "{}", stderr(&o));
+    let o = client(&dev, &["get", "2"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=2 setpoint=7.000 readback=7.000 status=ok\n"
+    );
+    let (code, _) = stop_device(&s, &dev, SIGTERM);
+    assert_eq!(code, Some(0));
+    s.assert_no_leftovers();
+}

@@ -21,6 +21,12 @@
 //!
 //! RSHM's peer frames have their own, deeper fuzz (with an allocation bound) in
 //! `tests/rshm_fuzz.rs`; here they get the same million mutated and random inputs as the rest.
+//!
+//! Last, the live fuzz: a real `dipc` server gets the same kinds of hostile bytes on thousands
+//! of connections, from several threads at once, while a bystander client keeps writing and
+//! reading its own mailbox and must get every answer right.
+
+mod common;
 
 use ipclab::wire::{self, DecodeError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -816,4 +822,137 @@ fn rshm_peer_frames() {
             Err(DecodeError::Invalid(_)) => {}
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live: hostile bytes on many connections to a real dipc, and a bystander served correctly.
+
+/// Hostile connections per run, spread over [`LIVE_THREADS`] threads.
+const LIVE_CONNECTIONS: usize = 10_000;
+const LIVE_THREADS: usize = 4;
+
+/// One hostile connection's bytes: a few requests, mutated or random, glued together. Every
+/// digit '3' becomes '2', so that no request can name mailbox 3, the bystander's.
+fn hostile(rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..1 + rng.below(4) {
+        out.extend(input(rng, &dipc_request, b"w "));
+    }
+    if rng.one_in(16) {
+        // A long line, or a long run of bytes with no newline at all.
+        let n = 100 + rng.below(4000);
+        out.extend(rng.bytes(n));
+    }
+    for b in &mut out {
+        if *b == b'3' {
+            *b = b'2';
+        }
+    }
+    out
+}
+
+#[test]
+fn a_live_dipc_fed_hostile_bytes_keeps_serving_a_bystander() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let seed = run_seed();
+    let s = common::Scratch::new("fuzz-dipc");
+    let port = common::free_port(ipclab::dipc::keys::key_for_port);
+    s.track_key(ipclab::dipc::keys::key_for_port(port));
+    let mut c = common::cmd("dipc");
+    c.args(["--foreground", "--idle-timeout", "5", "4", "1"])
+        .arg(port.to_string())
+        .arg("1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let pid = s.spawn(&mut c);
+    let (stdout, _) = s.pipes(pid);
+    let mut line = String::new();
+    BufReader::new(stdout.unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("dipc: serving"), "{line}");
+
+    let limit = Duration::from_secs(20);
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(limit)).unwrap();
+        c
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (rounds, sent) = std::thread::scope(|sc| {
+        // The bystander: one connection, its own mailbox, every answer checked byte for byte.
+        let bystander = sc.spawn(|| {
+            let mut rng = Rng::new(seed ^ 0xb157);
+            let mut conn = connect();
+            conn.set_nodelay(true).unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut rounds = 0u64;
+            while !done.load(Ordering::Relaxed) || rounds < 100 {
+                let n = 1 + rng.below(1024);
+                let data = rng.bytes(n);
+                let mut req = format!("w 3 {n}\n").into_bytes();
+                req.extend_from_slice(&data);
+                req.extend_from_slice(b"r 3\n");
+                conn.write_all(&req).unwrap();
+                let mut l = String::new();
+                reader.read_line(&mut l).unwrap();
+                assert_eq!(l, format!("ok {n}\n"), "write, seed {seed}");
+                l.clear();
+                reader.read_line(&mut l).unwrap();
+                assert_eq!(l, format!("ok {n}\n"), "read, seed {seed}");
+                let mut back = vec![0u8; n];
+                reader.read_exact(&mut back).unwrap();
+                assert!(
+                    back == data,
+                    "mailbox 3 changed under the bystander, seed {seed}"
+                );
+                rounds += 1;
+            }
+            rounds
+        });
+        let workers: Vec<_> = (0..LIVE_THREADS)
+            .map(|t| {
+                let connect = &connect;
+                sc.spawn(move || {
+                    let mut rng = Rng::new(seed ^ splitmix(0x11fe + t as u64));
+                    let mut sent = 0usize;
+                    for _ in 0..LIVE_CONNECTIONS / LIVE_THREADS {
+                        let bytes = hostile(&mut rng);
+                        let mut conn = connect();
+                        // The server may close first (lost framing): that is an answer too.
+                        let _ = conn.write_all(&bytes);
+                        let _ = conn.shutdown(Shutdown::Write);
+                        let start = Instant::now();
+                        let mut sink = Vec::new();
+                        // It must close, well before its idle timeout: it saw our end.
+                        let r = conn.read_to_end(&mut sink);
+                        assert!(
+                            start.elapsed() < Duration::from_secs(4),
+                            "no close after {:?} for {:02x?} ({r:?}, seed {seed})",
+                            start.elapsed(),
+                            bytes
+                        );
+                        sent += bytes.len();
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let sent: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        done.store(true, Ordering::Relaxed);
+        (bystander.join().unwrap(), sent)
+    });
+    // Still the same server, and it stops in order.
+    assert!(ipclab::dipc::mailbox::is_dipc_server(pid as i32));
+    ipclab::sys::process::kill(pid as i32, libc::SIGTERM).unwrap();
+    let out = common::finish(s.take(pid), limit);
+    assert!(out.status.success(), "{:?}", out.status);
+    println!(
+        "fuzz dipc live: {LIVE_CONNECTIONS} hostile connections, {sent} bytes, 0 panics, \
+         bystander {rounds} round trips all correct, seed {seed}"
+    );
+    s.assert_no_leftovers();
 }
