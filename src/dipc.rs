@@ -152,9 +152,7 @@ impl Config {
         if let Some(p) = &self.log {
             return p.clone();
         }
-        use std::os::unix::fs::MetadataExt;
-        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-        std::env::temp_dir().join(format!("dipc-{uid}-{}.log", self.port))
+        default_log_path(self.port)
     }
 }
 
@@ -253,6 +251,18 @@ fn log_line(log: &mut std::fs::File, text: &str) {
     let _ = writeln!(log, "{now} dipc[{}]: {text}", std::process::id());
 }
 
+/// The default log of port `port`'s daemon, for the calling user.
+pub fn default_log_path(port: u16) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    std::env::temp_dir().join(format!("dipc-{uid}-{port}.log"))
+}
+
+/// Whether the log at `path` records a server that ended because its objects were removed.
+pub fn records_abnormal_end(path: &Path) -> bool {
+    std::fs::read_to_string(path).map_or(true, |t| t.contains("]: exiting: "))
+}
+
 /// In the daemon: new session, no inherited fds, start, report, stdio to /dev/null, serve.
 fn run_daemon(
     cfg: &Config,
@@ -329,9 +339,10 @@ fn run_daemon(
     // From here on the log is all a person can read.
     let served = server.serve(&signals, |line| log_line(&mut log, &line));
     match &served {
-        // A default log that holds only this run's orderly life says nothing worth keeping in
-        // a shared /tmp. One with an earlier run's lines (a crash, a removal) stays.
-        Ok(()) if cfg.log.is_none() && fresh => {
+        // A default log that records no abnormal end (an `exiting:` line, written when the
+        // objects were removed under a server) says nothing worth keeping in a shared /tmp:
+        // a recycling notice was also shown to the shell that started this server.
+        Ok(()) if cfg.log.is_none() && (fresh || !records_abnormal_end(&path)) => {
             let _ = std::fs::remove_file(&path);
         }
         Ok(()) => log_line(&mut log, "stopped; objects removed"),

@@ -58,8 +58,8 @@ Options:
       --foreground          stay attached to the terminal (for demos, tracing and tests)
       --idle-timeout SECS   close a client silent for SECS seconds (default 300)
       --log FILE            the daemon's log: start, stop, and why it stopped if its objects
-                            were removed (default $TMPDIR/dipc-<uid>-<port>.log, or /tmp,
-                            deleted again after an orderly stop if it was new)
+                            were removed (default $TMPDIR/dipc-<uid>-<port>.log, or /tmp;
+                            dipcrm deletes a default log unless it records such an end)
   -h, --help                print this help
 
 Environment: IPCLAB_TRACE=1 prints each datagram and each lock step (use --foreground).

@@ -70,7 +70,18 @@ fn stop(pid: i32, port: u16, say: &mut impl FnMut(String)) -> io::Result<()> {
 /// The server is found by its segment's creator pid, or else by the port it listens on
 /// ([`super::listening`]): after an `ipcrm`, the segment is gone but the server may still
 /// hold the port, and it must be stopped all the same.
-pub fn dipcrm(port: u16, mut say: impl FnMut(String)) -> io::Result<Removed> {
+pub fn dipcrm(port: u16, say: impl FnMut(String)) -> io::Result<Removed> {
+    let removed = stop_and_remove(port, say)?;
+    // A default log left by a killed server records nothing but its start; one that records
+    // an abnormal end (objects removed under it) stays for a person to read.
+    let log = super::default_log_path(port);
+    if removed != Removed::Nothing && log.exists() && !super::records_abnormal_end(&log) {
+        let _ = std::fs::remove_file(&log);
+    }
+    Ok(removed)
+}
+
+fn stop_and_remove(port: u16, mut say: impl FnMut(String)) -> io::Result<Removed> {
     let found = inspect(port)?;
     if !matches!(found, Found::Running { .. }) {
         let listener = listener_pids(port)?
