@@ -56,7 +56,7 @@ A message may be at most min(packet, mailbox) bytes.
 Options:
       --bind ADDR           listen on ADDR (default 127.0.0.1; 0.0.0.0 for every interface)
       --foreground          stay attached to the terminal (for demos, tracing and tests)
-      --idle-timeout SECS   close a client silent for SECS seconds (default 300)
+      --idle-timeout SECS   close a client silent for SECS seconds (default 300, at most 86400)
       --log FILE            the daemon's log: start, stop, and why it stopped if its objects
                             were removed (default $TMPDIR/dipc-<uid>-<port>.log, or /tmp;
                             dipcrm deletes a default log unless it records such an end)
