@@ -5,7 +5,9 @@
 //! client started before the server reports "no segment" instead of creating one.
 //!
 //! Start order: `shmem_server` first. Ownership: the client owns nothing; it only attaches. It
-//! stops after `--count` reads, or when it notices that the server removed the segment.
+//! stops after `--count` reads, or when it notices that the server removed the segment (its last
+//! record says so), and fails with `was removed by someone else (ipcrm?)` when it was anybody
+//! else.
 //!
 //! ```text
 //! $ cargo run -q --example shmem_client -- /tmp/k --count 2 --interval 100
@@ -16,7 +18,9 @@
 #![forbid(unsafe_code)]
 
 use ipclab::cli::{self, Arg, Args, Failure};
-use ipclab::params::SHMEM_CLIENT_INTERVAL_MS;
+use ipclab::params::{
+    SHMEM_CLIENT_INTERVAL_MS, SHMEM_EXAMPLE_MAX_COUNT, SHMEM_EXAMPLE_MAX_INTERVAL_MS,
+};
 use ipclab::shmem::{record, Shmem};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,20 +52,50 @@ fn body(mut args: Args) -> Result<(), Failure> {
         }
     }
     let path = path.ok_or_else(|| Failure::usage("missing KEYFILE"))?;
+    if interval > SHMEM_EXAMPLE_MAX_INTERVAL_MS {
+        return Err(Failure::usage(format!(
+            "--interval {interval}: at most {SHMEM_EXAMPLE_MAX_INTERVAL_MS} ms"
+        )));
+    }
+    if let Some(n) = count.filter(|&n| n > SHMEM_EXAMPLE_MAX_COUNT) {
+        return Err(Failure::usage(format!(
+            "--count {n}: at most {SHMEM_EXAMPLE_MAX_COUNT}"
+        )));
+    }
     let shm = Shmem::open_existing(&path)?;
     let mut reads = 0;
     while count.is_none_or(|n| reads < n) {
         if reads > 0 {
             std::thread::sleep(Duration::from_millis(interval));
         }
-        // Removed by the server: our mapping still works, but nobody writes to it any more.
+        // Removed: our mapping still works. By the server if its last record says so (it
+        // then writes no more); by somebody else otherwise, while the server may still run.
         if shm.is_deleted() {
-            println!("the server removed the segment");
+            match record::read(&shm)? {
+                Some(rec) if rec.last => println!("the server removed the segment"),
+                rec => {
+                    let server = match rec {
+                        Some(r) if ipclab::sys::process::alive(r.pid as i32) => {
+                            format!("its server (pid {}) still runs", r.pid)
+                        }
+                        Some(r) => format!("its server (pid {}) is gone", r.pid),
+                        None => "no server published anything".to_string(),
+                    };
+                    return Err(Failure::runtime(format!(
+                        "the segment (shmid {}) was removed by someone else (ipcrm?); {server}",
+                        shm.id().0
+                    )));
+                }
+            }
             break;
         }
         reads += 1;
         match record::read(&shm)? {
             None => println!("(no record yet)"),
+            Some(rec) if rec.last => {
+                println!("the server stopped");
+                break;
+            }
             Some(rec) => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)

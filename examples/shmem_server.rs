@@ -22,7 +22,9 @@
 #![forbid(unsafe_code)]
 
 use ipclab::cli::{self, Arg, Args, Failure};
-use ipclab::params::SHMEM_SERVER_INTERVAL_MS;
+use ipclab::params::{
+    SHMEM_EXAMPLE_MAX_COUNT, SHMEM_EXAMPLE_MAX_INTERVAL_MS, SHMEM_SERVER_INTERVAL_MS,
+};
 use ipclab::shmem::{record, Shmem};
 use ipclab::sys::signal::TermSignals;
 use ipclab::sys::Owner;
@@ -60,6 +62,16 @@ fn body(mut args: Args) -> Result<(), Failure> {
         }
     }
     let path = path.ok_or_else(|| Failure::usage("missing KEYFILE"))?;
+    if interval > SHMEM_EXAMPLE_MAX_INTERVAL_MS {
+        return Err(Failure::usage(format!(
+            "--interval {interval}: at most {SHMEM_EXAMPLE_MAX_INTERVAL_MS} ms"
+        )));
+    }
+    if let Some(n) = count.filter(|&n| n > SHMEM_EXAMPLE_MAX_COUNT) {
+        return Err(Failure::usage(format!(
+            "--count {n}: at most {SHMEM_EXAMPLE_MAX_COUNT}"
+        )));
+    }
 
     let shm = Shmem::open(&path, RECORD_SIZE)?;
     // Only the creator may own it: a segment that was already there (another server's, or
@@ -80,6 +92,14 @@ fn body(mut args: Args) -> Result<(), Failure> {
     );
     let mut seq = 0;
     while count.is_none_or(|n| seq < n) {
+        // Somebody else removed it (`ipcrm -m`): our mapping still works, but no client can
+        // find the segment any more, so publishing on would fool nobody but us.
+        if shm.is_deleted() {
+            return Err(Failure::runtime(format!(
+                "the segment (shmid {}) was removed by someone else (ipcrm?); stopping",
+                shm.id().0
+            )));
+        }
         seq += 1;
         let rec = record::publish(&shm, seq, &format!("tick {seq}"))?;
         println!("published seq={} text={}", rec.seq, rec.text);
@@ -88,6 +108,8 @@ fn body(mut args: Args) -> Result<(), Failure> {
             break;
         }
     }
+    // The last record says that the removal that follows is ours.
+    record::publish_last(&shm, seq + 1, "server stopped")?;
     eprintln!("shmem_server: removed the segment");
     Ok(())
 }

@@ -26,6 +26,10 @@
 //!   `ipcrm`, it is how a human removes a device that is stuck, or whose objects were left behind
 //!   by a `kill -9`. It removes only objects whose header says they are a device, and it first
 //!   sets the status word to `removed`, so that everybody attached learns why (see [`stat`]).
+//!   A new `device` does not need it: like `shm_writer` and `dipc`, it recycles what a dead
+//!   device left under its key (`server::recycle_leftovers`), and says so. Objects removed by
+//!   anybody else (`ipcrm`) leave the status word at `running`: the device and its clients
+//!   then say "removed by someone else", never "by detach".
 //!
 //! # The semaphores (one set, [`NSEMS`] counters)
 //! | index | name   | initial | meaning                                                        |

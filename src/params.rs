@@ -122,6 +122,19 @@ pub const SHMEM_OPEN_ATTEMPTS: u32 = 8;
 /// `shmem_tool hammer --count`: how many reads and writes each thread makes at least.
 pub const SHMEM_HAMMER_COUNT: u64 = 1000;
 
+/// `shmem_tool hammer --writers` and `--readers`: the most threads of each kind (each thread
+/// costs a stack and a file description; 100000 of them aborted the process).
+pub const SHMEM_HAMMER_MAX_THREADS: usize = 256;
+
+/// `shmem_tool hammer --count`: the most operations per thread.
+pub const SHMEM_HAMMER_MAX_COUNT: u64 = 1_000_000_000;
+
+/// `shmem_server --count` and `shmem_client --count`: the most records or reads.
+pub const SHMEM_EXAMPLE_MAX_COUNT: u64 = 1_000_000_000;
+
+/// `shmem_server --interval` and `shmem_client --interval`: the longest, in milliseconds.
+pub const SHMEM_EXAMPLE_MAX_INTERVAL_MS: u64 = 3_600_000;
+
 /// How long hammer threads go on past `--count` while a reader has not yet seen a write.
 pub const SHMEM_HAMMER_OVERTIME: Duration = Duration::from_secs(20);
 
@@ -167,6 +180,19 @@ pub const DIPC_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long `dipcrm` waits for a server to exit after SIGTERM before it sends SIGKILL.
 pub const DIPC_RM_WAIT: Duration = Duration::from_secs(5);
+
+/// `dipc --idle-timeout SECS`: the longest (a day).
+pub const DIPC_MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
+
+/// `device_client watch --count N`: the most lines.
+pub const DEVICE_CLIENT_MAX_COUNT: u64 = 1_000_000_000;
+
+/// How often a dipc server checks that nobody removed its segment or semaphore set (`ipcrm`).
+pub const DIPC_WATCH_PERIOD: Duration = Duration::from_millis(200);
+
+/// A `w <n> <len>` over the message limit by at most this many bytes is read and discarded
+/// (the connection lives on); one over by more is answered `err ... closing` at once.
+pub const DIPC_DISCARD_MAX: u64 = 1 << 20;
 
 /// How often `dipc_client chat` looks at the other mailboxes.
 pub const DIPC_CHAT_POLL: Duration = Duration::from_millis(300);

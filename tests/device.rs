@@ -249,6 +249,13 @@ fn bad_channels_non_numbers_and_usage_errors() {
         stderr(&o),
         "device_client: get: 'one' is not a channel number\n"
     );
+    let o = client(&dev, &["watch", "0", "--count", "1000000001"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("device_client: --count 1000000001: at most 1000000000\n"),
+        "{}",
+        stderr(&o)
+    );
     let o = client(&dev, &["set", "0", "1e12"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -345,15 +352,86 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
         "{}",
         stderr(&o)
     );
-    // ... a new device refuses the key and says why ...
-    let o = run_with_limit(cmd("device").arg("-k").arg(&dev.key_file), LIMIT);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("left by a device"), "{}", stderr(&o));
-    // ... and detach, the operator's tool, clears them.
-    let o = run_with_limit(cmd("detach").arg("-k").arg(&dev.key_file), LIMIT);
+    // ... detach --stat still shows them ...
+    let o = run_with_limit(
+        cmd("detach").arg("-k").arg(&dev.key_file).arg("--stat"),
+        LIMIT,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("detach: marked shmid "));
+    // ... and a new device recycles them by itself (like shm_writer and dipc), saying so.
+    let old_shm = shm::shmget(dev.key, 0, Get::Open).unwrap().0;
+    let old_sem = sem::semget(dev.key, 0, Get::Open).unwrap().0;
+    let err = s.dir().join("device2.err");
+    let pid = s.spawn(
+        cmd("device")
+            .arg("-k")
+            .arg(&dev.key_file)
+            .stdout(File::create(s.dir().join("device2.out")).unwrap())
+            .stderr(File::create(&err).unwrap()),
+    );
+    let dev2 = Dev {
+        pid,
+        key: dev.key,
+        key_file: dev.key_file.clone(),
+        out: s.dir().join("device2.out"),
+    };
+    assert!(
+        wait_until(LIMIT, || dev2.stdout().contains('\n')),
+        "{}",
+        dev2.stdout()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&err).unwrap(),
+        format!(
+            "device: recycling the objects of a device (pid {}) that is gone: removed shmid \
+             {old_shm} and semid {old_sem} at key 0x{:08x}\n",
+            dev.pid, dev.key
+        )
+    );
+    assert_eq!(stdout(&client(&dev2, &["set", "0", "1"])), "ok\n");
+    let (code, _) = stop_device(&s, &dev2, SIGTERM);
+    assert_eq!(code, Some(0));
     s.assert_no_leftovers();
+}
+
+#[test]
+fn ipcrm_under_a_device_is_reported_as_someone_elses_doing() {
+    let s = Scratch::new("dev-ipcrm");
+    for flag in ["-s", "-m"] {
+        let dev = device(&s, &["--period", "20"]);
+        let watcher = client_bg(&s, &dev, &["watch", "0"]);
+        wait_attached(&dev, 2);
+        let id = if flag == "-s" {
+            sem::semget(dev.key, 0, Get::Open).unwrap().0
+        } else {
+            shm::shmget(dev.key, 0, Get::Open).unwrap().0
+        };
+        let o = run_with_limit(
+            std::process::Command::new("ipcrm").args([flag, &id.to_string()]),
+            LIMIT,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d = common::finish(s.take(dev.pid), LIMIT);
+        assert_eq!(d.status.code(), Some(0), "{flag}");
+        let last = dev.stdout().lines().last().unwrap().to_string();
+        assert!(
+            last.ends_with(" was removed by someone else (ipcrm?); stopping"),
+            "{flag}: {last}"
+        );
+        let w = common::finish(s.take(watcher), LIMIT);
+        assert_eq!(w.status.code(), Some(1));
+        assert!(
+            stderr(&w).starts_with(&format!(
+                "device_client: watch: the device's (pid {}) objects were removed by someone \
+                 else (ipcrm?)",
+                dev.pid
+            )),
+            "{flag}: {}",
+            stderr(&w)
+        );
+        assert!(!stderr(&w).contains("detach"), "{}", stderr(&w));
+        s.assert_no_leftovers();
+    }
 }
 
 #[test]
@@ -620,24 +698,42 @@ fn readers_never_see_a_torn_channel() {
 }
 
 #[test]
-fn a_semaphore_set_left_behind_is_named_and_nothing_else_is_left() {
+fn a_semaphore_set_left_behind_is_recycled_and_a_foreign_segment_is_named() {
     let s = Scratch::new("dev-stale-sem");
     let key_file = s.key_file("key");
     let key = s.key(&key_file, PROJ);
-    // What a crashed older device could leave: a set at the key, and no segment.
-    let stale = ipclab::sys::Owner::new(sem::semget(key, 5, Get::Create(0o600)).unwrap());
+    // What a crashed device leaves between removing its segment and its set: a set, alone.
+    let stale = sem::semget(key, 5, Get::Create(0o600)).unwrap();
+    let dev = device(&s, &[]);
+    let err = std::fs::read_to_string(s.dir().join("device.err")).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "device: recycling a semaphore set left behind without its segment: removed semid \
+             {} at key 0x{key:08x}\n",
+            stale.0
+        )
+    );
+    assert_eq!(stdout(&client(&dev, &["set", "0", "1"])), "ok\n");
+    stop_device(&s, &dev, SIGTERM);
+    // A segment that is not a device's is never recycled: the device says what is there.
+    let foreign = ipclab::sys::Owner::new(shm::shmget(key, 64, Get::Create(0o600)).unwrap());
     let o = run_with_limit(cmd("device").arg("-k").arg(&key_file), LIMIT);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).starts_with(&format!(
-            "device: key 0x{key:08x} holds a semaphore set left behind; remove it with `detach`: semget("
+            "device: key 0x{key:08x} holds a segment (shmid {}) that is not a device's register \
+             file: uid {}, created by pid {} (running); remove it with `ipcrm -m {}` if it is \
+             yours, or choose another key (-k, -i): shmget(",
+            foreign.get().0,
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()),
+            std::process::id(),
+            foreign.get().0
         )),
         "{}",
         stderr(&o)
     );
-    // The device removed the segment it had made before it failed.
-    assert!(shm::shmget(key, 0, Get::Open).is_err());
-    drop(stale);
+    drop(foreign);
     s.assert_no_leftovers();
 }
 
@@ -660,4 +756,117 @@ fn ctrl_c_ends_a_watch_quietly() {
 #[test]
 fn the_grader_passes() {
     common::run_grader("02-device.sh");
+}
+
+/// xorshift64*, seeded from the clock (printed) or `IPCLAB_FUZZ_SEED`, for the scribbler.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn a_device_whose_command_block_is_scribbled_on_keeps_serving() {
+    use ipclab::device::SEM_SLOT;
+    use ipclab::sys::sem::SemOp;
+    use ipclab::sys::shm::Access;
+    use ipclab::wire::device::{self as wire, Op, Request};
+    let seed = std::env::var("IPCLAB_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Rng(seed | 1);
+    let s = Scratch::new("dev-scribble");
+    let dev = device(&s, &["--ramp", "0", "--period", "5"]);
+    let seg = shm::shmget(dev.key, 0, Get::Open).unwrap();
+    let att = seg.attach(Access::ReadWrite).unwrap();
+    let sems = sem::semget(dev.key, 0, Get::Open).unwrap();
+    let mut legit = Client::open(dev.key, LIMIT).unwrap();
+    const ROUNDS: usize = 50_000;
+    let mut bad_requests = 0;
+    for i in 0..ROUNDS {
+        // A hostile program that follows the semaphore protocol but writes any bytes: random
+        // ones, or a valid request with a few bytes flipped.
+        let mut req = if rng.next().is_multiple_of(2) {
+            rng.bytes(wire::REQUEST_LEN)
+        } else {
+            let op = match rng.next() % 3 {
+                0 => Op::Set {
+                    channel: rng.next() as u16 % 8,
+                    value: f64::from_bits(rng.next()),
+                },
+                1 => Op::Get {
+                    channel: rng.next() as u16,
+                },
+                _ => Op::Reset,
+            };
+            Request {
+                seq: rng.next() as u32,
+                op,
+                pid: 1,
+            }
+            .encode()
+        };
+        for _ in 0..rng.next() % 3 {
+            let at = rng.next() as usize % req.len();
+            req[at] = rng.next() as u8;
+        }
+        sems.op(&[SemOp::wait(SEM_SLOT).undo()]).unwrap();
+        att.write_at(wire::REQUEST_OFFSET, &req).unwrap();
+        sems.op(&[SemOp::post(SEM_CMD)]).unwrap();
+        assert!(
+            sems.op_timeout(&[SemOp::wait(SEM_DONE)], LIMIT).unwrap(),
+            "no reply to {req:02x?} (seed {seed})"
+        );
+        let mut reply = [0u8; wire::REPLY_LEN];
+        att.read_at(wire::REPLY_OFFSET, &mut reply).unwrap();
+        let reply = wire::Reply::decode(&reply).unwrap_or_else(|e| panic!("{e} (seed {seed})"));
+        if reply.result == wire::ResultCode::BadRequest {
+            bad_requests += 1;
+        }
+        sems.op(&[SemOp::post(SEM_SLOT).undo()]).unwrap();
+        // And scribbles over the reply block and the channel registers, lock or no lock.
+        let at =
+            wire::REPLY_OFFSET + rng.next() as usize % (wire::REPLY_LEN + 4 * wire::CHANNEL_LEN);
+        let n = 1 + rng.next() as usize % 16;
+        let junk = rng.bytes(n);
+        let end = (at + junk.len()).min(att.len());
+        att.write_at(at, &junk[..end - at]).unwrap();
+        // The device answers the next honest command correctly, every time.
+        if i % 100 == 0 {
+            let v = (i % 1000) as f64;
+            let ch = (i / 100 % 4) as u16;
+            assert_eq!(legit.set(ch, v).unwrap().setpoint, v, "seed {seed}");
+            let got = legit.get(ch).unwrap();
+            assert_eq!((got.setpoint, got.readback), (v, v), "seed {seed}");
+        }
+    }
+    println!(
+        "device scribble: {ROUNDS} hostile commands ({bad_requests} garbled), 0 failures, seed {seed}"
+    );
+    assert!(bad_requests > ROUNDS / 4, "{bad_requests}");
+    drop((att, legit));
+    // The real client, too, and the device stops in order.
+    let o = client(&dev, &["set", "2", "7"]);
+    assert_eq!(stdout(&o), "ok\n", "{}", stderr(&o));
+    let o = client(&dev, &["get", "2"]);
+    assert_eq!(
+        stdout(&o),
+        "channel=2 setpoint=7.000 readback=7.000 status=ok\n"
+    );
+    let (code, _) = stop_device(&s, &dev, SIGTERM);
+    assert_eq!(code, Some(0));
+    s.assert_no_leftovers();
 }

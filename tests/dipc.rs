@@ -337,12 +337,31 @@ impl Drop for Daemon {
     }
 }
 
+/// The log a test's daemon writes, in the test's scratch directory.
+fn log_of(s: &Scratch) -> std::path::PathBuf {
+    s.dir().join("dipc.log")
+}
+
 fn start_daemon(s: &Scratch, port: u16) -> Daemon {
-    let out = run_with_limit(cmd("dipc").args(["4", "1", &port.to_string(), "1"]), LIMIT);
+    start_daemon_with(s, port, &mut cmd("dipc"))
+}
+
+/// `dipc --log <scratch>/dipc.log 4 1 PORT 1` through `c` (a `dipc`, or a shell that runs it).
+fn start_daemon_with(s: &Scratch, port: u16, c: &mut std::process::Command) -> Daemon {
+    let log = log_of(s);
+    let out = run_with_limit(
+        c.arg("--log")
+            .arg(&log)
+            .args(["4", "1", &port.to_string(), "1"]),
+        LIMIT,
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{stdout} {:?}", out.stderr);
     assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
-    let prefix = format!("dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, daemon pid ");
+    let prefix = format!(
+        "dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, log {}, daemon pid ",
+        log.display()
+    );
     let pid: i32 = stdout
         .strip_prefix(&prefix)
         .and_then(|p| p.strip_suffix('\n'))
@@ -607,6 +626,11 @@ fn bad_arguments_exit_2_or_1_and_leave_nothing() {
             2,
             "dipc: --bind: 'nowhere' is not an IP address\n".into(),
         ),
+        (
+            vec!["--idle-timeout", "86401", "4", "1", &p, "1"],
+            2,
+            "dipc: --idle-timeout 86401: must be 1 to 86400\n".into(),
+        ),
     ];
     for (args, code, err) in cases {
         let out = run_with_limit(cmd("dipc").args(&args), LIMIT);
@@ -778,4 +802,282 @@ fn many_clients_at_once_each_see_their_own_writes() {
 #[test]
 fn grader_passes() {
     common::run_grader("04-dipc.sh");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults from outside: ipcrm under a running server, inherited descriptors, squatted keys.
+
+fn wait_gone(pid: i32, limit: Duration) -> bool {
+    common::wait_until(limit, || !ipclab::dipc::mailbox::is_dipc_server(pid))
+}
+
+fn ipcrm(flag: &str, id: i32) {
+    let out = run_with_limit(
+        std::process::Command::new("ipcrm").args([flag, &id.to_string()]),
+        LIMIT,
+    );
+    assert!(out.status.success(), "ipcrm {flag} {id}: {:?}", out.stderr);
+}
+
+#[test]
+fn a_daemon_whose_set_is_removed_says_why_in_its_log_tells_its_clients_and_exits() {
+    let s = Scratch::new("ipcrm-s");
+    let port = free_port();
+    let key = key_for_port(port);
+    s.track_key(key);
+    let d = start_daemon(&s, port);
+    let objs = ipcs::with_key(key).unwrap();
+    let sem = objs.iter().find(|o| o.kind == ipcs::Kind::Sem).unwrap().id;
+    // A client connected before the removal, waiting between requests.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.write_all(b"w 1 2\nhi").unwrap();
+    assert_eq!(read_line(&mut client), "ok 2\n");
+
+    ipcrm("-s", sem);
+    assert!(
+        wait_gone(d.0, Duration::from_secs(5)),
+        "the daemon still runs"
+    );
+    let why = format!(
+        "server stopping: its semaphore set (semid {sem}) was removed by someone else (ipcrm -s?)"
+    );
+    // The client is told why, whatever it was doing.
+    let line = read_line(&mut client);
+    assert!(line.starts_with(&format!("err {why}")), "{line}");
+    let log = std::fs::read_to_string(log_of(&s)).unwrap();
+    assert!(
+        log.contains(&format!(
+            "its semaphore set (semid {sem}) was removed by someone else"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("exiting: stopped: its semaphore set"), "{log}");
+    // The daemon removed what was left of its objects (the segment) before exiting.
+    assert!(ipcs::with_key(key).unwrap().is_empty());
+    // The port is free again: a new server starts at once.
+    let d2 = start_daemon(&s, port);
+    let out = run_with_limit(cmd("dipcrm").arg(port.to_string()), LIMIT);
+    assert!(out.status.success(), "{:?}", out.stderr);
+    assert!(wait_gone(d2.0, LIMIT));
+}
+
+#[test]
+fn a_daemon_whose_segment_is_removed_exits_and_dipcrm_finds_one_by_its_port() {
+    let s = Scratch::new("ipcrm-m");
+    let port = free_port();
+    let key = key_for_port(port);
+    s.track_key(key);
+    let d = start_daemon(&s, port);
+    let shm = ipcs::with_key(key)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.kind == ipcs::Kind::Shm)
+        .unwrap()
+        .id;
+    ipcrm("-m", shm);
+    assert!(
+        wait_gone(d.0, Duration::from_secs(5)),
+        "the daemon still runs"
+    );
+    let log = std::fs::read_to_string(log_of(&s)).unwrap();
+    assert!(
+        log.contains(&format!(
+            "its shared memory segment (shmid {shm}) was removed by someone else (ipcrm -m?); stopping"
+        )),
+        "{log}"
+    );
+    assert!(ipcs::with_key(key).unwrap().is_empty());
+
+    // A server that has not noticed yet (stopped, as a busy machine might delay it): dipcrm
+    // cannot find it by its segment any more, only by the port it holds, and stops it.
+    let d = start_daemon(&s, port);
+    ipclab::sys::process::kill(d.0, libc::SIGSTOP).unwrap();
+    for o in ipcs::with_key(key).unwrap() {
+        ipcrm(
+            if o.kind == ipcs::Kind::Shm {
+                "-m"
+            } else {
+                "-s"
+            },
+            o.id,
+        );
+    }
+    let rm = cmd("dipcrm")
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    ipclab::sys::process::kill(d.0, libc::SIGCONT).unwrap();
+    let out = common::finish(rm, LIMIT);
+    assert!(
+        out.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let k = key as u32;
+    assert!(
+        stdout.starts_with(&format!(
+            "dipc server pid {pid} listens on port {port}, but the objects under key 0x{k:08x} \
+             are not its own (removed with ipcrm?)\n\
+             sent SIGTERM to dipc server pid {pid} (port {port})\n",
+            pid = d.0
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("dipc server pid {} has exited\n", d.0)),
+        "{stdout}"
+    );
+    assert!(!ipclab::dipc::mailbox::is_dipc_server(d.0));
+    // And a new server gets the port.
+    let d3 = start_daemon(&s, port);
+    let out = run_with_limit(cmd("dipcrm").arg(port.to_string()), LIMIT);
+    assert!(out.status.success());
+    assert!(wait_gone(d3.0, LIMIT));
+}
+
+#[test]
+fn the_daemon_keeps_no_descriptor_it_inherited() {
+    let s = Scratch::new("fds");
+    let port = free_port();
+    s.track_key(key_for_port(port));
+    let file = s.dir().join("inherited");
+    // A shell that opens a file on fd 7 and /dev/zero on fd 9, then becomes dipc.
+    let mut sh = std::process::Command::new("bash");
+    sh.arg("-c")
+        .arg(r#"exec 7>"$1" 9</dev/zero; shift; exec "$@""#)
+        .arg("sh")
+        .arg(&file)
+        .arg(common::bin("dipc"));
+    let d = start_daemon_with(&s, port, &mut sh);
+    let mut targets = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{}/fd", d.0))
+        .unwrap()
+        .flatten()
+    {
+        let fd: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+        let t = std::fs::read_link(e.path()).unwrap();
+        targets.push((fd, t.to_string_lossy().into_owned()));
+    }
+    for (fd, t) in &targets {
+        let expected = (*fd <= 2 && t == "/dev/null")
+            || t.starts_with("socket:[")
+            || std::path::Path::new(t) == log_of(&s);
+        assert!(expected, "fd {fd} -> {t} in {targets:?}");
+    }
+    let out = run_with_limit(cmd("dipcrm").arg(port.to_string()), LIMIT);
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_write_announcing_an_enormous_length_is_refused_at_once() {
+    let srv = foreground("huge", &[], &[]);
+    let mut c = srv.connect();
+    let start = Instant::now();
+    c.write_all(b"w 0 18446744073709551615\n").unwrap();
+    assert_eq!(
+        read_line(&mut c),
+        "err message of 18446744073709551615 bytes is over the limit of 1024; closing\n"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    // A slightly-too-long write is still read and dropped, and the connection lives on.
+    let mut c = srv.connect();
+    let mut req = b"w 0 2000\n".to_vec();
+    req.extend(vec![b'x'; 2000]);
+    req.extend(b"r 0\n");
+    c.write_all(&req).unwrap();
+    assert_eq!(
+        read_line(&mut c),
+        "err message of 2000 bytes is over the limit of 1024\n"
+    );
+    assert_eq!(read_line(&mut c), "ok 0\n");
+    let (status, _) = srv.stop();
+    assert!(status.success());
+}
+
+/// Runs `c` as uid:gid `id` (root only: setpriv drops the privileges).
+fn as_user(id: u32, c: &mut std::process::Command) -> std::process::Command {
+    let mut sp = std::process::Command::new("setpriv");
+    sp.args([
+        format!("--reuid={id}"),
+        format!("--regid={id}"),
+        "--clear-groups".into(),
+    ])
+    .arg(c.get_program())
+    .args(c.get_args());
+    sp
+}
+
+#[test]
+fn a_key_squatted_by_another_user_is_named_with_its_owner_and_what_to_do() {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0) {
+        eprintln!("skipped: needs root to run processes as two other users");
+        return;
+    }
+    let s = Scratch::new("squat");
+    let port = free_port();
+    let key = key_for_port(port);
+    s.track_key(key);
+    let (squatter, victim) = (64_010u32, 64_011u32);
+    // The squatter's server dies by SIGKILL and leaves its objects under the port's key.
+    let mut c = as_user(
+        squatter,
+        cmd("dipc").args(["--foreground", "4", "1", &port.to_string(), "1"]),
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let pid = s.spawn(&mut c);
+    let mut child = s.take(pid);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("dipc: serving"), "{line}");
+    // setpriv execs dipc in place: the child's pid is the server's.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let shm = ipcs::with_key(key)
+        .unwrap()
+        .into_iter()
+        .find(|o| o.kind == ipcs::Kind::Shm)
+        .unwrap();
+    assert_eq!(shm.uid, squatter);
+    let expect = format!(
+        "key 0x{:08x} is taken: shared memory segment id {id} belongs to uid {squatter}, created \
+         by pid {pid} (gone), not to you (uid {victim}); ask its owner (or root) to remove it \
+         with `ipcrm -m {id}`, or use another port\n",
+        key as u32,
+        id = shm.id
+    );
+    let out = run_with_limit(
+        &mut as_user(
+            victim,
+            cmd("dipc").args(["--foreground", "4", "1", &port.to_string(), "1"]),
+        ),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("dipc: {expect}")
+    );
+    let out = run_with_limit(
+        &mut as_user(victim, cmd("dipcrm").arg(port.to_string())),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("dipcrm: {expect}")
+    );
+    // Nothing of the squatter's was touched.
+    assert_eq!(ipcs::with_key(key).unwrap().len(), 2);
 }

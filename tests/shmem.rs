@@ -586,6 +586,103 @@ fn the_example_server_and_client_talk_when_built() {
 }
 
 #[test]
+fn ipcrm_under_the_example_server_is_named_by_server_and_client() {
+    let dir = common::bin_dir().join("examples");
+    let (server, client) = (dir.join("shmem_server"), dir.join("shmem_client"));
+    if !server.exists() || !client.exists() {
+        eprintln!("examples not built; skipping (run `cargo build --examples`)");
+        return;
+    }
+    let s = Scratch::new("shmem-ipcrm");
+    let k = key_file(&s, "k");
+    let kp = path_str(&k);
+    let srv = s.spawn(
+        Command::new(&server)
+            .args([kp, "--interval", "50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(LIMIT, || Shmem::open_existing(&k).is_ok()));
+    let shm = Shmem::open_existing(&k).unwrap();
+    let id = shm.id().0;
+    let cli = s.spawn(
+        Command::new(&client)
+            .args([kp, "--interval", "50"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(wait_until(LIMIT, || shm
+        .stat()
+        .is_ok_and(|st| st.attaches == 3)));
+    drop(shm);
+    let o = run_with_limit(Command::new("ipcrm").args(["-m", &id.to_string()]), LIMIT);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = common::finish(s.take(cli), LIMIT);
+    assert_eq!(c.status.code(), Some(1));
+    assert!(
+        stderr(&c).starts_with(&format!(
+            "shmem_client: the segment (shmid {id}) was removed by someone else (ipcrm?); its server (pid {srv})"
+        )),
+        "{}",
+        stderr(&c)
+    );
+    assert!(!stdout(&c).contains("the server removed"), "{}", stdout(&c));
+    let o = common::finish(s.take(srv), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "shmem_server: the segment (shmid {id}) was removed by someone else (ipcrm?); stopping\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    s.assert_no_leftovers();
+}
+
+#[test]
+fn counts_over_their_limits_are_usage_errors() {
+    use ipclab::params::{SHMEM_HAMMER_MAX_COUNT, SHMEM_HAMMER_MAX_THREADS};
+    let s = Scratch::new("shmem-limits");
+    let k = key_file(&s, "k");
+    let kp = path_str(&k);
+    let over = (SHMEM_HAMMER_MAX_THREADS + 1).to_string();
+    let big = (SHMEM_HAMMER_MAX_COUNT + 1).to_string();
+    for (args, want) in [
+        (
+            vec!["hammer", kp, "--size", "64", "--writers", "100000"],
+            format!("shmem_tool: --writers 100000: at most {SHMEM_HAMMER_MAX_THREADS}\n"),
+        ),
+        (
+            vec!["hammer", kp, "--size", "64", "--readers", &over],
+            format!("shmem_tool: --readers {over}: at most {SHMEM_HAMMER_MAX_THREADS}\n"),
+        ),
+        (
+            vec!["hammer", kp, "--size", "64", "--count", &big],
+            format!("shmem_tool: --count {big}: at most {SHMEM_HAMMER_MAX_COUNT}\n"),
+        ),
+        (
+            vec![
+                "hammer",
+                kp,
+                "--size",
+                "64",
+                "--writers",
+                "0",
+                "--readers",
+                "0",
+            ],
+            "shmem_tool: --writers and --readers: at least one thread\n".to_string(),
+        ),
+    ] {
+        let o = tool(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with(&want), "{args:?}: {}", stderr(&o));
+    }
+    // Nothing was created: the usage error comes before the segment.
+    s.assert_no_leftovers();
+}
+
+#[test]
 fn the_tool_follows_the_command_line_conventions() {
     let o = tool(&["--help"]);
     assert!(o.status.success());

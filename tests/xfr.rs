@@ -777,3 +777,70 @@ fn tracing_shows_every_ipc_step_and_every_slot() {
 fn the_lab_grader_passes_on_this_build() {
     common::run_grader("01-shm-writer-reader.sh");
 }
+
+/// True once the writer has published its set (its first semop sets `sem_otime`).
+fn writer_published(key: Key) -> bool {
+    ipclab::sys::sem::semget(key, 0, ipclab::sys::shm::Get::Open)
+        .and_then(|s| s.stat())
+        .is_ok_and(|st| st.op_time != 0)
+}
+
+fn ipcrm(flag: &str, id: i32) {
+    let o = run_with_limit(Command::new("ipcrm").args([flag, &id.to_string()]), LIMIT);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn ipcrm_under_a_waiting_writer_is_named_by_both_sides() {
+    let (s, kf, key) = setup("ipcrm-m");
+    let w = spawn(&s, writer(&kf).args(["-t", "20", "hello"]));
+    assert!(common::wait_until(LIMIT, || writer_published(key)));
+    let obj = |kind| {
+        ipcs::with_key(key)
+            .unwrap()
+            .into_iter()
+            .find(|o| o.kind == kind)
+            .unwrap()
+            .id
+    };
+    let (shmid, semid) = (obj(ipcs::Kind::Shm), obj(ipcs::Kind::Sem));
+    // Stopped, the writer cannot notice before the reader looks.
+    ipclab::sys::process::kill(w as i32, libc::SIGSTOP).unwrap();
+    ipcrm("-m", shmid);
+    let o = run_with_limit(reader(&kf).args(["--timeout", "5"]), LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "shm_reader: the writer on key 0x{key:08x} (semid {semid}) has no segment: it was \
+             removed by someone else (ipcrm?)\n"
+        )
+    );
+    ipclab::sys::process::kill(w as i32, libc::SIGCONT).unwrap();
+    let o = finish(&s, w, LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "shm_writer: our segment {shmid} was removed by someone else (ipcrm?)\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    s.assert_no_leftovers();
+
+    // The set instead: the writer says so at once.
+    let w = spawn(&s, writer(&kf).args(["-t", "20", "hello"]));
+    assert!(common::wait_until(LIMIT, || writer_published(key)));
+    let semid = obj(ipcs::Kind::Sem);
+    ipcrm("-s", semid);
+    let o = finish(&s, w, LIMIT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with(&format!(
+            "shm_writer: our semaphore set {semid} was removed by someone else (ipcrm?)\n"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    s.assert_no_leftovers();
+}

@@ -21,7 +21,11 @@
 //! device: signal 15: removed shmid 32790 and semid 14
 //! ```
 //!
-//! Exit status: 0 after a signal or after `detach` removed the objects; 1 if something failed
+//! After a `kill -9`, just start `device` again: it recycles the dead device's objects
+//! (`device: recycling the objects of a device (pid 5120) that is gone: removed shmid 32790 and
+//! semid 14 at key 0x44010e2f`).
+//!
+//! Exit status: 0 after a signal or after `detach` (or `ipcrm`) removed the objects; 1 if something failed
 //! (another device on the key, say); 2 for a usage error.
 
 #![forbid(unsafe_code)]
@@ -77,7 +81,7 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     // Out-of-range values are usage errors (exit 2); anything the kernel refuses is not.
     config.check().map_err(Failure::usage)?;
     let key = ipclab::device::key(&path, proj)?;
-    let mut device = Device::create(key, config)?;
+    let mut device = Device::create(key, config, |n| eprintln!("device: {n}"))?;
     let (shm, sem) = (device.shm_id(), device.sem_id());
     cli::say(&format!(
         "device: key 0x{key:08x} shmid {} semid {} channels {} period {} ms ramp {} units/s pid {}",
@@ -89,14 +93,20 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
         std::process::id()
     ))?;
     let why = device.serve(sigs)?;
+    // Read before shutdown: `detach` says so in the status word; `ipcrm` leaves no trace.
+    let by_detach = device.removed_by_detach();
     device.shutdown(why)?;
     cli::say(&match why {
         Stop::Signal(sig) => format!(
             "device: signal {sig}: removed shmid {} and semid {}",
             shm.0, sem.0
         ),
-        Stop::Removed => format!(
+        Stop::Removed if by_detach => format!(
             "device: shmid {} and semid {} were removed (by detach); stopping",
+            shm.0, sem.0
+        ),
+        Stop::Removed => format!(
+            "device: shmid {} or semid {} was removed by someone else (ipcrm?); stopping",
             shm.0, sem.0
         ),
     })

@@ -102,6 +102,12 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
             ))
         }
     };
+    if let Some(n) = count.filter(|&n| n > params::DEVICE_CLIENT_MAX_COUNT) {
+        return Err(Failure::usage(format!(
+            "--count {n}: at most {}",
+            params::DEVICE_CLIENT_MAX_COUNT
+        )));
+    }
     if count.is_some() && !matches!(command, Command::Watch(..)) {
         return Err(Failure::usage("--count goes with watch only"));
     }

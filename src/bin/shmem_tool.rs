@@ -57,7 +57,8 @@ Commands:
                             patterns, R reader threads (default 1) check every read; each does
                             at least N operations (default 1000), and with writers, readers go
                             on until they have seen a write; prints
-                            'reads=N writes=N torn=N changes=N', exits 1 if any read was torn
+                            'reads=N writes=N torn=N changes=N', exits 1 if any read was torn;
+                            W and R at most 256 each, N at most 1000000000
   stat KEYFILE              print key, shmid, size, attach count, and whether we created it
   delete KEYFILE            remove the segment
 
@@ -111,6 +112,7 @@ fn body(mut args: Args) -> Result<(), Failure> {
             Arg::Word(w) => o.words.push(w),
         }
     }
+    h.check().map_err(Failure::usage)?;
     o.hammer = Some(h);
     let command = command.ok_or_else(|| Failure::usage("missing COMMAND"))?;
     if !["write", "read", "hold", "hammer", "stat", "delete"].contains(&command.as_str()) {

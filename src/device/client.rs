@@ -106,7 +106,7 @@ impl Client {
                 io::ErrorKind::NotConnected,
                 format!(
                     "no device running at key 0x{key:08x}: its device (pid {}) is gone and left \
-                     its objects behind (remove them with `detach`)",
+                     its objects behind (a new `device` recycles them; `detach` removes them)",
                     header.pid
                 ),
             ));
@@ -379,14 +379,23 @@ impl Client {
     /// EIDRM from a semaphore means the set is gone: say why, from the status word, which stays
     /// readable as long as we are attached.
     fn explain(&self, e: io::Error) -> io::Error {
-        if !is_removed(&e) {
+        // EINVAL: the set's id was valid when we opened it, so it is gone too.
+        if !is_removed(&e) && sys::errno(&e) != Some(libc::EINVAL) {
             return e;
         }
-        let s = match self.status() {
-            Ok(DeviceStatus::Running) | Err(_) => DeviceStatus::Removed,
-            Ok(s) => s,
+        let g = match self.status() {
+            // `detach` and the device itself write the status word before they remove; a
+            // word that still says "running" means someone else removed the objects (`ipcrm`:
+            // the set, or the segment, after which the device stopped without a word).
+            Ok(DeviceStatus::Running) | Err(_) => err(
+                io::ErrorKind::NotConnected,
+                format!(
+                    "the device's (pid {}) objects were removed by someone else (ipcrm?)",
+                    self.header.pid
+                ),
+            ),
+            Ok(s) => self.gone(s),
         };
-        let g = self.gone(s);
         err(g.kind(), format!("{g}: {e}"))
     }
 

@@ -97,7 +97,7 @@ enum Changed {
 pub enum Stop {
     /// A termination signal (its number): remove everything and exit 0.
     Signal(i32),
-    /// Someone (`detach`) removed our objects: nothing left to remove.
+    /// Someone (`detach`, or `ipcrm`: see [`Device::removed_by_detach`]) removed our objects.
     Removed,
 }
 
@@ -121,9 +121,12 @@ pub struct Device {
 
 impl Device {
     /// Creates the segment and the semaphore set for `key` (both exclusively: a second device on
-    /// the same key is refused), initialises them, and marks the device running.
-    pub fn create(key: Key, config: Config) -> io::Result<Device> {
+    /// the same key is refused), initialises them, and marks the device running. Objects that
+    /// a dead device left under the key are recycled first, each one reported through
+    /// `notice` (see [`recycle_leftovers`]).
+    pub fn create(key: Key, config: Config, notice: impl FnMut(String)) -> io::Result<Device> {
         config.check()?;
+        recycle_leftovers(key, notice)?;
         let len = wire::segment_len(config.channels);
         let seg = shm::shmget(key, len, Get::Create(config.mode))
             .map_err(|e| explain_exists(key, Made::Segment, e))?;
@@ -183,6 +186,14 @@ impl Device {
         self.config
     }
 
+    /// Whether the status word says `detach` removed the objects (it writes "removed" there
+    /// first). After a [`Stop::Removed`] without it, someone else did (`ipcrm`).
+    pub fn removed_by_detach(&self) -> bool {
+        let mut word = [0u8; 4];
+        self.att.read_at(wire::STATUS_OFFSET, &mut word).is_ok()
+            && wire::decode_status(word) == Ok(DeviceStatus::Removed)
+    }
+
     /// Runs until a termination signal (taken by a helper thread) or until the objects are
     /// removed. `sigs` must have been blocked in `main` before any thread started.
     pub fn serve(&mut self, sigs: TermSignals) -> io::Result<Stop> {
@@ -221,7 +232,7 @@ impl Device {
                     // The lock was busy for a whole period (a client stopped while holding
                     // it?): skip this update; the next one covers the time.
                     Ok(false) => {}
-                    Err(e) if is_removed(&e) => return Ok(Stop::Removed),
+                    Err(e) if gone(&e) => return Ok(Stop::Removed),
                     Err(e) => return Err(e),
                 }
                 next_tick += period;
@@ -243,12 +254,12 @@ impl Device {
                     }
                     match self.execute(stop) {
                         Ok(()) => {}
-                        Err(e) if is_removed(&e) => return Ok(Stop::Removed),
+                        Err(e) if gone(&e) => return Ok(Stop::Removed),
                         Err(e) => return Err(e),
                     }
                 }
                 Ok(false) => {}
-                Err(e) if is_removed(&e) => return Ok(Stop::Removed),
+                Err(e) if gone(&e) => return Ok(Stop::Removed),
                 Err(e) => return Err(e),
             }
         }
@@ -459,12 +470,18 @@ fn release_if_removed<T: sys::Removable, R: IsGone>(
             owner.release();
             Ok(())
         }
-        Err(e) if is_removed(&e) => {
+        Err(e) if gone(&e) => {
             owner.release();
             Ok(())
         }
         Err(e) => Err(e),
     }
+}
+
+/// An IPC call on one of the device's own objects failed because the object is gone: EIDRM,
+/// or EINVAL (the id was valid, since we made it; now it is not, so someone removed it).
+fn gone(e: &io::Error) -> bool {
+    is_removed(e) || sys::errno(e) == Some(libc::EINVAL)
 }
 
 /// "Already removed?" for the answer of a stat.
@@ -482,6 +499,57 @@ impl IsGone for bool {
     }
 }
 
+/// Removes what a dead device left under `key`, as `shm_writer` and `dipc` do, so that a
+/// device killed with SIGKILL restarts without `detach`:
+/// - a segment is recycled only if it is a device register file (its header decodes), nobody
+///   is attached, and both its creator and the pid in its header are gone;
+/// - a semaphore set is recycled if no segment is left under the key (the device makes its
+///   segment first and removes it last, so a set alone is what a crash in between leaves) and
+///   it has the device's five semaphores.
+///
+/// Anything else stays, and `create` then fails with `explain_exists`'s reason.
+fn recycle_leftovers(key: Key, mut notice: impl FnMut(String)) -> io::Result<()> {
+    let mut removed = Vec::new();
+    let mut dead_device = None;
+    if let Ok(id) = shm::shmget(key, 0, Get::Open) {
+        let Ok(st) = id.stat() else { return Ok(()) };
+        if st.attaches != 0 || sys::process::alive(st.creator_pid) {
+            return Ok(());
+        }
+        let header = id.attach(Access::ReadOnly).ok().and_then(|att| {
+            let mut buf = [0u8; wire::HEADER_LEN];
+            att.read_at(0, &mut buf).ok()?;
+            Header::decode(&buf).ok()
+        });
+        match header {
+            Some(h) if !sys::process::alive(h.pid) => {
+                sys::remove_if_present(id)?;
+                removed.push(format!("shmid {}", id.0));
+                dead_device = Some(h.pid);
+            }
+            // Not a device's, or its device runs: leave it to explain_exists.
+            _ => return Ok(()),
+        }
+    }
+    if let Ok(set) = sem::semget(key, 0, Get::Open) {
+        if set.stat().is_ok_and(|st| st.nsems == NSEMS) {
+            sys::remove_if_present(set)?;
+            removed.push(format!("semid {}", set.0));
+        }
+    }
+    if !removed.is_empty() {
+        let whose = match dead_device {
+            Some(pid) => format!("the objects of a device (pid {pid}) that is gone"),
+            None => "a semaphore set left behind without its segment".to_string(),
+        };
+        notice(format!(
+            "recycling {whose}: removed {} at key 0x{key:08x}",
+            removed.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 /// Which object `create` was making.
 #[derive(Clone, Copy)]
 enum Made {
@@ -497,13 +565,40 @@ fn explain_exists(key: Key, what: Made, e: io::Error) -> io::Error {
     }
     // The segment is made first, so a set in the way means its segment is gone: a leftover. A
     // segment in the way belongs to a running device or to a dead one.
-    let creator = match what {
+    let found = match what {
         Made::Segment => shm::shmget(key, 0, Get::Open)
-            .and_then(|id| id.stat())
-            .map(|s| s.creator_pid)
+            .and_then(|id| Ok((id, id.stat()?)))
             .ok(),
         Made::Semaphores => None,
     };
+    // Somebody else's segment (not a register file: its header does not decode) is named with
+    // its owner, creator and what to do; it is never a device's to recycle.
+    if let Some((id, st)) = found {
+        let is_device = id.attach(Access::ReadOnly).ok().is_some_and(|att| {
+            let mut buf = [0u8; wire::HEADER_LEN];
+            att.read_at(0, &mut buf).is_ok() && Header::decode(&buf).is_ok()
+        });
+        if !is_device {
+            return err(
+                e.kind(),
+                format!(
+                    "key 0x{key:08x} holds a segment (shmid {}) that is not a device's register \
+                     file: uid {}, created by pid {}{}; remove it with `ipcrm -m {}` if it is \
+                     yours, or choose another key (-k, -i): {e}",
+                    id.0,
+                    st.uid,
+                    st.creator_pid,
+                    if sys::process::alive(st.creator_pid) {
+                        " (running)"
+                    } else {
+                        " (gone)"
+                    },
+                    id.0
+                ),
+            );
+        }
+    }
+    let creator = found.map(|(_, st)| st.creator_pid);
     let why = match creator {
         Some(pid) if sys::process::alive(pid) => {
             format!("a device (pid {pid}) already runs with key 0x{key:08x}")
@@ -537,9 +632,9 @@ mod tests {
     fn a_device_serves_commands_and_ticks_until_told_to_stop() {
         let dir = crate::testutil::TempDir::new("device-server");
         let key = ftok(dir.path(), b'D').unwrap();
-        let mut dev = Device::create(key, config(100.0)).unwrap();
+        let mut dev = Device::create(key, config(100.0), |_| {}).unwrap();
         // A second device on the same key is refused with a clear reason.
-        let e = Device::create(key, config(0.0)).unwrap_err();
+        let e = Device::create(key, config(0.0), |_| {}).unwrap_err();
         assert!(e.to_string().contains("already runs"), "{e}");
         let sems = dev.sem_id();
         let stop = Arc::new(AtomicI32::new(0));
@@ -577,7 +672,7 @@ mod tests {
     fn a_garbled_request_is_answered_and_the_device_keeps_serving() {
         let dir = crate::testutil::TempDir::new("device-garbage");
         let key = ftok(dir.path(), b'D').unwrap();
-        let mut dev = Device::create(key, config(0.0)).unwrap();
+        let mut dev = Device::create(key, config(0.0), |_| {}).unwrap();
         let (sems, shm) = (dev.sem_id(), dev.shm_id());
         let stop = Arc::new(AtomicI32::new(0));
         let flag = Arc::clone(&stop);

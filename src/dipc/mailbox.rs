@@ -178,6 +178,14 @@ pub fn inspect(port: u16) -> io::Result<Found> {
     if objects.is_empty() {
         return Ok(Found::Nothing);
     }
+    // Another user's object under our key (a squatter, or a classmate on the same port): we
+    // may neither use nor remove it, and the kernel would only say "Permission denied".
+    let me = my_uid();
+    if me != 0 {
+        if let Some(o) = objects.iter().find(|o| o.uid != me) {
+            return Ok(Found::Foreign(squatted(key, o, me)));
+        }
+    }
     let shm = objects.iter().find(|o| o.kind == ipcs::Kind::Shm);
     let Some(shm) = shm else {
         // A semaphore set alone: our servers create the segment first and remove it last, so
@@ -212,6 +220,47 @@ pub fn inspect(port: u16) -> io::Result<Found> {
         creator: Some(st.creator_pid),
         objects,
     })
+}
+
+/// This process's effective uid (the owner of `/proc/self`).
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+/// A user's name from `/etc/passwd`, for messages; the number if there is none.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_string())
+        })
+        .map_or(format!("uid {uid}"), |name| format!("uid {uid} ({name})"))
+}
+
+/// What to tell a user who finds another user's object under the port's key: whose it is, who
+/// made it, and what to do about it.
+fn squatted(key: Key, o: &ipcs::Object, me: u32) -> String {
+    let (what, flag) = match o.kind {
+        ipcs::Kind::Shm => ("shared memory segment", "-m"),
+        ipcs::Kind::Sem => ("semaphore set", "-s"),
+        ipcs::Kind::Msg => ("message queue", "-q"),
+    };
+    let creator = match o.creator_pid {
+        Some(pid) if crate::sys::process::alive(pid) => format!(", created by pid {pid} (running)"),
+        Some(pid) => format!(", created by pid {pid} (gone)"),
+        None => String::new(),
+    };
+    format!(
+        "key 0x{:08x} is taken: {what} id {} belongs to {}{creator}, not to you (uid {me}); \
+         ask its owner (or root) to remove it with `ipcrm {flag} {}`, or use another port",
+        key as u32,
+        o.id,
+        user_name(o.uid),
+        o.id
+    )
 }
 
 /// Reads a segment's header (read-only attach, detached at once) and checks the magic.

@@ -21,16 +21,21 @@
 //! - A client silent for the idle timeout (also in the middle of a payload) gets
 //!   `err idle timeout` and is closed. One that disconnects mid-payload changes nothing.
 //!
-//! Stop (SIGTERM, SIGINT or SIGHUP, taken by the main thread with `sigwait`): mark the server
-//! as stopping, wake the acceptor (`shutdown` on the listener), shut down every client socket
+//! Stop (SIGTERM, SIGINT or SIGHUP, taken by the main thread, which waits for them
+//! [`DIPC_WATCH_PERIOD`] at a time and checks in between that its segment and set are still
+//! there: if someone removed them with `ipcrm`, it logs why and stops the same way, telling each
+//! client `err server stopping: <why>`): mark the server as stopping, wake the acceptor (`shutdown` on the listener), shut down every client socket
 //! (which wakes threads blocked reading or writing), wait up to [`DIPC_STOP_GRACE`] for the
 //! client threads, then remove the semaphore set and the segment (their `Owner`s are here).
 
 use super::mailbox::{self, CreateError, Created, Mailboxes};
 use super::Config;
 use crate::params::{
-    DIPC_LINE_MAX, DIPC_MAX_CLIENTS, DIPC_READ_BUF, DIPC_STOP_GRACE, DIPC_THREAD_STACK,
+    DIPC_DISCARD_MAX, DIPC_LINE_MAX, DIPC_MAX_CLIENTS, DIPC_READ_BUF, DIPC_STOP_GRACE,
+    DIPC_THREAD_STACK, DIPC_WATCH_PERIOD,
 };
+use crate::sys::sem::SemId;
+use crate::sys::shm::ShmId;
 use crate::sys::signal::TermSignals;
 use crate::sys::{daemon, errno};
 use crate::wire::dipc::{self as wire, Mailbox, Reply, Request, SegmentHeader};
@@ -133,6 +138,8 @@ struct Clients {
     next_id: u64,
     live: HashMap<u64, TcpStream>,
     stopping: bool,
+    /// Why the server stops, when it is because its objects were removed under it.
+    lost: Option<String>,
 }
 
 impl Server {
@@ -142,8 +149,10 @@ impl Server {
     }
 
     /// Serves until a termination signal arrives, then stops in order and removes the objects.
-    /// `signals` must have been blocked before any thread started.
-    pub fn serve(self, signals: &TermSignals) -> io::Result<()> {
+    /// `signals` must have been blocked before any thread started. If someone else removes the
+    /// segment or the set meanwhile, it says so through `log`, stops the same way, and returns
+    /// the reason as an error.
+    pub fn serve(self, signals: &TermSignals, mut log: impl FnMut(String)) -> io::Result<()> {
         let Server {
             listener,
             objects,
@@ -164,14 +173,34 @@ impl Server {
                 .spawn(move || accept_loop(listener, shared))?
         };
 
-        let sig = signals.wait()?;
-        crate::trace!("signal {sig}: stopping");
-        lock(&shared.clients).stopping = true;
+        // Wait for a signal, and between waits check that nobody removed our objects: a
+        // server whose segment or set is gone cannot serve, and must not linger holding the
+        // port (see `lost_objects`).
+        let lost = loop {
+            if let Some(sig) = signals.wait_timeout(DIPC_WATCH_PERIOD) {
+                crate::trace!("signal {sig}: stopping");
+                break None;
+            }
+            if let Some(why) = lost_objects(shm.get(), sem.get()) {
+                log(format!("{why}; stopping"));
+                break Some(why);
+            }
+        };
+        {
+            let mut clients = lock(&shared.clients);
+            clients.stopping = true;
+            clients.lost = lost.clone();
+        }
         daemon::shutdown_listener(&waker)?;
         let _ = acceptor.join();
         {
             let clients = lock(&shared.clients);
             for s in clients.live.values() {
+                if let Some(why) = &lost {
+                    // Tell each client why it is being cut off. A reply being sent by its
+                    // thread at this instant may be cut in the middle; it is the last anyway.
+                    refuse_ref(s, &format!("server stopping: {why}"));
+                }
                 // Wakes the thread whether it waits to read a request or to send a reply.
                 let _ = s.shutdown(Shutdown::Both);
             }
@@ -194,9 +223,66 @@ impl Server {
         drop(clients);
         // The set first: a thread still waiting on a lock wakes with EIDRM. The segment last,
         // so that a crash in between leaves a segment with a dead creator: a recognisable orphan.
-        sem.remove()?;
-        shm.remove()?;
-        Ok(())
+        // After a loss, whatever is left of ours goes (a set already removed is not an error).
+        match lost {
+            None => {
+                sem.remove()?;
+                shm.remove()?;
+                Ok(())
+            }
+            Some(why) => {
+                let _ = removed_or(sem.remove());
+                let _ = removed_or(shm.remove());
+                Err(io::Error::other(format!("stopped: {why}")))
+            }
+        }
+    }
+}
+
+/// `Ok` when `r` is "already gone" (EIDRM, or EINVAL for an id that was ours and valid).
+fn removed_or(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if gone(&e) => Ok(()),
+        r => r,
+    }
+}
+
+/// An IPC call on an id this server created, and has not removed, failed because the object
+/// is no longer there: EIDRM (removed while we waited on it), or EINVAL (the id is no longer
+/// valid; ours was, so someone removed it).
+fn gone(e: &io::Error) -> bool {
+    crate::sys::is_removed(e) || errno(e) == Some(libc::EINVAL)
+}
+
+/// Why this server's own objects can no longer be used, or `None` if they are intact. Checked
+/// by the main thread every [`DIPC_WATCH_PERIOD`].
+///
+/// `ipcrm -m` on an attached segment only marks it (`SHM_DEST`): it lives until the last
+/// detach, but its key is gone, so no tool can find it, and it is destroyed when we exit. So a
+/// marked segment is a removed one. `ipcrm -s` destroys the set at once: IPC_STAT then fails.
+fn lost_objects(shm: ShmId, sem: SemId) -> Option<String> {
+    match shm.stat() {
+        Ok(st) if st.removed => {
+            return Some(format!(
+                "its shared memory segment (shmid {}) was removed by someone else (ipcrm -m?)",
+                shm.0
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if gone(&e) => {
+            return Some(format!(
+                "its shared memory segment (shmid {}) was removed by someone else: {e}",
+                shm.0
+            ))
+        }
+        Err(e) => crate::trace!("watch: {e}"),
+    }
+    match sem.stat() {
+        Err(e) if gone(&e) => Some(format!(
+            "its semaphore set (semid {}) was removed by someone else (ipcrm -s?): {e}",
+            sem.0
+        )),
+        _ => None,
     }
 }
 
@@ -263,7 +349,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn refuse(mut stream: TcpStream, why: &str) {
+fn refuse(stream: TcpStream, why: &str) {
+    refuse_ref(&stream, why);
+}
+
+fn refuse_ref(mut stream: &TcpStream, why: &str) {
     let mut out = Vec::new();
     wire::encode_reply(&Reply::Err(why.into()), &mut out);
     let _ = stream.write_all(&out);
@@ -524,6 +614,12 @@ impl<'a> Connection<'a> {
                         }
                         return self.write_box(i);
                     }
+                    // Far too long to be worth reading: answer at once and close (the
+                    // framing rule in wire::dipc), rather than read up to 2^64 bytes.
+                    _ if len.saturating_sub(max) > DIPC_DISCARD_MAX => {
+                        self.reply(Reply::Err(format!("{}; closing", self.too_long(len))));
+                        return Ok(Next::Close);
+                    }
                     // Framing is intact: read the bytes that belong to this request, drop them.
                     _ => {
                         if !self.take(len, |_| {})? {
@@ -594,8 +690,16 @@ impl<'a> Connection<'a> {
     /// A lock or the segment failed: the server is stopping (the set was removed). Tell the
     /// client and close.
     fn fail(&mut self, e: io::Error) -> io::Result<Next> {
-        let why = if crate::sys::is_removed(&e) {
-            "server shutting down".to_string()
+        let why = if gone(&e) {
+            let clients = lock(&self.shared.clients);
+            match (&clients.lost, clients.stopping) {
+                (Some(lost), _) => format!("server stopping: {lost}"),
+                (None, true) => "server shutting down".to_string(),
+                // The main thread will notice within DIPC_WATCH_PERIOD and stop the server.
+                (None, false) => "server stopping: its semaphore set was removed by someone \
+                                  else (ipcrm -s?)"
+                    .to_string(),
+            }
         } else {
             format!("server error: {e}")
         };

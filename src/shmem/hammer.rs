@@ -38,6 +38,35 @@ pub struct Hammer {
     pub first_writer: u32,
 }
 
+impl Hammer {
+    /// Are the counts within their limits (`SHMEM_HAMMER_MAX_THREADS`, `SHMEM_HAMMER_MAX_COUNT`)?
+    /// The text of the error names the option, for a usage error.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::params::{SHMEM_HAMMER_MAX_COUNT, SHMEM_HAMMER_MAX_THREADS};
+        for (flag, n) in [("--writers", self.writers), ("--readers", self.readers)] {
+            if n > SHMEM_HAMMER_MAX_THREADS {
+                return Err(format!("{flag} {n}: at most {SHMEM_HAMMER_MAX_THREADS}"));
+            }
+        }
+        if self.writers + self.readers == 0 {
+            return Err("--writers and --readers: at least one thread".into());
+        }
+        if self.count > SHMEM_HAMMER_MAX_COUNT {
+            return Err(format!(
+                "--count {}: at most {SHMEM_HAMMER_MAX_COUNT}",
+                self.count
+            ));
+        }
+        if self.first_writer.checked_add(self.writers as u32).is_none() {
+            return Err(format!(
+                "--first-writer {}: the writer numbers would overflow",
+                self.first_writer
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What happened, summed over the threads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {

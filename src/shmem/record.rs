@@ -12,6 +12,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Encodes a record numbered `seq` with `text`, stamped with the time and our pid, and writes
 /// it into `shm` (which must be at least [`RECORD_SIZE`] bytes).
 pub fn publish(shm: &Shmem, seq: u64, text: &str) -> io::Result<Record> {
+    write(shm, seq, text, false)
+}
+
+/// Like [`publish`], marked `last`: the server's final record, written just before it removes
+/// the segment, so that its clients can tell its removal from anybody else's.
+pub fn publish_last(shm: &Shmem, seq: u64, text: &str) -> io::Result<Record> {
+    write(shm, seq, text, true)
+}
+
+fn write(shm: &Shmem, seq: u64, text: &str, last: bool) -> io::Result<Record> {
     let rec = Record {
         seq,
         time_ms: SystemTime::now()
@@ -20,6 +30,7 @@ pub fn publish(shm: &Shmem, seq: u64, text: &str) -> io::Result<Record> {
             .unwrap_or(0),
         pid: std::process::id(),
         text: text.to_string(),
+        last,
     };
     shm.write(&rec.encode()?)?;
     crate::trace!("shmem record: published seq {seq}");

@@ -1,4 +1,4 @@
-//! Becoming a daemon: `fork`, `setsid`, stdio on `/dev/null`, and reaping a child.
+//! Becoming a daemon: `fork`, `setsid`, no inherited fds, stdio on `/dev/null`, reaping a child.
 //!
 //! A server started from a shell should give the prompt back, keep running when the terminal
 //! closes, and still tell the person who started it whether it came up. The classic recipe
@@ -8,7 +8,9 @@
 //!    process-group leader, which step 2 needs.
 //! 2. [`setsid`]: the child starts a new session with no controlling terminal, so a closing
 //!    terminal's SIGHUP and the shell's job control no longer reach it.
-//! 3. [`stdio_to_dev_null`]: fds 0, 1, 2 point at `/dev/null`, so the daemon neither holds the
+//! 3. [`close_fds_above_stdio`]: every descriptor the starting process left open (a file, a
+//!    pipe whose reader waits for EOF) is closed, so the daemon holds nothing of its parent's.
+//! 4. [`stdio_to_dev_null`]: fds 0, 1, 2 point at `/dev/null`, so the daemon neither holds the
 //!    terminal (or a test's pipe) open nor dies writing to a closed one.
 //!
 //! Rules: fork only while the process has **one thread**. `fork` copies only the calling thread;
@@ -18,7 +20,7 @@
 
 use super::cvt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Which side of a [`fork`] we are on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,30 @@ pub fn setsid() -> io::Result<i32> {
     let sid = cvt(unsafe { libc::setsid() }, || "setsid()".to_string())?;
     crate::trace!("setsid() = session {sid}");
     Ok(sid)
+}
+
+/// Closes every descriptor above 2 except those in `keep` (a daemon's report pipe, say). The
+/// open descriptors are listed from `/proc/self/fd` first and closed after, so the listing's
+/// own descriptor is not closed under it. Call it with one thread, before anything else opens
+/// a descriptor that Rust owns (closing a `File`'s fd behind its back would break it).
+pub fn close_fds_above_stdio(keep: &[RawFd]) -> io::Result<()> {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: close takes a descriptor number; nothing in this process owns these (the
+        // caller's rule), and the one that listed them was closed when read_dir ended: that
+        // one fails with EBADF, which is ignored.
+        let ret = unsafe { libc::close(fd) };
+        if ret == 0 {
+            crate::trace!("close({fd}): inherited");
+        }
+    }
+    Ok(())
 }
 
 /// Points stdin, stdout and stderr at `/dev/null` with `dup2`.

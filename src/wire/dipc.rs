@@ -36,6 +36,13 @@
 //! to it) and decodes as [`Request::Bad`], or as a write whose mailbox is bad, whose bytes the
 //! server reads and discards.
 //!
+//! A `w <n> <len>` whose `len` is over the server's message limit keeps the framing too, but
+//! reading `len` bytes only to drop them is worth it only for a small excess: over the limit
+//! by at most `DIPC_DISCARD_MAX` (1 MiB, in `params`), the bytes are read and dropped, the
+//! reply is `err message of <len> bytes is over the limit of <max>`, and the connection lives
+//! on; over by more (up to 18446744073709551615), the reply is the same with `; closing`,
+//! sent at once, before any of the bytes, and the server closes the connection.
+//!
 //! # The mailbox segment (one System V shm segment per server)
 //!
 //! ```text

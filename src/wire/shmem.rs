@@ -39,7 +39,8 @@
 //! | 8      | 8    | seq      | u64: the server's update number, from 1          |
 //! | 16     | 8    | time_ms  | u64: Unix time of the update, in milliseconds    |
 //! | 24     | 4    | pid      | u32: the server's pid                            |
-//! | 28     | 4    | reserved | zero                                             |
+//! | 28     | 4    | flags    | u32: bit 0 `last` (the server removes the segment |
+//! |        |      |          | right after this record); other bits zero        |
 //! | 32     | 64   | text     | `text_len` bytes of UTF-8, then zeros            |
 
 use super::{DecodeError, Reader, Writer};
@@ -136,7 +137,13 @@ pub struct Record {
     pub time_ms: u64,
     pub pid: u32,
     pub text: String,
+    /// The server's last record: it removes the segment next. A client that finds the segment
+    /// removed without it knows somebody else did it.
+    pub last: bool,
 }
+
+/// The `last` bit of a record's flags.
+const RECORD_LAST: u32 = 1;
 
 impl Record {
     /// The record's `RECORD_SIZE` bytes. Text longer than `RECORD_TEXT_MAX` bytes is an error.
@@ -155,7 +162,7 @@ impl Record {
             .u64(self.seq)
             .u64(self.time_ms)
             .u32(self.pid)
-            .u32(0)
+            .u32(if self.last { RECORD_LAST } else { 0 })
             .bytes(text)
             .bytes(&[0u8; RECORD_TEXT_MAX][text.len()..]);
         Ok(w.finish())
@@ -180,7 +187,12 @@ impl Record {
         let seq = r.u64()?;
         let time_ms = r.u64()?;
         let pid = r.u32()?;
-        let _reserved = r.u32()?;
+        let flags = r.u32()?;
+        if flags & !RECORD_LAST != 0 {
+            return Err(DecodeError::Invalid(format!(
+                "record flags 0x{flags:x}: unknown bits"
+            )));
+        }
         let text = r.bytes(RECORD_TEXT_MAX)?;
         let text = std::str::from_utf8(&text[..len])
             .map_err(|_| DecodeError::Invalid("record text is not UTF-8".into()))?
@@ -190,6 +202,7 @@ impl Record {
             time_ms,
             pid,
             text,
+            last: flags & RECORD_LAST != 0,
         })
     }
 }
@@ -231,6 +244,7 @@ mod tests {
             time_ms: 1_700_000_000_123,
             pid: 4242,
             text: "tick 7".into(),
+            last: false,
         };
         let bytes = rec.encode().unwrap();
         assert_eq!(bytes.len(), RECORD_SIZE);
@@ -252,6 +266,7 @@ mod tests {
             time_ms: 0,
             pid: 1,
             text: "x".repeat(65),
+            last: false,
         };
         assert!(long.encode().is_err());
     }

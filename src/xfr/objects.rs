@@ -332,7 +332,20 @@ impl ReaderObjects {
     fn claim(key: Key, sems: SemId, want: Mode) -> io::Result<Option<ReaderObjects>> {
         let seg = match shmget(key, 0, Get::Open) {
             Ok(s) => s,
-            Err(e) if errno(&e) == Some(libc::ENOENT) => return Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENOENT) => {
+                // A writer publishes only after its segment exists, and removes the segment
+                // only on its way out (its set after). A writer still alive and published
+                // without a segment lost it to somebody else: say so, rather than time out
+                // as if there were no writer.
+                if sems.get_val(SEM_WRITER).is_ok_and(|v| v > 0) {
+                    return Err(other(format!(
+                        "the writer on key 0x{key:08x} (semid {}) has no segment: it was \
+                         removed by someone else (ipcrm?)",
+                        sems.0
+                    )));
+                }
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let att = match seg.attach(Access::ReadOnly) {
@@ -449,6 +462,8 @@ enum Side<'a> {
         key: Key,
         /// What the reader had not taken yet, for the message: "the message".
         what: &'static str,
+        /// Our segment: checked between slices, since `ipcrm -m` wakes no semaphore.
+        seg: ShmId,
     },
     /// The reader watches the writer, and on its death removes its orphans.
     Reader(&'a ReaderObjects),
@@ -480,6 +495,7 @@ impl<'a> Watch<'a> {
                 timeout,
                 key: objs.key,
                 what,
+                seg: objs.seg.get(),
             },
         }
     }
@@ -544,6 +560,20 @@ impl<'a> Watch<'a> {
     /// Between two slices: `Ok(false)` keep waiting, `Ok(true)` the `last_try` succeeded.
     fn between_slices(&self, last_try: impl FnOnce() -> io::Result<bool>) -> io::Result<bool> {
         self.signals()?;
+        if let Side::Writer { seg, .. } = self.side {
+            // `ipcrm -m` only marks an attached segment (its key is gone, so no reader can
+            // find it any more), and wakes nobody: the writer has to look.
+            let removed = match seg.stat() {
+                Ok(st) => st.removed,
+                Err(e) => gone(&e),
+            };
+            if removed {
+                return Err(other(format!(
+                    "our segment {} was removed by someone else (ipcrm?)",
+                    seg.0
+                )));
+            }
+        }
         match (self.peer()?, &self.side) {
             (Peer::Here, _) => Ok(false),
             (
@@ -601,7 +631,7 @@ impl<'a> Watch<'a> {
 
     /// Gives "the set was removed" a meaning for this side.
     fn lost(&self, e: io::Error) -> io::Error {
-        if !is_removed(&e) {
+        if !gone(&e) {
             return e;
         }
         match self.side {
@@ -609,12 +639,38 @@ impl<'a> Watch<'a> {
                 "our semaphore set {} was removed by someone else (ipcrm?)",
                 self.sems.0
             )),
-            Side::Reader(objs) => other(format!(
-                "the writer (pid {}) removed its objects before the end (it was stopped, or gave up)",
-                objs.header.writer_pid
-            )),
+            Side::Reader(objs) => {
+                // A writer removes its set only on its way out: if it still runs a moment
+                // later, it was somebody else.
+                let pid = objs.header.writer_pid;
+                let exited = (0..10).any(|_| {
+                    let gone = !process::alive(pid);
+                    if !gone {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    gone
+                });
+                if exited {
+                    other(format!(
+                        "the writer (pid {pid}) removed its objects before the end (it was \
+                         stopped, or gave up)"
+                    ))
+                } else {
+                    other(format!(
+                        "the writer's (pid {pid}) semaphore set {} was removed by someone else \
+                         (ipcrm?)",
+                        self.sems.0
+                    ))
+                }
+            }
         }
     }
+}
+
+/// A call on an object this side found (or made) valid failed because the object is gone:
+/// EIDRM, or EINVAL (an id that was valid is no longer).
+fn gone(e: &io::Error) -> bool {
+    is_removed(e) || errno(e) == Some(libc::EINVAL)
 }
 
 /// Writes `len` bytes of the segment, from `offset`, to `fd`: `write(2)` straight from the
