@@ -206,6 +206,23 @@ pub const RSHM_DEFAULT_SIZE: usize = 4096;
 /// How long a server waits for every connected peer to acknowledge an update.
 pub const RSHM_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where `rshm_server` keeps the cluster secret when `--secret` is not given, under `$HOME`.
+pub const RSHM_SECRET_DEFAULT: &str = ".config/ipclab/rshm-secret";
+
+/// The shortest cluster secret accepted, in bytes (the default file holds 64 hex digits).
+pub const RSHM_SECRET_MIN: usize = 16;
+
+/// The highest version (Lamport clock) a segment may reach: 2^48, a change every microsecond
+/// for eight years. A peer's UPDATE or STATE above it is refused, so that a local change can
+/// always be numbered one above every version seen, with no overflow.
+pub const RSHM_MAX_VERSION: u64 = 1 << 48;
+
+/// The key base of a server's alive semaphore set: `0x52410000 + port` ("RA", the port).
+pub const RSHM_ALIVE_KEY_BASE: i32 = 0x5241_0000;
+
+/// At most this many accepted connections may be in their authentication handshake at once.
+pub const RSHM_MAX_HANDSHAKES: usize = 32;
+
 /// How long a program waits for its server's reply (longer than `RSHM_ACK_TIMEOUT`, so that
 /// the server's own "peer X did not answer" arrives first).
 pub const RSHM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -17,7 +17,6 @@ use ipclab::sys::Removable;
 use ipclab::wire::rshm::{Frame, Hello};
 use rshm_cluster::{shared_columns, Cluster, LIMIT};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -354,8 +353,7 @@ fn bad_frames_from_a_peer_drop_its_connection_and_nothing_else() {
         }),
     ];
     for (what, bytes) in &bad_frames {
-        let mut s = TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
-        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut s = c.authed(0);
         s.write_all(&hello).unwrap();
         // HELLO_REPLY and one STATE: we are accepted as node 1.
         let mut got = Vec::new();

@@ -157,6 +157,22 @@ impl Lan {
             root_links: root_links(),
         };
         std::fs::create_dir_all(&lan.dir).map_err(|e| format!("{}: {e}", lan.dir.display()))?;
+        // One cluster secret, as if copied to every machine of the LAN (mode 0600).
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut bytes = [0u8; 32];
+            ipclab::rshm::auth::random_bytes(&mut bytes).map_err(|e| e.to_string())?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(lan.dir.join("secret"))
+                .and_then(|mut f| f.write_all(hex.as_bytes()))
+                .map_err(|e| format!("writing the secret: {e}"))?;
+        }
         let hub = lan.hub();
         lan.add_namespace(&hub)?;
         run(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"])?;
@@ -238,7 +254,9 @@ impl Lan {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns(i), "unshare", "--ipc", "--"])
             .arg(&server)
-            .args(["--listen", &self.addr(i)]);
+            .args(["--listen", &self.addr(i)])
+            .arg("--secret")
+            .arg(self.dir.join("secret"));
         for j in (0..self.servers.len()).filter(|&j| j != i) {
             c.args(["--peer", &self.addr(j)]);
         }

@@ -51,17 +51,18 @@
 //! update (it is listed as down in `client ls`); one that does not answer in time makes
 //! `rshmChanged` fail with an error that names it.
 
+use super::alive::{self, Alive};
+use super::auth::{self, AuthError, Secret};
 use super::gate::Gates;
 use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
-    DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS,
-    RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS,
+    RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_MAX_PEERS,
+    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS,
     RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
-use crate::sys::msg::{msgget, MsgId};
-use crate::sys::shm::Get;
+use crate::sys::msg::MsgId;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{
@@ -71,7 +72,7 @@ use crate::wire::rshm::{
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,8 @@ pub struct Config {
     pub listen: SocketAddrV4,
     /// The other nodes. Only these may connect to us.
     pub peers: Vec<SocketAddrV4>,
+    /// The cluster secret: every connection, both ways, proves it knows it ([`super::auth`]).
+    pub secret: Secret,
 }
 
 /// Logs a line on stderr, always (not only when tracing): connections, refusals, failures.
@@ -163,6 +166,11 @@ struct Shared {
     state: Mutex<State>,
     /// The lab switch `RSHM_UNORDERED=1`: apply updates ignoring their order (wrong).
     unordered: bool,
+    /// The cluster secret (read-only once started).
+    secret: Secret,
+    /// Accepted connections still in their handshake: bounded, so that a flood of connections
+    /// that never authenticate cannot make us start threads without end.
+    handshakes: AtomicUsize,
 }
 
 /// A running node. [`Server::shutdown`] (or dropping it) removes everything it made: the
@@ -172,6 +180,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Who removes the queue: this server, at shutdown. `None` once shut down.
     queue: Option<Owner<MsgId>>,
+    /// Our claim on the port (`alive`): removed last, once nothing else of ours is left.
+    alive: Option<Alive>,
 }
 
 impl Drop for Server {
@@ -195,11 +205,15 @@ impl Server {
                 format!("at most {RSHM_MAX_PEERS} peers"),
             ));
         }
+        let port = config.listen.port();
+        // First the port's alive set: it tells a live server (refused, by pid) from a dead
+        // one, whose queue and gates are removed here (see `alive`).
+        let alive = Alive::claim(port, |line| log!("{line}"))?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", config.listen)))?;
-        let key = queue_key(config.listen.port());
-        let queue = Owner::new(msgget(key, Get::Create(DEFAULT_MODE))?);
-        let gates = Gates::create(config.listen.port(), RSHM_GATE_SEMS)?;
+        let key = queue_key(port);
+        let queue = alive::create_queue(port, |line| log!("{line}"))?;
+        let gates = Gates::create(port, RSHM_GATE_SEMS)?;
         let mut table = Table::new(config.listen)?;
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {
@@ -208,6 +222,8 @@ impl Server {
             unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
+            secret: config.secret.clone(),
+            handshakes: AtomicUsize::new(0),
             state: Mutex::new(State {
                 table,
                 peers: config
@@ -254,6 +270,7 @@ impl Server {
         Ok(Server {
             shared,
             queue: Some(queue),
+            alive: Some(alive),
         })
     }
 
@@ -307,6 +324,7 @@ impl Server {
         }
         // Removing the queue wakes the queue thread and every program waiting on it.
         drop(self.queue.take());
+        drop(self.alive.take());
     }
 
     /// Our address.
@@ -1148,15 +1166,28 @@ fn hello(shared: &Shared, st: &State) -> Hello {
 fn dial_loop(shared: &Shared, peer: SocketAddrV4) {
     let mut backoff = RSHM_BACKOFF_MIN;
     let mut announced_down = false;
+    // A peer that fails authentication is logged once, not at every retry.
+    let mut announced_refused = false;
     while !shared.stop.load(Ordering::Relaxed) {
         match TcpStream::connect_timeout(&SocketAddr::V4(peer), RSHM_CONNECT_TIMEOUT) {
             Ok(s) => {
                 announced_down = false;
-                backoff = RSHM_BACKOFF_MIN;
                 let why = match talk_to(shared, peer, s) {
                     Ok(()) => "closed by the peer".to_string(),
-                    Err(e) => e.to_string(),
+                    Err(Refused(e)) => {
+                        if !announced_refused {
+                            log!("peer {peer}: {e}; not connecting (same --secret on both nodes?), retrying with backoff");
+                            announced_refused = true;
+                        }
+                        crate::trace!("peer {peer}: {e}; next try in {} ms", backoff.as_millis());
+                        sleep_unless_kicked(shared, peer, backoff);
+                        backoff = (backoff * 2).min(RSHM_BACKOFF_MAX);
+                        continue;
+                    }
+                    Err(Broken(e)) => e.to_string(),
                 };
+                announced_refused = false;
+                backoff = RSHM_BACKOFF_MIN;
                 if shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -1193,12 +1224,29 @@ fn sleep_unless_kicked(shared: &Shared, peer: SocketAddrV4, pause: Duration) {
     }
 }
 
-/// One connection's life: HELLO, merge the reply, then read ACKs until it breaks.
-fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<()> {
+/// How a connection we dialled ended: refused in the handshake (the peer does not know our
+/// secret, or is not an rshm_server), or broken after it.
+enum Ended {
+    Refused(AuthError),
+    Broken(io::Error),
+}
+use Ended::{Broken, Refused};
+
+impl From<io::Error> for Ended {
+    fn from(e: io::Error) -> Ended {
+        Broken(e)
+    }
+}
+
+/// One connection's life: authenticate, HELLO, merge the reply, then read ACKs until it breaks.
+fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> Result<(), Ended> {
     // Updates are small and latency is the point: send each frame at once (no Nagle delay).
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    // First, both ends prove they know the secret; until then we send nothing but a nonce.
+    auth::dial(&mut s, &shared.secret).map_err(Refused)?;
+    crate::trace!("tcp -> {peer}: authenticated (both ways)");
     {
         // HELLO is written and the peer marked connected in one critical section: every
         // frame broadcast after this snapshot of the table follows it on the same stream, so
@@ -1233,10 +1281,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
                         rows_done += usize::from(last);
                     }
                     (_, other) => {
-                        return Err(io::Error::new(
+                        return Err(Broken(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("expected STATE from {peer}, got {other}"),
-                        ))
+                        )))
                     }
                 }
             }
@@ -1250,10 +1298,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
             );
         }
         (_, other) => {
-            return Err(io::Error::new(
+            return Err(Broken(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("expected HELLO_REPLY from {peer}, got {other}"),
-            ))
+            )))
         }
     }
     s.set_read_timeout(None)?;
@@ -1267,10 +1315,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
                 winner,
             } => on_ack(shared, peer, seq, (status, text, winner)),
             other => {
-                return Err(io::Error::new(
+                return Err(Broken(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("unexpected {other} on our own connection"),
-                ))
+                )))
             }
         }
     }
@@ -1300,9 +1348,15 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             log!("refused connection from {from}: not a configured peer");
             continue;
         }
+        if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= RSHM_MAX_HANDSHAKES {
+            shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+            log!("refused connection from {from}: {RSHM_MAX_HANDSHAKES} others are still authenticating");
+            continue;
+        }
         let shared = shared.clone();
         std::thread::spawn(move || {
-            if let Err(e) = serve_peer(&shared, s, from) {
+            let slot = Handshake(&shared.handshakes);
+            if let Err(e) = serve_peer(&shared, s, from, slot) {
                 if !shared.stop.load(Ordering::Relaxed) {
                     log!("connection from {from} closed: {e}");
                 }
@@ -1311,11 +1365,37 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// A peer's connection: its HELLO, then its requests, each applied and acknowledged in order.
-fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Result<()> {
+/// One place among the [`RSHM_MAX_HANDSHAKES`], given back when dropped (however the
+/// handshake ends).
+struct Handshake<'a>(&'a AtomicUsize);
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A peer's connection: the handshake, its HELLO, then its requests, each applied and
+/// acknowledged in order.
+fn serve_peer(
+    shared: &Shared,
+    mut s: TcpStream,
+    from: SocketAddrV4,
+    slot: Handshake<'_>,
+) -> io::Result<()> {
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    // Before anything else: the caller proves it knows the secret. One that does not gets our
+    // nonce and a MAC it cannot use, one log line, and a closed connection: no table, no
+    // contents, and nothing it sends is read as a frame.
+    let proved = auth::accept(&mut s, &shared.secret);
+    drop(slot);
+    if let Err(e) = proved {
+        log!("refused connection from {from}: {e}");
+        return Ok(());
+    }
+    crate::trace!("tcp <- {from}: authenticated (both ways)");
     let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
     let first = match read_frame(&mut rd, &mut buf) {
@@ -1513,7 +1593,12 @@ fn apply_update(
             }
             ((0, String::new(), None), (n > 0).then_some(seg.rshmid))
         }
-        Err(e) => ((errno_text(&e), e.to_string(), None), None),
+        Err(e) => {
+            // Refused whole (a run outside the segment, a version past the limit): nothing
+            // was written, the peer hears why in the ACK, and we keep serving.
+            log!("peer {peer}: UPDATE of rshmid {rshmid} refused: {e}");
+            ((errno_text(&e), e.to_string(), None), None)
+        }
     }
 }
 

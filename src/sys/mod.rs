@@ -26,6 +26,7 @@
 //! - [`poll`]: wait, in bounded slices, until an fd can be read or written.
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`process`]: is a pid alive, send it a signal, what program is it.
+//! - [`ipc_more`]: semctl(GETPID) and msgrcv(MSG_EXCEPT): who left an object, what nobody reads.
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
 //! - [`alloc_probe`]: a counting global allocator, so tests can prove a decoder's memory bound.
@@ -33,6 +34,7 @@
 pub mod alloc_probe;
 pub mod daemon;
 pub mod flock;
+pub mod ipc_more;
 pub mod ipcs;
 pub mod msg;
 pub mod msg_wait;
