@@ -220,6 +220,21 @@ pub const RSHM_MAX_VERSION: u64 = 1 << 48;
 /// The key base of a server's alive semaphore set: `0x52410000 + port` ("RA", the port).
 pub const RSHM_ALIVE_KEY_BASE: i32 = 0x5241_0000;
 
+/// How long a program keeps trying to put its request in a full queue before it calls the
+/// server stuck (a flood the server is draining frees room within a sweep or two).
+pub const RSHM_SEND_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A reply nobody has taken this long is removed from the queue, whoever it was for.
+pub const RSHM_REPLY_UNREAD: Duration = Duration::from_secs(1);
+
+/// The same, while the queue is more than half full (someone floods it): a caller waiting for
+/// its reply takes it within microseconds, so this is still generous.
+pub const RSHM_REPLY_UNREAD_FULL: Duration = Duration::from_millis(50);
+
+/// The most replies the server remembers having sent (type and time), to tell its own unread
+/// replies from messages nobody serves.
+pub const RSHM_TRACKED_REPLIES: usize = 4096;
+
 /// At most this many accepted connections may be in their authentication handshake at once.
 pub const RSHM_MAX_HANDSHAKES: usize = 32;
 
@@ -252,9 +267,6 @@ pub const RSHM_SWEEP_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the server removes replies left in its queue for callers that died meanwhile.
 pub const RSHM_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How many recent callers (thread and process ids) the server remembers for that cleanup.
-pub const RSHM_RECENT_CALLERS: usize = 256;
-
 /// How many destroyed rshmids a node remembers, so that a stale HELLO cannot revive them.
 pub const RSHM_TOMBSTONES: usize = 1024;
 
@@ -268,10 +280,6 @@ pub const RSHM_MAX_RUNS: usize = 4096;
 /// Lab switch (lab/05-rshm/consistency.md): with this environment variable set to 1, a server
 /// applies every update whole, ignoring the (version, node) order. Wrong on purpose.
 pub const RSHM_UNORDERED_ENV: &str = "RSHM_UNORDERED";
-
-/// How long after a program's rshmat the server trusts its own attach count over the
-/// kernel's `shm_nattch` (the program calls shmat only after the reply).
-pub const RSHM_NATTCH_GRACE: Duration = Duration::from_secs(2);
 
 /// `client read --follow`: how long one wait for a change lasts before it waits again.
 pub const RSHM_FOLLOW_WAIT: Duration = Duration::from_secs(1);

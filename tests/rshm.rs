@@ -370,7 +370,7 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     let q = ipclab::sys::msg::msgget(queue_key(c.ports[0]), ipclab::sys::shm::Get::Open).unwrap();
     // A follower sleeps on its gate, not in the queue: so, as the one that asked just before
     // it was killed would, send a WAIT from a process that is gone. Its answer is queued at
-    // once (it has seen nothing), and must be removed (the server's `drain_dead_callers`).
+    // once (it has seen nothing), and must be removed (the server's `sweep_queue`).
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let pid = gone.id() as i32;
     gone.wait().unwrap();

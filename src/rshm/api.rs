@@ -25,7 +25,7 @@
 
 use super::gate::{self, Woke};
 use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
-use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SPIN};
+use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SEND_PATIENCE, RSHM_SPIN};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
 use crate::sys::{self, msg_wait, process};
@@ -265,10 +265,16 @@ impl Node {
             op,
         };
         crate::trace!("rshm: queue -> port {} {what}", self.port);
-        // IPC_NOWAIT: a queue that is full (a stuck server) is an error, not a hang.
-        self.queue
-            .send(RSHM_REQUEST_TYPE, &req.encode(), true)
-            .map_err(|e| self.lost(&what, e))?;
+        // IPC_NOWAIT: a full queue is tried again for a moment (someone floods it, and the
+        // server is draining it), then it is an error (a stuck server), never a hang.
+        let bytes = req.encode();
+        let give_up = Instant::now() + RSHM_SEND_PATIENCE;
+        while let Err(e) = self.queue.send(RSHM_REQUEST_TYPE, &bytes, true) {
+            if !sys::is_timeout(&e) || Instant::now() >= give_up {
+                return Err(self.lost(&what, e));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let deadline = Instant::now() + RSHM_REPLY_TIMEOUT + extra;
         // A wait for a change may last seconds: spinning through them would take the CPU
         // from the very servers that bring the change. Everything else answers within about

@@ -14,15 +14,19 @@
 //!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
-//!   sends HELLO with our table, merges the HELLO_REPLY table, applies the STATE (contents)
-//!   of each row that follows it, then reads ACKs. The last ACK of a `Pending` sends the
-//!   program its reply. This connection carries *our* requests.
+//!   authenticates both ways ([`super::auth`]), sends HELLO with our table, merges the
+//!   HELLO_REPLY table, applies the STATE (contents) of each row that follows it, then reads
+//!   ACKs. The last ACK of a `Pending` sends the program its reply. This connection carries
+//!   *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
-//!   is a configured peer, answers its HELLO with our table and every row's contents, then
+//!   is a configured peer and proves it knows the cluster secret ([`super::auth`]; before
+//!   that, nothing is sent but a nonce and a MAC), answers its HELLO with our table and every row's contents, then
 //!   applies each frame it sends and answers with an ACK. This connection carries the *peer's*
 //!   requests. A frame that is garbage, too long or cut short drops the connection, logged.
-//! - **sweeper**: every few ms, fails the pendings and waits whose time is up; every second,
-//!   removes replies left for dead callers and corrects attach counts from `shm_nattch`.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up, removes what
+//!   nobody takes from the queue (`sweep_queue`), and drops the attaches of programs that
+//!   died attached to a segment marked for removal; every second, those of every segment
+//!   (`correct_counts`).
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
@@ -59,8 +63,8 @@ use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
     RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
     RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_MAX_PEERS,
-    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS,
-    RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
+    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER, RSHM_REPLY_UNREAD, RSHM_REPLY_UNREAD_FULL,
+    RSHM_SWEEP_INTERVAL, RSHM_TRACKED_REPLIES, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::MsgId;
 use crate::sys::signal::TermSignals;
@@ -69,7 +73,7 @@ use crate::wire::rshm::{
     update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, Run, StampedRun, FRAME_HEADER_LEN,
     MAX_BODY, STATE_FIXED_LEN, STATE_RUN_HEADER_LEN,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -159,8 +163,10 @@ struct State {
 /// What every thread shares.
 struct Shared {
     me: SocketAddrV4,
-    /// Recent callers `(tid, pid)`, so that replies left for a dead one can be removed.
-    recent: Mutex<Vec<(i32, i32)>>,
+    /// The replies we sent (their `mtype`) and when, oldest first, so that the sweeper can
+    /// tell our fresh replies from those left unread and from messages nobody serves
+    /// (`sweep_queue`). Held while a reply is sent, so that a sweep never misses one.
+    sent: Mutex<VecDeque<(i64, Instant)>>,
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
@@ -168,6 +174,10 @@ struct Shared {
     unordered: bool,
     /// The cluster secret (read-only once started).
     secret: Secret,
+    /// The largest message the kernel allows (`msgmax`): the buffer a sweep reads into.
+    msgmax: usize,
+    /// What the sweeper removed from the queue and has not logged yet.
+    drained: Mutex<Drained>,
     /// Accepted connections still in their handshake: bounded, so that a flood of connections
     /// that never authenticate cannot make us start threads without end.
     handshakes: AtomicUsize,
@@ -218,11 +228,15 @@ impl Server {
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {
             me: config.listen,
-            recent: Mutex::new(Vec::new()),
+            sent: Mutex::new(VecDeque::new()),
             unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
             secret: config.secret.clone(),
+            msgmax: sys::kernel_limit("msgmax")
+                .unwrap_or(8192)
+                .clamp(8192, 1 << 20) as usize,
+            drained: Mutex::new(Drained::default()),
             handshakes: AtomicUsize::new(0),
             state: Mutex::new(State {
                 table,
@@ -351,50 +365,132 @@ fn reply(shared: &Shared, req: &Request, r: &Reply) {
             r.text
         );
     }
-    // No check that the caller is still alive: that means reading /proc/PID/stat, which
-    // costs more than the whole queue round trip. A reply left for a caller that died is
-    // removed by the sweeper instead (`drain_dead_callers`), within a second.
-    if let Err(e) = shared
-        .queue
-        .send(i64::from(req.reply_type), &r.encode(), true)
-    {
-        if !shared.stop.load(Ordering::Relaxed) {
-            log!("reply to tid {} lost: {e}", req.reply_type);
+    // No check that the caller is still alive (reading /proc/PID/stat costs more than the
+    // whole round trip, and a caller's pid is only what it says). A reply nobody takes is
+    // removed by the sweeper instead, after `RSHM_REPLY_UNREAD` (`sweep_queue`).
+    let bytes = r.encode();
+    let mtype = i64::from(req.reply_type);
+    for attempt in 0..2 {
+        let mut sent = lock_sent(shared);
+        match shared.queue.send(mtype, &bytes, true) {
+            Ok(()) => {
+                if sent.len() == RSHM_TRACKED_REPLIES {
+                    sent.pop_front();
+                }
+                sent.push_back((mtype, Instant::now()));
+                return;
+            }
+            // Full: someone floods the queue. Clear out what nobody takes, and try again.
+            Err(e) if attempt == 0 && sys::is_timeout(&e) => {
+                drop(sent);
+                let removed = sweep_queue(shared, true);
+                lock_drained(shared).add(removed);
+            }
+            Err(e) => {
+                if !shared.stop.load(Ordering::Relaxed) {
+                    log!("reply to tid {} lost: {e}", req.reply_type);
+                }
+                return;
+            }
         }
-        return;
-    }
-    let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
-    if !recent.contains(&(req.reply_type, req.pid)) {
-        if recent.len() == RSHM_RECENT_CALLERS {
-            recent.remove(0);
-        }
-        recent.push((req.reply_type, req.pid));
     }
 }
 
-/// Removes replies that nobody will take: those for callers whose process has died since
-/// (killed while it waited). Called by the sweeper now and then.
-fn drain_dead_callers(shared: &Shared) {
-    let dead: Vec<(i32, i32)> = {
-        let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let dead = recent
-            .iter()
-            .copied()
-            .filter(|(_, pid)| !sys::process::alive(*pid))
-            .collect();
-        recent.retain(|(_, pid)| sys::process::alive(*pid));
-        dead
-    };
-    let mut buf = vec![0u8; crate::wire::rshm::MAX_REPLY];
-    for (tid, pid) in dead {
-        let mut n = 0;
-        while let Ok(Some(_)) = shared.queue.try_recv(i64::from(tid), &mut buf) {
-            n += 1;
-        }
-        if n > 0 {
-            log!("removed {n} unread repl(ies) for tid {tid} of pid {pid}, which is gone");
+fn lock_sent(shared: &Shared) -> MutexGuard<'_, VecDeque<(i64, Instant)>> {
+    shared.sent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_drained(shared: &Shared) -> MutexGuard<'_, Drained> {
+    shared.drained.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the sweeper took out of the queue since it last said so: logged once a second at
+/// most, so that a flood cannot flood the log too.
+#[derive(Default)]
+struct Drained {
+    /// Our replies that nobody took within the bound.
+    unread: u64,
+    /// Messages of types no rshm_server serves (not type 1, not a reply of ours).
+    foreign: u64,
+    /// A few of the types seen, for the log line.
+    types: Vec<i64>,
+}
+
+impl Drained {
+    fn add(&mut self, other: Drained) {
+        self.unread += other.unread;
+        self.foreign += other.foreign;
+        for t in other.types {
+            if self.types.len() < 5 && !self.types.contains(&t) {
+                self.types.push(t);
+            }
         }
     }
+}
+
+/// Keeps the queue from jamming. Anyone who may write to it can fill it (`msg_qbytes`, 16 KiB
+/// by default) with messages of a type we never read, or with requests whose replies nobody
+/// reads; from then on no program could send a request. So, every sweep:
+///
+/// - replies we sent more than `RSHM_REPLY_UNREAD` ago (`RSHM_REPLY_UNREAD_FULL` while the
+///   queue is more than half full) are forgotten: a caller that waits takes its reply within
+///   microseconds, and one that gave up has dropped it anyway;
+/// - if the queue holds more messages than we have fresh replies, some are not ours to keep:
+///   every message but requests (type 1) is taken out in turn (`msgrcv` with `MSG_EXCEPT`)
+///   and either put back (a fresh reply of ours: its type is in `sent`) or dropped.
+///
+/// Whatever the caller's pid says: pids are what a request claims, and pid 1 never dies.
+/// Returns what was dropped. Cheap when there is nothing to do: one `IPC_STAT`.
+fn sweep_queue(shared: &Shared, full: bool) -> Drained {
+    let mut out = Drained::default();
+    let Ok(stat) = shared.queue.stat() else {
+        return out;
+    };
+    if stat.messages == 0 {
+        return out;
+    }
+    let pressed = full || stat.bytes.saturating_mul(2) > stat.max_bytes;
+    let bound = if pressed {
+        RSHM_REPLY_UNREAD_FULL
+    } else {
+        RSHM_REPLY_UNREAD
+    };
+    // Held to the end: no reply is sent meanwhile, so every fresh one is in `fresh`.
+    let mut sent = lock_sent(shared);
+    let now = Instant::now();
+    while sent
+        .front()
+        .is_some_and(|(_, t)| now.duration_since(*t) >= bound)
+    {
+        sent.pop_front();
+    }
+    if stat.messages <= sent.len() as u64 {
+        return out; // every message may be a fresh reply (or a request in flight)
+    }
+    let fresh: HashSet<i64> = sent.iter().map(|(m, _)| *m).collect();
+    let mut buf = vec![0u8; shared.msgmax];
+    for _ in 0..stat.messages {
+        let Ok(Some((mtype, n))) = shared.queue.try_recv_except(RSHM_REQUEST_TYPE, &mut buf) else {
+            break;
+        };
+        if fresh.contains(&mtype) {
+            // Someone's reply, not yet taken: back in the queue (at its end; each caller
+            // reads only its own type, so the order between callers does not matter).
+            if let Err(e) = shared.queue.send(mtype, &buf[..n], true) {
+                log!("reply to tid {mtype} lost while sweeping the queue: {e}");
+            }
+            continue;
+        }
+        if buf[..n].starts_with(crate::wire::rshm::REPLY_MAGIC) {
+            out.unread += 1;
+        } else {
+            out.foreign += 1;
+        }
+        if out.types.len() < 5 && !out.types.contains(&mtype) {
+            out.types.push(mtype);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,8 +798,9 @@ fn destroy_if_done(
 fn queue_loop(shared: &Shared) {
     // Room for the largest message the kernel allows: a bigger one would fail with E2BIG and
     // stay at the head of the queue, jamming it for good.
-    let msgmax = sys::kernel_limit("msgmax").unwrap_or(8192) as usize;
-    let mut buf = vec![0u8; msgmax.clamp(8192, 1 << 20)];
+    let mut buf = vec![0u8; shared.msgmax];
+    // Bad requests are logged one a second at most (a flood of them would flood the log).
+    let mut bad: (u64, Option<Instant>) = (0, None);
     loop {
         let n = match shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf) {
             Ok((_, n)) => n,
@@ -720,7 +817,15 @@ fn queue_loop(shared: &Shared) {
         let req = match Request::decode(&buf[..n]) {
             Ok(r) => r,
             Err(e) => {
-                log!("queue: dropped a {n}-byte message: {e}");
+                bad.0 += 1;
+                if bad.1.is_none_or(|t| t.elapsed() >= RSHM_DRAIN_INTERVAL) {
+                    let more = match bad.0 - 1 {
+                        0 => String::new(),
+                        k => format!(" (and {k} more bad message(s) since the last such line)"),
+                    };
+                    log!("queue: dropped a {n}-byte message: {e}{more}");
+                    bad = (0, Some(Instant::now()));
+                }
                 continue;
             }
         };
@@ -799,9 +904,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             }
             let rshmid = seg.rshmid;
-            let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
-            seg.counts.insert(me, count);
-            seg.last_at = Instant::now();
+            let count = seg.attach(me, req.pid);
             let (shmid, size) = (seg.replica.shmid.0, seg.size as u64);
             let r = Reply {
                 shmid,
@@ -826,29 +929,17 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             };
             let rshmid = seg.rshmid;
-            let count = seg.counts.get(&me).copied().unwrap_or(0);
-            if seg.absorbed > 0 {
-                // The sweeper already counted a detach from shm_nattch (`correct_counts`):
-                // perhaps this one, whose shmdt came just before its DT. Taking the credit
-                // first can only leave the count too high, never too low, and the next sweep
-                // corrects a count that is too high.
-                seg.absorbed -= 1;
-                return reply(
-                    shared,
-                    &req,
-                    &Reply {
-                        rshmid,
-                        ..Reply::to(&req)
-                    },
-                );
-            }
-            if count == 0 {
+            // Counted per process: a detach is the caller's own, so it can never be taken
+            // for (or be swallowed by) another program's death (`correct_counts`).
+            let Some(count) = seg.detach(me, req.pid) else {
                 return fail(
                     libc::EINVAL,
-                    format!("rshmdt(rshmid={rshmid}): no process on this node is attached"),
+                    format!(
+                        "rshmdt(rshmid={rshmid}): process {} has no attach on this node",
+                        req.pid
+                    ),
                 );
-            }
-            seg.counts.insert(me, count - 1);
+            };
             let r = Reply {
                 rshmid,
                 ..Reply::to(&req)
@@ -858,7 +949,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 &Frame::Count {
                     rshmid,
                     node: me,
-                    count: count - 1,
+                    count,
                 },
             );
             // The last detach of a marked segment: the owner destroys it everywhere. Waiting
@@ -999,10 +1090,25 @@ fn sweep_loop(shared: &Shared) {
     let mut drained = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(RSHM_SWEEP_INTERVAL);
+        let removed = sweep_queue(shared, false);
+        lock_drained(shared).add(removed);
         if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
-            drain_dead_callers(shared);
-            correct_counts(shared);
+            let d = std::mem::take(&mut *lock_drained(shared));
+            if d.unread + d.foreign > 0 {
+                log!(
+                    "queue: removed {} repl(ies) nobody took within {} ms ({} ms while the queue was over half full) and {} message(s) of types nobody serves (types {:?}{})",
+                    d.unread,
+                    RSHM_REPLY_UNREAD.as_millis(),
+                    RSHM_REPLY_UNREAD_FULL.as_millis(),
+                    d.foreign,
+                    d.types,
+                    if d.types.len() == 5 { ", ..." } else { "" }
+                );
+            }
+            correct_counts(shared, false);
             drained = Instant::now();
+        } else {
+            correct_counts(shared, true);
         }
         let now = Instant::now();
         let mut st = lock(shared);
@@ -1047,41 +1153,42 @@ fn sweep_loop(shared: &Shared) {
 }
 
 /// Programs that died attached (SIGKILL: no rshmdt) leave the server's count too high, and a
-/// marked segment would then never go. The kernel knows better: `shm_nattch` of the replica
-/// counts every process attached, plus the server itself. A count above it is corrected down
-/// (and announced), unless a program attached a moment ago and has not called shmat yet.
-fn correct_counts(shared: &Shared) {
+/// marked segment would then never go. The server counts attaches per process
+/// (`Segment::local`), so it corrects exactly: the attaches of a pid that is no longer
+/// running are dropped, and the new count announced. Nothing else changes: a live program's
+/// detach is its own and is counted when its DT comes, whatever the order of its `shmdt` and
+/// its DT. (The kernel's `shm_nattch` cannot do this: it cannot tell a program that died from
+/// one between its `shmdt` and its DT, nor one that attached but has not called `shmat` yet.)
+///
+/// With `only_marked`, only rows marked for removal are looked at: the sweeper does those
+/// every sweep, so that a removed segment whose last user was killed goes at once, and the
+/// rest once a second.
+fn correct_counts(shared: &Shared, only_marked: bool) {
     let me = shared.me;
     let mut st = lock(shared);
-    let mut fixed = Vec::new();
-    for seg in st.table.rows() {
-        let mine = seg.counts.get(&me).copied().unwrap_or(0);
-        if mine == 0 || seg.last_at.elapsed() < RSHM_NATTCH_GRACE {
-            continue;
-        }
-        let Ok(stat) = seg.replica.shmid.stat() else {
+    let ids: Vec<i32> = st
+        .table
+        .rows()
+        .filter(|s| !s.local.is_empty() && (s.marked || !only_marked))
+        .map(|s| s.rshmid)
+        .collect();
+    for rshmid in ids {
+        let Some(seg) = st.table.get_mut(rshmid) else {
             continue;
         };
-        let kernel = stat.attaches.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
-        if kernel < mine {
-            fixed.push((seg.rshmid, mine, kernel));
+        let (dead, count) = seg.drop_dead(me, sys::process::alive);
+        if dead.is_empty() {
+            continue;
         }
-    }
-    for (rshmid, mine, kernel) in fixed {
-        log!(
-            "rshmid {rshmid}: {} program(s) left without rshmdt; count corrected from shm_nattch",
-            mine - kernel
-        );
-        if let Some(seg) = st.table.get_mut(rshmid) {
-            seg.counts.insert(me, kernel);
-            seg.absorbed += mine - kernel;
+        for (pid, n) in dead {
+            log!("rshmid {rshmid}: pid {pid} died with {n} attach(es) and no rshmdt; count corrected to {count}");
         }
         broadcast(
             &mut st,
             &Frame::Count {
                 rshmid,
                 node: me,
-                count: kernel,
+                count,
             },
         );
         destroy_if_done(shared, &mut st, rshmid);

@@ -39,7 +39,6 @@ use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 /// The total order of updates: by version, then by the address of the node that made it.
 /// Versions are Lamport clocks (a node numbers its change one above the highest it has seen),
@@ -106,10 +105,10 @@ pub struct Segment {
     /// How often this node's replica has changed: what `rshm_wait_changed` waits to see grow
     /// (counted by the server; see `rshm::gate`).
     pub changes: u64,
-    /// When a program here last attached (the kernel's count lags the server's a moment).
-    pub last_at: Instant,
-    /// Detaches the server counted from `shm_nattch` before the program's rshmdt arrived.
-    pub absorbed: u32,
+    /// This node's attaches, per process (the pid each AT and DT names): our entry in
+    /// `counts` is always their sum. A process that dies attached is found by its pid and
+    /// its attaches dropped, exactly ([`Segment::drop_dead`]).
+    pub local: BTreeMap<i32, u32>,
 }
 
 /// A fresh replica and its twin, word versions and word origins, all zero.
@@ -137,6 +136,50 @@ impl Segment {
         self.counts
             .values()
             .fold(0u32, |sum, n| sum.saturating_add(*n))
+    }
+
+    /// An rshmat by process `pid` here: returns this node's new count.
+    pub fn attach(&mut self, me: SocketAddrV4, pid: i32) -> u32 {
+        let n = self.local.entry(pid).or_insert(0);
+        *n = n.saturating_add(1);
+        self.sync_local(me)
+    }
+
+    /// An rshmdt by process `pid` here: its count goes down, or `None` if it has no attach
+    /// here (a detach without an attach, or one already counted at its death).
+    pub fn detach(&mut self, me: SocketAddrV4, pid: i32) -> Option<u32> {
+        let n = self.local.get_mut(&pid)?;
+        *n -= 1; // never 0 here: a process with no attach is removed from the map
+        if *n == 0 {
+            self.local.remove(&pid);
+        }
+        Some(self.sync_local(me))
+    }
+
+    /// Drops the attaches of every process `alive` says is gone: they died attached (SIGKILL
+    /// gives no chance to rshmdt). Returns the pids and their attaches, and the new count.
+    pub fn drop_dead(
+        &mut self,
+        me: SocketAddrV4,
+        alive: impl Fn(i32) -> bool,
+    ) -> (Vec<(i32, u32)>, u32) {
+        let dead: Vec<(i32, u32)> = self
+            .local
+            .iter()
+            .filter(|(pid, _)| !alive(**pid))
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        for (pid, _) in &dead {
+            self.local.remove(pid);
+        }
+        (dead, self.sync_local(me))
+    }
+
+    /// Our entry in `counts` from the per-process counts.
+    fn sync_local(&mut self, me: SocketAddrV4) -> u32 {
+        let n = self.local.values().fold(0u32, |a, b| a.saturating_add(*b));
+        self.counts.insert(me, n);
+        n
     }
 
     /// The row as frames carry it.
@@ -616,8 +659,7 @@ impl Table {
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,
                 changes: 0,
-                last_at: Instant::now(),
-                absorbed: 0,
+                local: BTreeMap::new(),
             },
         );
         Ok(true)
