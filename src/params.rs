@@ -227,9 +227,12 @@ pub const RSHM_SEND_PATIENCE: Duration = Duration::from_secs(1);
 /// A reply nobody has taken this long is removed from the queue, whoever it was for.
 pub const RSHM_REPLY_UNREAD: Duration = Duration::from_secs(1);
 
-/// The same, while the queue is more than half full (someone floods it): a caller waiting for
-/// its reply takes it within microseconds, so this is still generous.
-pub const RSHM_REPLY_UNREAD_FULL: Duration = Duration::from_millis(50);
+/// At most this many requests the server holds in memory, taken out of a queue that a flood
+/// keeps full (56 bytes each).
+pub const RSHM_BACKLOG: usize = 1024;
+
+/// How long the server keeps trying to put a reply into a queue that someone keeps full.
+pub const RSHM_REPLY_ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// The most replies the server remembers having sent (type and time), to tell its own unread
 /// replies from messages nobody serves.

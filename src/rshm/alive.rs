@@ -58,6 +58,27 @@ impl Alive {
                     return Ok(Alive { set });
                 }
                 Err(e) if sys::errno(&e) == Some(libc::EEXIST) => {
+                    // Another user's: we may not even read its value (mode 0600), let alone
+                    // remove it. Say whose it is, from /proc/sysvipc, which anyone may read.
+                    let me = super::auth::euid()?;
+                    if let Some(o) = ipcs::with_key(key)?
+                        .into_iter()
+                        .find(|o| o.kind == ipcs::Kind::Sem)
+                    {
+                        if o.uid != me && me != 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                format!(
+                                    "port {port} is taken in this IPC namespace by uid {}{}: its rshm_server's alive set 0x{key:08x} (semid {}) is there. Only that user (or root) can stop that server or, if it died, remove its objects (ipcrm -S 0x{key:08x} -Q 0x{:08x} -S 0x{:08x}); ask them, or choose another --listen port",
+                                    o.uid,
+                                    user_name(o.uid).map(|n| format!(" ({n})")).unwrap_or_default(),
+                                    o.id,
+                                    queue_key(port),
+                                    gate_key(port)
+                                ),
+                            ));
+                        }
+                    }
                     let old = semget(key, 0, Get::Open)?;
                     let stat = old.stat()?;
                     let (value, pid) = (old.get_val(0)?, old.last_pid(0)?);
@@ -121,18 +142,12 @@ pub fn create_queue(port: u16, mut log: impl FnMut(String)) -> io::Result<Owner<
         // Removed between the two calls: try once more.
         return msgget(key, Get::Create(DEFAULT_MODE)).map(Owner::new);
     };
-    // What IPC_STAT says of it: the queue has no creator pid, but the last sender and
-    // receiver are as good a lead.
-    let pids = MsgId(old.id)
-        .stat()
-        .map(|s| {
-            format!(
-                "last msgsnd by pid {}, last msgrcv by pid {}",
-                s.last_send_pid, s.last_recv_pid
-            )
-        })
-        .unwrap_or_else(|e| format!("IPC_STAT: {e}"));
-    if old.uid != me {
+    // A queue has no creator pid; its last sender and receiver are as good a lead. From
+    // /proc/sysvipc/msg, since IPC_STAT needs read permission, which another user's lacks.
+    let pids = queue_pids(old.id)
+        .map(|(s, r)| format!("last msgsnd by pid {s}, last msgrcv by pid {r}"))
+        .unwrap_or_else(|| "no pids known".to_string());
+    if old.uid != me && me != 0 {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!(
@@ -152,6 +167,16 @@ pub fn create_queue(port: u16, mut log: impl FnMut(String)) -> io::Result<Owner<
         old.id
     ));
     msgget(key, Get::Create(DEFAULT_MODE)).map(Owner::new)
+}
+
+/// `(lspid, lrpid)` of queue `msqid`, from `/proc/sysvipc/msg`.
+fn queue_pids(msqid: i32) -> Option<(i32, i32)> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 6 && f[1].parse() == Ok(msqid))
+            .then(|| Some((f[5].parse().ok()?, f[6].parse().ok()?)))?
+    })
 }
 
 /// An object we could not remove: another user's.

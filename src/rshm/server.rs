@@ -61,9 +61,9 @@ use super::gate::Gates;
 use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
-    RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
+    RSHM_ACK_TIMEOUT, RSHM_BACKLOG, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
     RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_MAX_PEERS,
-    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER, RSHM_REPLY_UNREAD, RSHM_REPLY_UNREAD_FULL,
+    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER, RSHM_REPLY_ROOM_WAIT, RSHM_REPLY_UNREAD,
     RSHM_SWEEP_INTERVAL, RSHM_TRACKED_REPLIES, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
 use crate::sys::msg::MsgId;
@@ -166,7 +166,7 @@ struct Shared {
     /// The replies we sent (their `mtype`) and when, oldest first, so that the sweeper can
     /// tell our fresh replies from those left unread and from messages nobody serves
     /// (`sweep_queue`). Held while a reply is sent, so that a sweep never misses one.
-    sent: Mutex<VecDeque<(i64, Instant)>>,
+    sent: Mutex<VecDeque<Sent>>,
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
@@ -178,6 +178,9 @@ struct Shared {
     msgmax: usize,
     /// What the sweeper removed from the queue and has not logged yet.
     drained: Mutex<Drained>,
+    /// Requests the queue thread took out of a full queue, to make room for its own reply;
+    /// it serves them before reading the queue again. At most `RSHM_BACKLOG`.
+    backlog: Mutex<VecDeque<Vec<u8>>>,
     /// Accepted connections still in their handshake: bounded, so that a flood of connections
     /// that never authenticate cannot make us start threads without end.
     handshakes: AtomicUsize,
@@ -237,6 +240,7 @@ impl Server {
                 .unwrap_or(8192)
                 .clamp(8192, 1 << 20) as usize,
             drained: Mutex::new(Drained::default()),
+            backlog: Mutex::new(VecDeque::new()),
             handshakes: AtomicUsize::new(0),
             state: Mutex::new(State {
                 table,
@@ -370,34 +374,80 @@ fn reply(shared: &Shared, req: &Request, r: &Reply) {
     // removed by the sweeper instead, after `RSHM_REPLY_UNREAD` (`sweep_queue`).
     let bytes = r.encode();
     let mtype = i64::from(req.reply_type);
-    for attempt in 0..2 {
-        let mut sent = lock_sent(shared);
-        match shared.queue.send(mtype, &bytes, true) {
-            Ok(()) => {
-                if sent.len() == RSHM_TRACKED_REPLIES {
-                    sent.pop_front();
+    let mut give_up = None;
+    loop {
+        {
+            let mut sent = lock_sent(shared);
+            match shared.queue.send(mtype, &bytes, true) {
+                Ok(()) => {
+                    if sent.len() == RSHM_TRACKED_REPLIES {
+                        sent.pop_front();
+                    }
+                    sent.push_back(Sent {
+                        mtype,
+                        pid: req.pid,
+                        at: Instant::now(),
+                    });
+                    return;
                 }
-                sent.push_back((mtype, Instant::now()));
-                return;
-            }
-            // Full: someone floods the queue. Clear out what nobody takes, and try again.
-            Err(e) if attempt == 0 && sys::is_timeout(&e) => {
-                drop(sent);
-                let removed = sweep_queue(shared, true);
-                lock_drained(shared).add(removed);
-            }
-            Err(e) => {
-                if !shared.stop.load(Ordering::Relaxed) {
-                    log!("reply to tid {} lost: {e}", req.reply_type);
+                Err(e)
+                    if sys::is_timeout(&e)
+                        && give_up.is_none_or(|t: Instant| Instant::now() < t) => {}
+                Err(e) => {
+                    if !shared.stop.load(Ordering::Relaxed) {
+                        log!("reply to tid {} lost: {e}", req.reply_type);
+                    }
+                    return;
                 }
-                return;
             }
         }
+        // Full: someone floods the queue. A reply to a thread that does not exist is read by
+        // nobody: dropped at once, so that the queue thread keeps taking requests out (a
+        // flood of requests would otherwise fill the queue while we wait for room).
+        if !thread_exists(req.pid, mtype) {
+            lock_drained(shared).unread += 1;
+            return;
+        }
+        // Else clear out what nobody takes, and try again, for a while: the flood may refill
+        // what a sweep freed before our reply gets in.
+        give_up.get_or_insert_with(|| Instant::now() + RSHM_REPLY_ROOM_WAIT);
+        let removed = sweep_queue(shared, true);
+        lock_drained(shared).add(removed);
+        // The queue thread waiting here is the only one that takes requests out: a queue
+        // full of requests would wait for it for ever. So it takes them out now, into the
+        // backlog it serves next.
+        if IS_QUEUE_THREAD.with(|q| q.get()) {
+            let mut backlog = lock_backlog(shared);
+            let mut b = vec![0u8; crate::wire::rshm::REQUEST_LEN + 1];
+            while backlog.len() < RSHM_BACKLOG {
+                match shared.queue.try_recv(RSHM_REQUEST_TYPE, &mut b) {
+                    Ok(Some((_, n))) => backlog.push_back(b[..n].to_vec()),
+                    _ => break,
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
-fn lock_sent(shared: &Shared) -> MutexGuard<'_, VecDeque<(i64, Instant)>> {
+/// A reply we put in the queue: for whom, claimed pid, and when.
+struct Sent {
+    mtype: i64,
+    pid: i32,
+    at: Instant,
+}
+
+fn lock_sent(shared: &Shared) -> MutexGuard<'_, VecDeque<Sent>> {
     shared.sent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// Set in the queue thread: the one that may move requests into the backlog.
+    static IS_QUEUE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn lock_backlog(shared: &Shared) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+    shared.backlog.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock_drained(shared: &Shared) -> MutexGuard<'_, Drained> {
@@ -432,14 +482,15 @@ impl Drained {
 /// by default) with messages of a type we never read, or with requests whose replies nobody
 /// reads; from then on no program could send a request. So, every sweep:
 ///
-/// - replies we sent more than `RSHM_REPLY_UNREAD` ago (`RSHM_REPLY_UNREAD_FULL` while the
-///   queue is more than half full) are forgotten: a caller that waits takes its reply within
-///   microseconds, and one that gave up has dropped it anyway;
-/// - if the queue holds more messages than we have fresh replies, some are not ours to keep:
-///   every message but requests (type 1) is taken out in turn (`msgrcv` with `MSG_EXCEPT`)
-///   and either put back (a fresh reply of ours: its type is in `sent`) or dropped.
+/// - a reply we sent more than `RSHM_REPLY_UNREAD` ago is no longer ours to keep: a caller
+///   that waits takes its reply within microseconds, and one that gave up drops it anyway.
+///   While the queue is more than half full, at once for a reply whose caller thread does not
+///   exist (`/proc/PID/task/TID`): whatever pid a request claims (pid 1 never dies), a reply
+///   to a thread that is not there is read by nobody;
+/// - if the queue holds more messages than we have replies to keep, some are not ours to
+///   keep: every message but requests (type 1) is taken out in turn (`msgrcv` with
+///   `MSG_EXCEPT`), and those we keep are put back at the end, the others dropped.
 ///
-/// Whatever the caller's pid says: pids are what a request claims, and pid 1 never dies.
 /// Returns what was dropped. Cheap when there is nothing to do: one `IPC_STAT`.
 fn sweep_queue(shared: &Shared, full: bool) -> Drained {
     let mut out = Drained::default();
@@ -450,35 +501,37 @@ fn sweep_queue(shared: &Shared, full: bool) -> Drained {
         return out;
     }
     let pressed = full || stat.bytes.saturating_mul(2) > stat.max_bytes;
-    let bound = if pressed {
-        RSHM_REPLY_UNREAD_FULL
-    } else {
-        RSHM_REPLY_UNREAD
-    };
-    // Held to the end: no reply is sent meanwhile, so every fresh one is in `fresh`.
+    // Held to the end: no reply is sent meanwhile, so every reply to keep is in `keep`.
     let mut sent = lock_sent(shared);
     let now = Instant::now();
     while sent
         .front()
-        .is_some_and(|(_, t)| now.duration_since(*t) >= bound)
+        .is_some_and(|r| now.duration_since(r.at) >= RSHM_REPLY_UNREAD)
     {
         sent.pop_front();
     }
-    if stat.messages <= sent.len() as u64 {
-        return out; // every message may be a fresh reply (or a request in flight)
+    if pressed {
+        let mut cache: HashMap<(i32, i64), bool> = HashMap::new();
+        sent.retain(|r| {
+            *cache
+                .entry((r.pid, r.mtype))
+                .or_insert_with(|| thread_exists(r.pid, r.mtype))
+        });
     }
-    let fresh: HashSet<i64> = sent.iter().map(|(m, _)| *m).collect();
+    // A caller waits for one reply at a time (its type is its thread id): if the queue holds
+    // no more messages than there are callers to keep replies for, all may be theirs.
+    let keep: HashSet<i64> = sent.iter().map(|r| r.mtype).collect();
+    if stat.messages <= keep.len() as u64 {
+        return out;
+    }
     let mut buf = vec![0u8; shared.msgmax];
+    let mut back = Vec::new();
     for _ in 0..stat.messages {
         let Ok(Some((mtype, n))) = shared.queue.try_recv_except(RSHM_REQUEST_TYPE, &mut buf) else {
             break;
         };
-        if fresh.contains(&mtype) {
-            // Someone's reply, not yet taken: back in the queue (at its end; each caller
-            // reads only its own type, so the order between callers does not matter).
-            if let Err(e) = shared.queue.send(mtype, &buf[..n], true) {
-                log!("reply to tid {mtype} lost while sweeping the queue: {e}");
-            }
+        if keep.contains(&mtype) {
+            back.push((mtype, buf[..n].to_vec()));
             continue;
         }
         if buf[..n].starts_with(crate::wire::rshm::REPLY_MAGIC) {
@@ -490,7 +543,28 @@ fn sweep_queue(shared: &Shared, full: bool) -> Drained {
             out.types.push(mtype);
         }
     }
+    // Back in the queue, at its end (each caller reads only its own type, so the order
+    // between callers does not matter). The room they left may have been taken by a flood
+    // meanwhile: those that do not fit are tried again for a while, without the lock, so
+    // that the queue thread can go on replying and taking requests out meanwhile.
+    back.retain(|(mtype, bytes)| shared.queue.send(*mtype, bytes, true).is_err());
+    drop(sent);
+    let until = Instant::now() + RSHM_REPLY_ROOM_WAIT;
+    for (mtype, bytes) in back {
+        while let Err(e) = shared.queue.send(mtype, &bytes, true) {
+            if !sys::is_timeout(&e) || Instant::now() >= until {
+                log!("reply to tid {mtype} lost while sweeping the queue: {e}");
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
     out
+}
+
+/// Does thread `tid` of process `pid` exist? (A reply's `mtype` is its caller's thread id.)
+fn thread_exists(pid: i32, tid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,8 +875,18 @@ fn queue_loop(shared: &Shared) {
     let mut buf = vec![0u8; shared.msgmax];
     // Bad requests are logged one a second at most (a flood of them would flood the log).
     let mut bad: (u64, Option<Instant>) = (0, None);
+    IS_QUEUE_THREAD.with(|q| q.set(true));
     loop {
-        let n = match shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf) {
+        // Requests this thread took out of a full queue first (see `reply`), then the queue.
+        let held = lock_backlog(shared).pop_front();
+        let got = match held {
+            Some(bytes) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok((RSHM_REQUEST_TYPE, bytes.len()))
+            }
+            None => shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf),
+        };
+        let n = match got {
             Ok((_, n)) => n,
             Err(e) => {
                 if !shared.stop.load(Ordering::SeqCst) {
@@ -1096,10 +1180,9 @@ fn sweep_loop(shared: &Shared) {
             let d = std::mem::take(&mut *lock_drained(shared));
             if d.unread + d.foreign > 0 {
                 log!(
-                    "queue: removed {} repl(ies) nobody took within {} ms ({} ms while the queue was over half full) and {} message(s) of types nobody serves (types {:?}{})",
+                    "queue: removed {} repl(ies) nobody took (within {} ms, or whose thread does not exist) and {} message(s) of types nobody serves (types {:?}{})",
                     d.unread,
                     RSHM_REPLY_UNREAD.as_millis(),
-                    RSHM_REPLY_UNREAD_FULL.as_millis(),
                     d.foreign,
                     d.types,
                     if d.types.len() == 5 { ", ..." } else { "" }

@@ -50,6 +50,8 @@ pub struct Cluster {
     pub pids: Vec<Option<u32>>,
     /// The group's secret file (`--secret`), in the scratch directory.
     pub secret: std::path::PathBuf,
+    /// More `--peer` ports for every node (another group's, in the tests that try to merge).
+    pub extra_peers: Vec<u16>,
 }
 
 impl Cluster {
@@ -67,6 +69,7 @@ impl Cluster {
             pids: vec![None; n],
             ports,
             secret,
+            extra_peers: Vec::new(),
         }
     }
 
@@ -85,13 +88,19 @@ impl Cluster {
                 c.arg("--peer").arg(format!("127.0.0.1:{p}"));
             }
         }
+        for p in &self.extra_peers {
+            c.arg("--peer").arg(format!("127.0.0.1:{p}"));
+        }
         c.envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         self.pids[i] = Some(self.s.spawn(&mut c));
         let port = self.ports[i];
+        // Its start-up line first: a queue may be there already, left by a killed server,
+        // which the new one removes before it makes its own.
         assert!(
-            wait_until(LIMIT, || Node::open(port).is_ok()),
+            wait_until(LIMIT, || self.log(i).contains(" serving queue key ")
+                && Node::open(port).is_ok()),
             "node {i} did not start: {}",
             self.log(i)
         );
@@ -144,6 +153,20 @@ impl Cluster {
                 first.contains(" up") && !first.contains("down")
             }),
             "node {i} never saw all peers up: {}",
+            self.log(i)
+        );
+    }
+
+    /// Waits until node `i` has peer node `j` up (whatever its other peers are doing).
+    pub fn connected_to(&self, i: usize, j: usize) {
+        let want = format!("127.0.0.1:{} up", self.ports[j]);
+        assert!(
+            wait_until(LIMIT, || self
+                .ok(i, &["ls"])
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(&want))),
+            "node {i} never saw node {j} up: {}",
             self.log(i)
         );
     }
