@@ -633,10 +633,9 @@ fn a_killed_servers_gate_set_is_replaced_by_the_next_server_on_its_port() {
     let before = gates();
     assert_eq!(before.len(), 1, "one gate set per server: {before:?}");
     c.kill(0);
-    // SIGKILL leaves the queue and the gates; an administrator removes the queue (ipcrm -Q),
-    // and the next server on the port, now sure no other serves it, replaces the gate set.
+    // SIGKILL leaves the queue and the gates; the next server on the port, finding the alive
+    // semaphore at 0, removes them (no manual step) and makes a fresh gate set.
     assert_eq!(gates(), before);
-    c.clear_queue(0);
     c.start(0);
     assert!(wait_until(LIMIT, || {
         let after = gates();
@@ -672,7 +671,6 @@ fn a_wait_after_the_local_server_restarted_counts_from_its_new_run() {
     }
     // B dies and comes back: its new run counts again from the contents it merges.
     c.kill(1);
-    c.clear_queue(1);
     c.start(1);
     c.connected(1);
     c.connected(0);

@@ -31,8 +31,12 @@
 //! rshm_server: signal 15: leaving the group
 //! ```
 //!
-//! Exit status: 0 after SIGINT/SIGTERM; 1 if it cannot start (port taken, a queue already
-//! there); 2 for a usage error.
+//! A server killed with SIGKILL is replaced by starting it again: the new one recognises the
+//! dead one's queue and gates by its alive semaphore (`ipclab::rshm::alive`) and removes them.
+//!
+//! Exit status: 0 after SIGINT/SIGTERM; 1 if it cannot start (a live server on the port, named
+//! by pid; the TCP port taken; another user's objects on the keys; a bad secret file); 2 for a
+//! usage error.
 
 #![forbid(unsafe_code)]
 

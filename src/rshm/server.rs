@@ -209,8 +209,10 @@ fn errno_text(e: &io::Error) -> i32 {
 }
 
 impl Server {
-    /// Binds the port, creates the queue, starts every thread. Fails if the port is taken or
-    /// a queue for this port already exists (another server, or a crashed one: `ipcrm -q`).
+    /// Claims the port's alive set, binds the port, creates the queue, starts every thread.
+    /// A dead server's objects on the port are removed ([`super::alive`]); fails if a live
+    /// server has the port (naming its pid), if the TCP port is taken, or if another user's
+    /// objects are under our keys (naming their owner).
     pub fn start(config: Config) -> io::Result<Server> {
         if config.peers.len() > RSHM_MAX_PEERS {
             return Err(io::Error::new(

@@ -243,18 +243,12 @@ impl Cluster {
         self.pids[i].expect("running") as i32
     }
 
-    /// SIGKILL node `i`: no cleanup runs, and its queue stays (see [`Cluster::clear_queue`]).
+    /// SIGKILL node `i`: no cleanup runs; its objects stay until the next server on its port
+    /// recognises them as a dead server's and removes them.
     pub fn kill(&mut self, i: usize) {
         let mut child = self.s.take(self.pids[i].take().expect("running"));
         child.kill().unwrap();
         child.wait().unwrap();
-    }
-
-    /// Removes the queue a killed node `i` left, as an administrator would before restarting it.
-    pub fn clear_queue(&self, i: usize) {
-        for o in ipclab::sys::ipcs::with_key(queue_key(self.ports[i])).unwrap() {
-            ipclab::sys::ipcs::remove(&o).unwrap();
-        }
     }
 
     /// A TCP connection to node `i` that has passed the handshake with the group's secret:
