@@ -544,7 +544,12 @@ fn nodes_in_their_own_namespaces_share_data_only_over_tcp() {
             (1, 1),
             "objects in node {i}'s IPC namespace"
         );
-        assert_eq!(lan.count(i, "sem"), 1, "node {i}'s change gates");
+        // Two semaphore sets: the change gates and the alive set (`rshm::alive`).
+        assert_eq!(
+            lan.count(i, "sem"),
+            2,
+            "node {i}'s change gates and alive set"
+        );
     }
     lan.close();
 }
@@ -577,7 +582,11 @@ fn a_node_killed_and_restarted_converges() {
     }
     assert_eq!(lan.row(2, "0x62").expect("row after HELLO")[0], id.trim());
     assert_eq!(lan.objects(2), (1, 1));
-    assert_eq!(lan.count(2, "sem"), 1, "the restarted node's change gates");
+    assert_eq!(
+        lan.count(2, "sem"),
+        2,
+        "the restarted node's change gates and alive set"
+    );
     // Issue 6 point 2 (late joiners get the contents in HELLO): once the restarted node shows
     // its peers up, the exchange is complete, and a reader there gets the current data at
     // once, without anybody writing again.
