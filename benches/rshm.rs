@@ -73,9 +73,27 @@ impl Drop for Servers {
     }
 }
 
-fn start(listen: u16, peer: u16) -> Child {
+/// The bench's own cluster secret (mode 0600), so that it never touches the user's default.
+fn secret_file() -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path =
+        std::env::temp_dir().join(format!("ipclab-bench-rshm-{}.secret", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"bench-secret-0123456789abcdef"))
+        .expect("write the bench's secret");
+    path
+}
+
+fn start(listen: u16, peer: u16, secret: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rshm_server"))
         .args(["--listen", &listen.to_string(), "--peer", &peer.to_string()])
+        .arg("--secret")
+        .arg(secret)
         .env_remove("IPCLAB_TRACE")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -148,7 +166,11 @@ impl Drop for PingPong {
 
 fn main() {
     let (pa, pb) = (free_port(), free_port());
-    let _servers = Servers(vec![start(pa, pb), start(pb, pa)], vec![pa, pb]);
+    let secret = secret_file();
+    let _servers = Servers(
+        vec![start(pa, pb, &secret), start(pb, pa, &secret)],
+        vec![pa, pb],
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let up = |p: u16| {
         Node::open(p)
@@ -279,6 +301,7 @@ fn main() {
     println!("rshm_changed_vs_tcp_rtt: {ratio:.2}");
     let one_byte = wire_bytes(&a);
     println!("rshm_wire_bytes_for_1_byte_change: {one_byte}");
+    let _ = std::fs::remove_file(&secret);
 }
 
 /// A 1 MiB segment: the bytes on the wire for a change of 1 byte, 1 KiB and all of it; and

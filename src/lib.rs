@@ -20,6 +20,7 @@
 //! - [`shmem`]: seed 004, the `shmem` library: a segment locked with flock.
 //! - [`dipc`]: seed 001, `dipc`/`dipcrm`/`dipc_client`: mailboxes behind a fair RW lock.
 //! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes.
+//! - [`hmac`]: SHA-256 and HMAC-SHA256, with which RSHM's peers prove they share a secret.
 //! - [`view`]: `ipcview`: every lab's kernel objects, read-only, decoded and named, live.
 
 // `unsafe` is refused everywhere but in `sys` and `ffi`, which opt back in; the binaries forbid it.
@@ -31,6 +32,7 @@ pub mod device;
 pub mod dipc;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod hmac;
 pub mod params;
 pub mod rshm;
 pub mod shmem;

@@ -232,6 +232,41 @@ pub const RSHM_DEFAULT_SIZE: usize = 4096;
 /// How long a server waits for every connected peer to acknowledge an update.
 pub const RSHM_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where `rshm_server` keeps the cluster secret when `--secret` is not given, under `$HOME`.
+pub const RSHM_SECRET_DEFAULT: &str = ".config/ipclab/rshm-secret";
+
+/// The shortest cluster secret accepted, in bytes (the default file holds 64 hex digits).
+pub const RSHM_SECRET_MIN: usize = 16;
+
+/// The highest version (Lamport clock) a segment may reach: 2^48, a change every microsecond
+/// for eight years. A peer's UPDATE or STATE above it is refused, so that a local change can
+/// always be numbered one above every version seen, with no overflow.
+pub const RSHM_MAX_VERSION: u64 = 1 << 48;
+
+/// The key base of a server's alive semaphore set: `0x52410000 + port` ("RA", the port).
+pub const RSHM_ALIVE_KEY_BASE: i32 = 0x5241_0000;
+
+/// How long a program keeps trying to put its request in a full queue before it calls the
+/// server stuck (a flood the server is draining frees room within a sweep or two).
+pub const RSHM_SEND_PATIENCE: Duration = Duration::from_secs(1);
+
+/// A reply nobody has taken this long is removed from the queue, whoever it was for.
+pub const RSHM_REPLY_UNREAD: Duration = Duration::from_secs(1);
+
+/// At most this many requests the server holds in memory, taken out of a queue that a flood
+/// keeps full (56 bytes each).
+pub const RSHM_BACKLOG: usize = 1024;
+
+/// How long the server keeps trying to put a reply into a queue that someone keeps full.
+pub const RSHM_REPLY_ROOM_WAIT: Duration = Duration::from_millis(100);
+
+/// The most replies the server remembers having sent (type and time), to tell its own unread
+/// replies from messages nobody serves.
+pub const RSHM_TRACKED_REPLIES: usize = 4096;
+
+/// At most this many accepted connections may be in their authentication handshake at once.
+pub const RSHM_MAX_HANDSHAKES: usize = 32;
+
 /// How long a program waits for its server's reply (longer than `RSHM_ACK_TIMEOUT`, so that
 /// the server's own "peer X did not answer" arrives first).
 pub const RSHM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -265,9 +300,6 @@ pub const RSHM_SWEEP_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the server removes replies left in its queue for callers that died meanwhile.
 pub const RSHM_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How many recent callers (thread and process ids) the server remembers for that cleanup.
-pub const RSHM_RECENT_CALLERS: usize = 256;
-
 /// How many destroyed rshmids a node remembers, so that a stale HELLO cannot revive them.
 pub const RSHM_TOMBSTONES: usize = 1024;
 
@@ -281,10 +313,6 @@ pub const RSHM_MAX_RUNS: usize = 4096;
 /// Lab switch (lab/05-rshm/consistency.md): with this environment variable set to 1, a server
 /// applies every update whole, ignoring the (version, node) order. Wrong on purpose.
 pub const RSHM_UNORDERED_ENV: &str = "RSHM_UNORDERED";
-
-/// How long after a program's rshmat the server trusts its own attach count over the
-/// kernel's `shm_nattch` (the program calls shmat only after the reply).
-pub const RSHM_NATTCH_GRACE: Duration = Duration::from_secs(2);
 
 /// `client read --follow`: how long one wait for a change lasts before it waits again.
 pub const RSHM_FOLLOW_WAIT: Duration = Duration::from_secs(1);

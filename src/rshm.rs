@@ -88,7 +88,9 @@
 //! program that already holds the losing id still reaches the segment through the alias.
 //!
 //! # Layout
+//! - [`alive`]: a server's proof of life; a dead server's objects are recognised and removed.
 //! - [`api`]: the calls above, for programs; queue requests and replies, never a hang.
+//! - [`auth`]: the cluster secret, and the challenge-response every peer connection opens with.
 //! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
 //! - [`diff`]: twins and diffs: an update carries only the words that changed.
 //! - [`gate`]: change gates: `rshm_wait_changed` sleeps on a semaphore that counts changes.
@@ -98,7 +100,9 @@
 //! - The C calls: `src/ffi/rshm.rs` and `include/rshm.h`; the timed wait for a reply:
 //!   [`crate::sys::msg_wait`].
 
+pub mod alive;
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod diff;
 pub mod gate;
@@ -127,10 +131,15 @@ pub fn queue_key(port: u16) -> Key {
     RSHM_QUEUE_KEY_BASE + Key::from(port)
 }
 
-/// Every System V key the server on `port` makes objects under: its queue and its change
-/// gates ([`gate::gate_key`]). What a cleanup script looks for after a server was killed.
-pub fn node_keys(port: u16) -> [Key; 2] {
-    [queue_key(port), gate::gate_key(port)]
+/// Every System V key the server on `port` makes objects under: its queue, its change gates
+/// ([`gate::gate_key`]) and its alive set ([`alive::alive_key`]). A server killed with SIGKILL
+/// leaves them; the next server on the port recognises and removes them ([`alive`]).
+pub fn node_keys(port: u16) -> [Key; 3] {
+    [
+        queue_key(port),
+        gate::gate_key(port),
+        alive::alive_key(port),
+    ]
 }
 
 /// The node a program talks to: `RSHM_PORT` if set, else the default port.

@@ -986,9 +986,25 @@ fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
         s.track_key(key);
     }
     let log_path = s.dir().join("server.log");
+    // The secret, so that the fuzzer's connections get past the handshake to the frames.
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let secret_path = s.dir().join("secret");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .unwrap();
+        f.write_all(secret).unwrap();
+    }
+    let secret = ipclab::rshm::auth::Secret::new(secret);
     let pid = s.spawn(
         common::cmd("rshm_server")
             .args(["--listen", &port.to_string(), "--peer", &peer.to_string()])
+            .arg("--secret")
+            .arg(&secret_path)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap()),
     );
@@ -1026,6 +1042,7 @@ fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(limit)).unwrap();
         c.set_write_timeout(Some(limit)).unwrap();
+        ipclab::rshm::auth::dial(&mut c, &secret).expect("handshake with the server");
         let hello = Frame::Hello(Hello {
             node: peer,
             node_id: rng.u32(),

@@ -157,6 +157,22 @@ impl Lan {
             root_links: root_links(),
         };
         std::fs::create_dir_all(&lan.dir).map_err(|e| format!("{}: {e}", lan.dir.display()))?;
+        // One cluster secret, as if copied to every machine of the LAN (mode 0600).
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut bytes = [0u8; 32];
+            ipclab::rshm::auth::random_bytes(&mut bytes).map_err(|e| e.to_string())?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(lan.dir.join("secret"))
+                .and_then(|mut f| f.write_all(hex.as_bytes()))
+                .map_err(|e| format!("writing the secret: {e}"))?;
+        }
         let hub = lan.hub();
         lan.add_namespace(&hub)?;
         run(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"])?;
@@ -238,7 +254,9 @@ impl Lan {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns(i), "unshare", "--ipc", "--"])
             .arg(&server)
-            .args(["--listen", &self.addr(i)]);
+            .args(["--listen", &self.addr(i)])
+            .arg("--secret")
+            .arg(self.dir.join("secret"));
         for j in (0..self.servers.len()).filter(|&j| j != i) {
             c.args(["--peer", &self.addr(j)]);
         }
@@ -526,7 +544,12 @@ fn nodes_in_their_own_namespaces_share_data_only_over_tcp() {
             (1, 1),
             "objects in node {i}'s IPC namespace"
         );
-        assert_eq!(lan.count(i, "sem"), 1, "node {i}'s change gates");
+        // Two semaphore sets: the change gates and the alive set (`rshm::alive`).
+        assert_eq!(
+            lan.count(i, "sem"),
+            2,
+            "node {i}'s change gates and alive set"
+        );
     }
     lan.close();
 }
@@ -559,7 +582,11 @@ fn a_node_killed_and_restarted_converges() {
     }
     assert_eq!(lan.row(2, "0x62").expect("row after HELLO")[0], id.trim());
     assert_eq!(lan.objects(2), (1, 1));
-    assert_eq!(lan.count(2, "sem"), 1, "the restarted node's change gates");
+    assert_eq!(
+        lan.count(2, "sem"),
+        2,
+        "the restarted node's change gates and alive set"
+    );
     // Issue 6 point 2 (late joiners get the contents in HELLO): once the restarted node shows
     // its peers up, the exchange is complete, and a reader there gets the current data at
     // once, without anybody writing again.

@@ -2,15 +2,19 @@
 # Sourced by lab/tour.sh, which provides say, run, run_bg, expect_output, wait_bg and the
 # key tracking.
 
-# Two ports; each node's queue (0x52530000 + port) and change gates (0x52470000 + port) are
-# tracked.
-RSHM_A=$(free_port 0x52530000 0x52470000)
-RSHM_B=$(free_port 0x52530000 0x52470000)
+# Two ports; each node's queue (0x52530000 + port), change gates (0x52470000 + port) and
+# alive set (0x52410000 + port) are tracked.
+RSHM_A=$(free_port 0x52530000 0x52470000 0x52410000)
+RSHM_B=$(free_port 0x52530000 0x52470000 0x52410000)
 
 say "05: RSHM. Two nodes, each an rshm_server: local programs reach their node through a message queue (key 0x52530000 + port), the nodes reach each other through TCP. Here both nodes run on this machine, on ports $RSHM_A and $RSHM_B."
-run_bg rshm_server --listen "$RSHM_A" --peer "$RSHM_B"
+# The two nodes' cluster secret: any bytes, in a file only we may read (mode 0600). Nodes
+# that do not share it never connect (a real group copies one file to every machine).
+RSHM_SECRET="$IPCLAB_WORK/rshm-secret"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RSHM_SECRET")
+run_bg rshm_server --listen "$RSHM_A" --peer "$RSHM_B" --secret "$RSHM_SECRET"
 RSHM_PID_A=$BG_PID
-run_bg rshm_server --listen "$RSHM_B" --peer "$RSHM_A"
+run_bg rshm_server --listen "$RSHM_B" --peer "$RSHM_A" --secret "$RSHM_SECRET"
 RSHM_PID_B=$BG_PID
 rshm_up() { client --port "$1" ls 2>/dev/null | head -n 1 | grep -q ' up$'; }
 wait_for 5 rshm_up "$RSHM_A" && wait_for 5 rshm_up "$RSHM_B" || tour_failed "the nodes did not connect"

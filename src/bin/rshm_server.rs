@@ -10,6 +10,10 @@
 //! programs meanwhile. Stop with SIGINT or SIGTERM: it tells its peers it leaves, removes its
 //! replicas and its queue, and exits 0.
 //!
+//! Every node of a group must share one secret (`--secret FILE`, by default
+//! `~/.config/ipclab/rshm-secret`, made on first use): each TCP connection opens with a
+//! challenge-response that proves both ends know it (`ipclab::rshm::auth`).
+//!
 //! ```text
 //! $ rshm_server --listen 7001 --peer 7002 &
 //! rshm_server: node 127.0.0.1:7001 (id 5c1e0f3a) serving queue key 0x52531b59 (msqid 3), 1 peer(s)
@@ -27,21 +31,27 @@
 //! rshm_server: signal 15: leaving the group
 //! ```
 //!
-//! Exit status: 0 after SIGINT/SIGTERM; 1 if it cannot start (port taken, a queue already
-//! there); 2 for a usage error.
+//! A server killed with SIGKILL is replaced by starting it again: the new one recognises the
+//! dead one's queue and gates by its alive semaphore (`ipclab::rshm::alive`) and removes them.
+//!
+//! Exit status: 0 after SIGINT/SIGTERM; 1 if it cannot start (a live server on the port, named
+//! by pid; the TCP port taken; another user's objects on the keys; a bad secret file); 2 for a
+//! usage error.
 
 #![forbid(unsafe_code)]
 
 use ipclab::cli::{self, Arg, Failure};
 use ipclab::params::RSHM_MAX_PEERS;
+use ipclab::rshm::auth::Secret;
 use ipclab::rshm::parse_addr;
 use ipclab::rshm::server::{Config, Server};
 use ipclab::sys::signal::TermSignals;
 use std::net::SocketAddrV4;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-Usage: rshm_server --listen [ADDR:]PORT [--peer [ADDR:]PORT]...
+Usage: rshm_server --listen [ADDR:]PORT [--peer [ADDR:]PORT]... [--secret FILE]
 
 One node of an RSHM group. Local programs (client, or your own using the rshm API) reach it
 through the message queue with key 0x52530000 + PORT; the other nodes through TCP. ADDR
@@ -52,6 +62,11 @@ Options:
   -l, --listen [ADDR:]PORT   where to listen; also this node's name in the group, so ADDR must
                              be the address the peers give in their --peer (not 0.0.0.0)
   -p, --peer [ADDR:]PORT     another node (repeat for each, at most 16); only these may connect
+  -s, --secret FILE          the cluster secret: every node of the group must use the same
+                             bytes (copy the file to each machine); a peer that cannot prove
+                             it knows them gets nothing. Default ~/.config/ipclab/rshm-secret,
+                             created (mode 0600, random bytes) if missing. Refused if group or
+                             others may read it
   -h, --help                 this text
 
 Environment: IPCLAB_TRACE=1 prints every queue message and every TCP frame.
@@ -73,12 +88,14 @@ fn addr(flag: &str, s: &str) -> Result<SocketAddrV4, Failure> {
 fn body(mut args: cli::Args, sigs: &TermSignals) -> Result<(), Failure> {
     let mut listen = None;
     let mut peers: Vec<SocketAddrV4> = Vec::new();
+    let mut secret: Option<PathBuf> = None;
     while let Some(arg) = args.next()? {
         match arg {
             Arg::Flag("-l" | "--listen") => {
                 listen = Some(addr("--listen", &args.value("--listen")?)?)
             }
             Arg::Flag("-p" | "--peer") => peers.push(addr("--peer", &args.value("--peer")?)?),
+            Arg::Flag("-s" | "--secret") => secret = Some(args.value("--secret")?.into()),
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) => return Err(Failure::usage(format!("unexpected argument '{w}'"))),
         }
@@ -104,8 +121,29 @@ fn body(mut args: cli::Args, sigs: &TermSignals) -> Result<(), Failure> {
     }
     peers.sort();
     peers.dedup();
-    let server = Server::start(Config { listen, peers })
-        .map_err(|e| Failure::runtime(format!("starting node {listen}: {e}")))?;
+    // Only the default file is created when missing: a --secret that names no file is a typo.
+    let (path, create) = match secret {
+        Some(p) => (p, false),
+        None => (
+            Secret::default_path().map_err(|e| Failure::runtime(e.to_string()))?,
+            true,
+        ),
+    };
+    let (secret, made) = Secret::load(&path, create)
+        .map_err(|e| Failure::runtime(format!("cluster secret: {e}")))?;
+    if made {
+        // On stderr, with the server's other log lines.
+        eprintln!(
+            "rshm_server: created the cluster secret {} (mode 0600); copy it to every node of the group",
+            path.display()
+        );
+    }
+    let server = Server::start(Config {
+        listen,
+        peers,
+        secret,
+    })
+    .map_err(|e| Failure::runtime(format!("starting node {listen}: {e}")))?;
     server.serve(sigs)?;
     Ok(())
 }

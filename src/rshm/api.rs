@@ -25,7 +25,7 @@
 
 use super::gate::{self, Woke};
 use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
-use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SPIN};
+use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SEND_PATIENCE, RSHM_SPIN};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
 use crate::sys::{self, msg_wait, process};
@@ -296,12 +296,17 @@ impl Node {
             op,
         };
         crate::trace!("rshm: queue -> port {} {what}", self.port);
-        // IPC_NOWAIT: a queue that is full (a stuck server) is an error, not a hang.
-        self.queue
-            .send(RSHM_REQUEST_TYPE, &req.encode(), true)
-            .map_err(|e| self.lost(&what, e))?;
-        let limit = RSHM_REPLY_TIMEOUT.saturating_add(extra);
-        let deadline = sys::deadline_after(limit);
+        // IPC_NOWAIT: a full queue is tried again for a moment (someone floods it, and the
+        // server is draining it), then it is an error (a stuck server), never a hang.
+        let bytes = req.encode();
+        let give_up = Instant::now() + RSHM_SEND_PATIENCE;
+        while let Err(e) = self.queue.send(RSHM_REQUEST_TYPE, &bytes, true) {
+            if !sys::is_timeout(&e) || Instant::now() >= give_up {
+                return Err(self.lost(&what, e));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let deadline = sys::deadline_after(RSHM_REPLY_TIMEOUT.saturating_add(extra));
         // A wait for a change may last seconds: spinning through them would take the CPU
         // from the very servers that bring the change. Everything else answers within about
         // one TCP round trip, which a spin catches without a wake-up.
@@ -320,7 +325,7 @@ impl Node {
                     format!(
                         "{what}: no reply from rshm_server on port {} within {} s",
                         self.port,
-                        limit.as_secs()
+                        RSHM_REPLY_TIMEOUT.saturating_add(extra).as_secs()
                     ),
                     io::Error::from_raw_os_error(libc::ETIMEDOUT),
                 ));

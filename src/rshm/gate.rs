@@ -43,8 +43,9 @@
 //! # Who owns what
 //! The server creates the set (key [`gate_key`]: `0x52470000 + port`) and removes it at
 //! shutdown, through [`Gates`]. Programs only `semop` and `GETVAL` it. A server killed with
-//! SIGKILL leaves it, as it leaves its queue; the next server on that port, having created its
-//! queue (so no other server serves the port), removes the old set.
+//! SIGKILL leaves it, as it leaves its queue; the next server on that port removes it, having
+//! found the port's alive semaphore at 0 (see [`super::alive`]), or having claimed that
+//! semaphore and created its queue (so no other server serves the port).
 
 use crate::params::{DEFAULT_MODE, RSHM_GATE_KEY_BASE};
 use crate::sys::sem::{semget, SemId, SemOp};

@@ -14,15 +14,19 @@
 //!   every connected peer and leaves a `Pending` behind; it does not wait, so one slow peer
 //!   never stalls the other programs.
 //! - **dialer**, one per `--peer`: connects (retrying with backoff while the peer is down),
-//!   sends HELLO with our table, merges the HELLO_REPLY table, applies the STATE (contents)
-//!   of each row that follows it, then reads ACKs. The last ACK of a `Pending` sends the
-//!   program its reply. This connection carries *our* requests.
+//!   authenticates both ways ([`super::auth`]), sends HELLO with our table, merges the
+//!   HELLO_REPLY table, applies the STATE (contents) of each row that follows it, then reads
+//!   ACKs. The last ACK of a `Pending` sends the program its reply. This connection carries
+//!   *our* requests.
 //! - **acceptor**, and one **inbound** thread per accepted connection: checks that the caller
-//!   is a configured peer, answers its HELLO with our table and every row's contents, then
+//!   is a configured peer and proves it knows the cluster secret ([`super::auth`]; before
+//!   that, nothing is sent but a nonce and a MAC), answers its HELLO with our table and every row's contents, then
 //!   applies each frame it sends and answers with an ACK. This connection carries the *peer's*
 //!   requests. A frame that is garbage, too long or cut short drops the connection, logged.
-//! - **sweeper**: every few ms, fails the pendings and waits whose time is up; every second,
-//!   removes replies left for dead callers and corrects attach counts from `shm_nattch`.
+//! - **sweeper**: every few ms, fails the pendings and waits whose time is up, removes what
+//!   nobody takes from the queue (`sweep_queue`), and drops the attaches of programs that
+//!   died attached to a segment marked for removal; every second, those of every segment
+//!   (`correct_counts`).
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
@@ -51,27 +55,28 @@
 //! update (it is listed as down in `client ls`); one that does not answer in time makes
 //! `rshmChanged` fail with an error that names it.
 
+use super::alive::{self, Alive};
+use super::auth::{self, AuthError, Secret};
 use super::gate::Gates;
 use super::table::{Adopted, Stamp, Table};
 use super::{queue_key, RSHM_REQUEST_TYPE};
 use crate::params::{
-    DEFAULT_MODE, RSHM_ACK_TIMEOUT, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
-    RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_PEERS, RSHM_MAX_RUNS,
-    RSHM_MAX_SEGMENT, RSHM_NATTCH_GRACE, RSHM_READ_BUFFER, RSHM_RECENT_CALLERS,
-    RSHM_SWEEP_INTERVAL, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
+    RSHM_ACK_TIMEOUT, RSHM_BACKLOG, RSHM_BACKOFF_MAX, RSHM_BACKOFF_MIN, RSHM_CONNECT_TIMEOUT,
+    RSHM_DRAIN_INTERVAL, RSHM_GATE_SEMS, RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_MAX_PEERS,
+    RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_READ_BUFFER, RSHM_REPLY_ROOM_WAIT, RSHM_REPLY_UNREAD,
+    RSHM_SWEEP_INTERVAL, RSHM_TRACKED_REPLIES, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT,
 };
-use crate::sys::msg::{msgget, MsgId};
-use crate::sys::shm::Get;
+use crate::sys::msg::MsgId;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{
     update_len, Entry, Frame, Hello, LsPeer, Op, Reply, Request, Run, StampedRun, FRAME_HEADER_LEN,
     MAX_BODY, STATE_FIXED_LEN, STATE_RUN_HEADER_LEN,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,6 +87,8 @@ pub struct Config {
     pub listen: SocketAddrV4,
     /// The other nodes. Only these may connect to us.
     pub peers: Vec<SocketAddrV4>,
+    /// The cluster secret: every connection, both ways, proves it knows it ([`super::auth`]).
+    pub secret: Secret,
 }
 
 /// Logs a line on stderr, always (not only when tracing): connections, refusals, failures.
@@ -156,13 +163,27 @@ struct State {
 /// What every thread shares.
 struct Shared {
     me: SocketAddrV4,
-    /// Recent callers `(tid, pid)`, so that replies left for a dead one can be removed.
-    recent: Mutex<Vec<(i32, i32)>>,
+    /// The replies we sent (their `mtype`) and when, oldest first, so that the sweeper can
+    /// tell our fresh replies from those left unread and from messages nobody serves
+    /// (`sweep_queue`). Held while a reply is sent, so that a sweep never misses one.
+    sent: Mutex<VecDeque<Sent>>,
     queue: MsgId,
     stop: AtomicBool,
     state: Mutex<State>,
     /// The lab switch `RSHM_UNORDERED=1`: apply updates ignoring their order (wrong).
     unordered: bool,
+    /// The cluster secret (read-only once started).
+    secret: Secret,
+    /// The largest message the kernel allows (`msgmax`): the buffer a sweep reads into.
+    msgmax: usize,
+    /// What the sweeper removed from the queue and has not logged yet.
+    drained: Mutex<Drained>,
+    /// Requests the queue thread took out of a full queue, to make room for its own reply;
+    /// it serves them before reading the queue again. At most `RSHM_BACKLOG`.
+    backlog: Mutex<VecDeque<Vec<u8>>>,
+    /// Accepted connections still in their handshake: bounded, so that a flood of connections
+    /// that never authenticate cannot make us start threads without end.
+    handshakes: AtomicUsize,
 }
 
 /// A running node. [`Server::shutdown`] (or dropping it) removes everything it made: the
@@ -172,6 +193,8 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Who removes the queue: this server, at shutdown. `None` once shut down.
     queue: Option<Owner<MsgId>>,
+    /// Our claim on the port (`alive`): removed last, once nothing else of ours is left.
+    alive: Option<Alive>,
 }
 
 impl Drop for Server {
@@ -186,8 +209,10 @@ fn errno_text(e: &io::Error) -> i32 {
 }
 
 impl Server {
-    /// Binds the port, creates the queue, starts every thread. Fails if the port is taken or
-    /// a queue for this port already exists (another server, or a crashed one: `ipcrm -q`).
+    /// Claims the port's alive set, binds the port, creates the queue, starts every thread.
+    /// A dead server's objects on the port are removed ([`super::alive`]); fails if a live
+    /// server has the port (naming its pid), if the TCP port is taken, or if another user's
+    /// objects are under our keys (naming their owner).
     pub fn start(config: Config) -> io::Result<Server> {
         if config.peers.len() > RSHM_MAX_PEERS {
             return Err(io::Error::new(
@@ -195,19 +220,30 @@ impl Server {
                 format!("at most {RSHM_MAX_PEERS} peers"),
             ));
         }
+        let port = config.listen.port();
+        // First the port's alive set: it tells a live server (refused, by pid) from a dead
+        // one, whose queue and gates are removed here (see `alive`).
+        let alive = Alive::claim(port, |line| log!("{line}"))?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", config.listen)))?;
-        let key = queue_key(config.listen.port());
-        let queue = Owner::new(msgget(key, Get::Create(DEFAULT_MODE))?);
-        let gates = Gates::create(config.listen.port(), RSHM_GATE_SEMS)?;
+        let key = queue_key(port);
+        let queue = alive::create_queue(port, |line| log!("{line}"))?;
+        let gates = Gates::create(port, RSHM_GATE_SEMS)?;
         let mut table = Table::new(config.listen)?;
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {
             me: config.listen,
-            recent: Mutex::new(Vec::new()),
+            sent: Mutex::new(VecDeque::new()),
             unordered: std::env::var(RSHM_UNORDERED_ENV).is_ok_and(|v| v == "1"),
             queue: queue.get(),
             stop: AtomicBool::new(false),
+            secret: config.secret.clone(),
+            msgmax: sys::kernel_limit("msgmax")
+                .unwrap_or(8192)
+                .clamp(8192, 1 << 20) as usize,
+            drained: Mutex::new(Drained::default()),
+            backlog: Mutex::new(VecDeque::new()),
+            handshakes: AtomicUsize::new(0),
             state: Mutex::new(State {
                 table,
                 peers: config
@@ -254,6 +290,7 @@ impl Server {
         Ok(Server {
             shared,
             queue: Some(queue),
+            alive: Some(alive),
         })
     }
 
@@ -307,6 +344,7 @@ impl Server {
         }
         // Removing the queue wakes the queue thread and every program waiting on it.
         drop(self.queue.take());
+        drop(self.alive.take());
     }
 
     /// Our address.
@@ -333,50 +371,202 @@ fn reply(shared: &Shared, req: &Request, r: &Reply) {
             r.text
         );
     }
-    // No check that the caller is still alive: that means reading /proc/PID/stat, which
-    // costs more than the whole queue round trip. A reply left for a caller that died is
-    // removed by the sweeper instead (`drain_dead_callers`), within a second.
-    if let Err(e) = shared
-        .queue
-        .send(i64::from(req.reply_type), &r.encode(), true)
-    {
-        if !shared.stop.load(Ordering::Relaxed) {
-            log!("reply to tid {} lost: {e}", req.reply_type);
+    // No check that the caller is still alive (reading /proc/PID/stat costs more than the
+    // whole round trip, and a caller's pid is only what it says). A reply nobody takes is
+    // removed by the sweeper instead, after `RSHM_REPLY_UNREAD` (`sweep_queue`).
+    let bytes = r.encode();
+    let mtype = i64::from(req.reply_type);
+    let mut give_up = None;
+    loop {
+        {
+            let mut sent = lock_sent(shared);
+            match shared.queue.send(mtype, &bytes, true) {
+                Ok(()) => {
+                    if sent.len() == RSHM_TRACKED_REPLIES {
+                        sent.pop_front();
+                    }
+                    sent.push_back(Sent {
+                        mtype,
+                        pid: req.pid,
+                        at: Instant::now(),
+                    });
+                    return;
+                }
+                Err(e)
+                    if sys::is_timeout(&e)
+                        && give_up.is_none_or(|t: Instant| Instant::now() < t) => {}
+                Err(e) => {
+                    if !shared.stop.load(Ordering::Relaxed) {
+                        log!("reply to tid {} lost: {e}", req.reply_type);
+                    }
+                    return;
+                }
+            }
         }
-        return;
-    }
-    let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
-    if !recent.contains(&(req.reply_type, req.pid)) {
-        if recent.len() == RSHM_RECENT_CALLERS {
-            recent.remove(0);
+        // Full: someone floods the queue. A reply to a thread that does not exist is read by
+        // nobody: dropped at once, so that the queue thread keeps taking requests out (a
+        // flood of requests would otherwise fill the queue while we wait for room).
+        if !thread_exists(req.pid, mtype) {
+            lock_drained(shared).unread += 1;
+            return;
         }
-        recent.push((req.reply_type, req.pid));
+        // Else clear out what nobody takes, and try again, for a while: the flood may refill
+        // what a sweep freed before our reply gets in.
+        give_up.get_or_insert_with(|| Instant::now() + RSHM_REPLY_ROOM_WAIT);
+        let removed = sweep_queue(shared, true);
+        lock_drained(shared).add(removed);
+        // The queue thread waiting here is the only one that takes requests out: a queue
+        // full of requests would wait for it for ever. So it takes them out now, into the
+        // backlog it serves next.
+        if IS_QUEUE_THREAD.with(|q| q.get()) {
+            let mut backlog = lock_backlog(shared);
+            let mut b = vec![0u8; crate::wire::rshm::REQUEST_LEN + 1];
+            while backlog.len() < RSHM_BACKLOG {
+                match shared.queue.try_recv(RSHM_REQUEST_TYPE, &mut b) {
+                    Ok(Some((_, n))) => backlog.push_back(b[..n].to_vec()),
+                    _ => break,
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
-/// Removes replies that nobody will take: those for callers whose process has died since
-/// (killed while it waited). Called by the sweeper now and then.
-fn drain_dead_callers(shared: &Shared) {
-    let dead: Vec<(i32, i32)> = {
-        let mut recent = shared.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let dead = recent
-            .iter()
-            .copied()
-            .filter(|(_, pid)| !sys::process::alive(*pid))
-            .collect();
-        recent.retain(|(_, pid)| sys::process::alive(*pid));
-        dead
-    };
-    let mut buf = vec![0u8; crate::wire::rshm::MAX_REPLY];
-    for (tid, pid) in dead {
-        let mut n = 0;
-        while let Ok(Some(_)) = shared.queue.try_recv(i64::from(tid), &mut buf) {
-            n += 1;
-        }
-        if n > 0 {
-            log!("removed {n} unread repl(ies) for tid {tid} of pid {pid}, which is gone");
+/// A reply we put in the queue: for whom, claimed pid, and when.
+struct Sent {
+    mtype: i64,
+    pid: i32,
+    at: Instant,
+}
+
+fn lock_sent(shared: &Shared) -> MutexGuard<'_, VecDeque<Sent>> {
+    shared.sent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// Set in the queue thread: the one that may move requests into the backlog.
+    static IS_QUEUE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn lock_backlog(shared: &Shared) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+    shared.backlog.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_drained(shared: &Shared) -> MutexGuard<'_, Drained> {
+    shared.drained.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the sweeper took out of the queue since it last said so: logged once a second at
+/// most, so that a flood cannot flood the log too.
+#[derive(Default)]
+struct Drained {
+    /// Our replies that nobody took within the bound.
+    unread: u64,
+    /// Messages of types no rshm_server serves (not type 1, not a reply of ours).
+    foreign: u64,
+    /// A few of the types seen, for the log line.
+    types: Vec<i64>,
+}
+
+impl Drained {
+    fn add(&mut self, other: Drained) {
+        self.unread += other.unread;
+        self.foreign += other.foreign;
+        for t in other.types {
+            if self.types.len() < 5 && !self.types.contains(&t) {
+                self.types.push(t);
+            }
         }
     }
+}
+
+/// Keeps the queue from jamming. Anyone who may write to it can fill it (`msg_qbytes`, 16 KiB
+/// by default) with messages of a type we never read, or with requests whose replies nobody
+/// reads; from then on no program could send a request. So, every sweep:
+///
+/// - a reply we sent more than `RSHM_REPLY_UNREAD` ago is no longer ours to keep: a caller
+///   that waits takes its reply within microseconds, and one that gave up drops it anyway.
+///   While the queue is more than half full, at once for a reply whose caller thread does not
+///   exist (`/proc/PID/task/TID`): whatever pid a request claims (pid 1 never dies), a reply
+///   to a thread that is not there is read by nobody;
+/// - if the queue holds more messages than we have replies to keep, some are not ours to
+///   keep: every message but requests (type 1) is taken out in turn (`msgrcv` with
+///   `MSG_EXCEPT`), and those we keep are put back at the end, the others dropped.
+///
+/// Returns what was dropped. Cheap when there is nothing to do: one `IPC_STAT`.
+fn sweep_queue(shared: &Shared, full: bool) -> Drained {
+    let mut out = Drained::default();
+    let Ok(stat) = shared.queue.stat() else {
+        return out;
+    };
+    if stat.messages == 0 {
+        return out;
+    }
+    let pressed = full || stat.bytes.saturating_mul(2) > stat.max_bytes;
+    // Held to the end: no reply is sent meanwhile, so every reply to keep is in `keep`.
+    let mut sent = lock_sent(shared);
+    let now = Instant::now();
+    while sent
+        .front()
+        .is_some_and(|r| now.duration_since(r.at) >= RSHM_REPLY_UNREAD)
+    {
+        sent.pop_front();
+    }
+    if pressed {
+        let mut cache: HashMap<(i32, i64), bool> = HashMap::new();
+        sent.retain(|r| {
+            *cache
+                .entry((r.pid, r.mtype))
+                .or_insert_with(|| thread_exists(r.pid, r.mtype))
+        });
+    }
+    // A caller waits for one reply at a time (its type is its thread id): if the queue holds
+    // no more messages than there are callers to keep replies for, all may be theirs.
+    let keep: HashSet<i64> = sent.iter().map(|r| r.mtype).collect();
+    if stat.messages <= keep.len() as u64 {
+        return out;
+    }
+    let mut buf = vec![0u8; shared.msgmax];
+    let mut back = Vec::new();
+    for _ in 0..stat.messages {
+        let Ok(Some((mtype, n))) = shared.queue.try_recv_except(RSHM_REQUEST_TYPE, &mut buf) else {
+            break;
+        };
+        if keep.contains(&mtype) {
+            back.push((mtype, buf[..n].to_vec()));
+            continue;
+        }
+        if buf[..n].starts_with(crate::wire::rshm::REPLY_MAGIC) {
+            out.unread += 1;
+        } else {
+            out.foreign += 1;
+        }
+        if out.types.len() < 5 && !out.types.contains(&mtype) {
+            out.types.push(mtype);
+        }
+    }
+    // Back in the queue, at its end (each caller reads only its own type, so the order
+    // between callers does not matter). The room they left may have been taken by a flood
+    // meanwhile: those that do not fit are tried again for a while, without the lock, so
+    // that the queue thread can go on replying and taking requests out meanwhile.
+    back.retain(|(mtype, bytes)| shared.queue.send(*mtype, bytes, true).is_err());
+    drop(sent);
+    let until = Instant::now() + RSHM_REPLY_ROOM_WAIT;
+    for (mtype, bytes) in back {
+        while let Err(e) = shared.queue.send(mtype, &bytes, true) {
+            if !sys::is_timeout(&e) || Instant::now() >= until {
+                log!("reply to tid {mtype} lost while sweeping the queue: {e}");
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    out
+}
+
+/// Does thread `tid` of process `pid` exist? (A reply's `mtype` is its caller's thread id.)
+fn thread_exists(pid: i32, tid: i64) -> bool {
+    pid > 0 && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,10 +874,21 @@ fn destroy_if_done(
 fn queue_loop(shared: &Shared) {
     // Room for the largest message the kernel allows: a bigger one would fail with E2BIG and
     // stay at the head of the queue, jamming it for good.
-    let msgmax = sys::kernel_limit("msgmax").unwrap_or(8192) as usize;
-    let mut buf = vec![0u8; msgmax.clamp(8192, 1 << 20)];
+    let mut buf = vec![0u8; shared.msgmax];
+    // Bad requests are logged one a second at most (a flood of them would flood the log).
+    let mut bad: (u64, Option<Instant>) = (0, None);
+    IS_QUEUE_THREAD.with(|q| q.set(true));
     loop {
-        let n = match shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf) {
+        // Requests this thread took out of a full queue first (see `reply`), then the queue.
+        let held = lock_backlog(shared).pop_front();
+        let got = match held {
+            Some(bytes) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok((RSHM_REQUEST_TYPE, bytes.len()))
+            }
+            None => shared.queue.recv(RSHM_REQUEST_TYPE, &mut buf),
+        };
+        let n = match got {
             Ok((_, n)) => n,
             Err(e) => {
                 if !shared.stop.load(Ordering::SeqCst) {
@@ -702,7 +903,15 @@ fn queue_loop(shared: &Shared) {
         let req = match Request::decode(&buf[..n]) {
             Ok(r) => r,
             Err(e) => {
-                log!("queue: dropped a {n}-byte message: {e}");
+                bad.0 += 1;
+                if bad.1.is_none_or(|t| t.elapsed() >= RSHM_DRAIN_INTERVAL) {
+                    let more = match bad.0 - 1 {
+                        0 => String::new(),
+                        k => format!(" (and {k} more bad message(s) since the last such line)"),
+                    };
+                    log!("queue: dropped a {n}-byte message: {e}{more}");
+                    bad = (0, Some(Instant::now()));
+                }
                 continue;
             }
         };
@@ -781,9 +990,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             }
             let rshmid = seg.rshmid;
-            let count = seg.counts.get(&me).copied().unwrap_or(0) + 1;
-            seg.counts.insert(me, count);
-            seg.last_at = Instant::now();
+            let count = seg.attach(me, req.pid);
             let (shmid, size) = (seg.replica.shmid.0, seg.size as u64);
             let r = Reply {
                 shmid,
@@ -808,29 +1015,17 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 );
             };
             let rshmid = seg.rshmid;
-            let count = seg.counts.get(&me).copied().unwrap_or(0);
-            if seg.absorbed > 0 {
-                // The sweeper already counted a detach from shm_nattch (`correct_counts`):
-                // perhaps this one, whose shmdt came just before its DT. Taking the credit
-                // first can only leave the count too high, never too low, and the next sweep
-                // corrects a count that is too high.
-                seg.absorbed -= 1;
-                return reply(
-                    shared,
-                    &req,
-                    &Reply {
-                        rshmid,
-                        ..Reply::to(&req)
-                    },
-                );
-            }
-            if count == 0 {
+            // Counted per process: a detach is the caller's own, so it can never be taken
+            // for (or be swallowed by) another program's death (`correct_counts`).
+            let Some(count) = seg.detach(me, req.pid) else {
                 return fail(
                     libc::EINVAL,
-                    format!("rshmdt(rshmid={rshmid}): no process on this node is attached"),
+                    format!(
+                        "rshmdt(rshmid={rshmid}): process {} has no attach on this node",
+                        req.pid
+                    ),
                 );
-            }
-            seg.counts.insert(me, count - 1);
+            };
             let r = Reply {
                 rshmid,
                 ..Reply::to(&req)
@@ -840,7 +1035,7 @@ fn handle(shared: &Shared, st: &mut State, req: Request) {
                 &Frame::Count {
                     rshmid,
                     node: me,
-                    count: count - 1,
+                    count,
                 },
             );
             // The last detach of a marked segment: the owner destroys it everywhere. Waiting
@@ -981,10 +1176,24 @@ fn sweep_loop(shared: &Shared) {
     let mut drained = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(RSHM_SWEEP_INTERVAL);
+        let removed = sweep_queue(shared, false);
+        lock_drained(shared).add(removed);
         if drained.elapsed() >= RSHM_DRAIN_INTERVAL {
-            drain_dead_callers(shared);
-            correct_counts(shared);
+            let d = std::mem::take(&mut *lock_drained(shared));
+            if d.unread + d.foreign > 0 {
+                log!(
+                    "queue: removed {} repl(ies) nobody took (within {} ms, or whose thread does not exist) and {} message(s) of types nobody serves (types {:?}{})",
+                    d.unread,
+                    RSHM_REPLY_UNREAD.as_millis(),
+                    d.foreign,
+                    d.types,
+                    if d.types.len() == 5 { ", ..." } else { "" }
+                );
+            }
+            correct_counts(shared, false);
             drained = Instant::now();
+        } else {
+            correct_counts(shared, true);
         }
         let now = Instant::now();
         let mut st = lock(shared);
@@ -1029,41 +1238,42 @@ fn sweep_loop(shared: &Shared) {
 }
 
 /// Programs that died attached (SIGKILL: no rshmdt) leave the server's count too high, and a
-/// marked segment would then never go. The kernel knows better: `shm_nattch` of the replica
-/// counts every process attached, plus the server itself. A count above it is corrected down
-/// (and announced), unless a program attached a moment ago and has not called shmat yet.
-fn correct_counts(shared: &Shared) {
+/// marked segment would then never go. The server counts attaches per process
+/// (`Segment::local`), so it corrects exactly: the attaches of a pid that is no longer
+/// running are dropped, and the new count announced. Nothing else changes: a live program's
+/// detach is its own and is counted when its DT comes, whatever the order of its `shmdt` and
+/// its DT. (The kernel's `shm_nattch` cannot do this: it cannot tell a program that died from
+/// one between its `shmdt` and its DT, nor one that attached but has not called `shmat` yet.)
+///
+/// With `only_marked`, only rows marked for removal are looked at: the sweeper does those
+/// every sweep, so that a removed segment whose last user was killed goes at once, and the
+/// rest once a second.
+fn correct_counts(shared: &Shared, only_marked: bool) {
     let me = shared.me;
     let mut st = lock(shared);
-    let mut fixed = Vec::new();
-    for seg in st.table.rows() {
-        let mine = seg.counts.get(&me).copied().unwrap_or(0);
-        if mine == 0 || seg.last_at.elapsed() < RSHM_NATTCH_GRACE {
-            continue;
-        }
-        let Ok(stat) = seg.replica.shmid.stat() else {
+    let ids: Vec<i32> = st
+        .table
+        .rows()
+        .filter(|s| !s.local.is_empty() && (s.marked || !only_marked))
+        .map(|s| s.rshmid)
+        .collect();
+    for rshmid in ids {
+        let Some(seg) = st.table.get_mut(rshmid) else {
             continue;
         };
-        let kernel = stat.attaches.saturating_sub(1).min(u64::from(u32::MAX)) as u32;
-        if kernel < mine {
-            fixed.push((seg.rshmid, mine, kernel));
+        let (dead, count) = seg.drop_dead(me, sys::process::alive);
+        if dead.is_empty() {
+            continue;
         }
-    }
-    for (rshmid, mine, kernel) in fixed {
-        log!(
-            "rshmid {rshmid}: {} program(s) left without rshmdt; count corrected from shm_nattch",
-            mine - kernel
-        );
-        if let Some(seg) = st.table.get_mut(rshmid) {
-            seg.counts.insert(me, kernel);
-            seg.absorbed += mine - kernel;
+        for (pid, n) in dead {
+            log!("rshmid {rshmid}: pid {pid} died with {n} attach(es) and no rshmdt; count corrected to {count}");
         }
         broadcast(
             &mut st,
             &Frame::Count {
                 rshmid,
                 node: me,
-                count: kernel,
+                count,
             },
         );
         destroy_if_done(shared, &mut st, rshmid);
@@ -1148,15 +1358,28 @@ fn hello(shared: &Shared, st: &State) -> Hello {
 fn dial_loop(shared: &Shared, peer: SocketAddrV4) {
     let mut backoff = RSHM_BACKOFF_MIN;
     let mut announced_down = false;
+    // A peer that fails authentication is logged once, not at every retry.
+    let mut announced_refused = false;
     while !shared.stop.load(Ordering::Relaxed) {
         match TcpStream::connect_timeout(&SocketAddr::V4(peer), RSHM_CONNECT_TIMEOUT) {
             Ok(s) => {
                 announced_down = false;
-                backoff = RSHM_BACKOFF_MIN;
                 let why = match talk_to(shared, peer, s) {
                     Ok(()) => "closed by the peer".to_string(),
-                    Err(e) => e.to_string(),
+                    Err(Refused(e)) => {
+                        if !announced_refused {
+                            log!("peer {peer}: {e}; not connecting (same --secret on both nodes?), retrying with backoff");
+                            announced_refused = true;
+                        }
+                        crate::trace!("peer {peer}: {e}; next try in {} ms", backoff.as_millis());
+                        sleep_unless_kicked(shared, peer, backoff);
+                        backoff = (backoff * 2).min(RSHM_BACKOFF_MAX);
+                        continue;
+                    }
+                    Err(Broken(e)) => e.to_string(),
                 };
+                announced_refused = false;
+                backoff = RSHM_BACKOFF_MIN;
                 if shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -1193,12 +1416,29 @@ fn sleep_unless_kicked(shared: &Shared, peer: SocketAddrV4, pause: Duration) {
     }
 }
 
-/// One connection's life: HELLO, merge the reply, then read ACKs until it breaks.
-fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<()> {
+/// How a connection we dialled ended: refused in the handshake (the peer does not know our
+/// secret, or is not an rshm_server), or broken after it.
+enum Ended {
+    Refused(AuthError),
+    Broken(io::Error),
+}
+use Ended::{Broken, Refused};
+
+impl From<io::Error> for Ended {
+    fn from(e: io::Error) -> Ended {
+        Broken(e)
+    }
+}
+
+/// One connection's life: authenticate, HELLO, merge the reply, then read ACKs until it breaks.
+fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> Result<(), Ended> {
     // Updates are small and latency is the point: send each frame at once (no Nagle delay).
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    // First, both ends prove they know the secret; until then we send nothing but a nonce.
+    auth::dial(&mut s, &shared.secret).map_err(Refused)?;
+    crate::trace!("tcp -> {peer}: authenticated (both ways)");
     {
         // HELLO is written and the peer marked connected in one critical section: every
         // frame broadcast after this snapshot of the table follows it on the same stream, so
@@ -1233,10 +1473,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
                         rows_done += usize::from(last);
                     }
                     (_, other) => {
-                        return Err(io::Error::new(
+                        return Err(Broken(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!("expected STATE from {peer}, got {other}"),
-                        ))
+                        )))
                     }
                 }
             }
@@ -1250,10 +1490,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
             );
         }
         (_, other) => {
-            return Err(io::Error::new(
+            return Err(Broken(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("expected HELLO_REPLY from {peer}, got {other}"),
-            ))
+            )))
         }
     }
     s.set_read_timeout(None)?;
@@ -1267,10 +1507,10 @@ fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> io::Result<
                 winner,
             } => on_ack(shared, peer, seq, (status, text, winner)),
             other => {
-                return Err(io::Error::new(
+                return Err(Broken(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("unexpected {other} on our own connection"),
-                ))
+                )))
             }
         }
     }
@@ -1300,9 +1540,15 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             log!("refused connection from {from}: not a configured peer");
             continue;
         }
+        if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= RSHM_MAX_HANDSHAKES {
+            shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+            log!("refused connection from {from}: {RSHM_MAX_HANDSHAKES} others are still authenticating");
+            continue;
+        }
         let shared = shared.clone();
         std::thread::spawn(move || {
-            if let Err(e) = serve_peer(&shared, s, from) {
+            let slot = Handshake(&shared.handshakes);
+            if let Err(e) = serve_peer(&shared, s, from, slot) {
                 if !shared.stop.load(Ordering::Relaxed) {
                     log!("connection from {from} closed: {e}");
                 }
@@ -1311,11 +1557,37 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// A peer's connection: its HELLO, then its requests, each applied and acknowledged in order.
-fn serve_peer(shared: &Shared, mut s: TcpStream, from: SocketAddrV4) -> io::Result<()> {
+/// One place among the [`RSHM_MAX_HANDSHAKES`], given back when dropped (however the
+/// handshake ends).
+struct Handshake<'a>(&'a AtomicUsize);
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A peer's connection: the handshake, its HELLO, then its requests, each applied and
+/// acknowledged in order.
+fn serve_peer(
+    shared: &Shared,
+    mut s: TcpStream,
+    from: SocketAddrV4,
+    slot: Handshake<'_>,
+) -> io::Result<()> {
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
+    // Before anything else: the caller proves it knows the secret. One that does not gets our
+    // nonce and a MAC it cannot use, one log line, and a closed connection: no table, no
+    // contents, and nothing it sends is read as a frame.
+    let proved = auth::accept(&mut s, &shared.secret);
+    drop(slot);
+    if let Err(e) = proved {
+        log!("refused connection from {from}: {e}");
+        return Ok(());
+    }
+    crate::trace!("tcp <- {from}: authenticated (both ways)");
     let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
     let first = match read_frame(&mut rd, &mut buf) {
@@ -1513,7 +1785,12 @@ fn apply_update(
             }
             ((0, String::new(), None), (n > 0).then_some(seg.rshmid))
         }
-        Err(e) => ((errno_text(&e), e.to_string(), None), None),
+        Err(e) => {
+            // Refused whole (a run outside the segment, a version past the limit): nothing
+            // was written, the peer hears why in the ACK, and we keep serving.
+            log!("peer {peer}: UPDATE of rshmid {rshmid} refused: {e}");
+            ((errno_text(&e), e.to_string(), None), None)
+        }
     }
 }
 

@@ -31,7 +31,7 @@
 use super::diff::{diff, WORD};
 use crate::params::{
     DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
-    RSHM_TOMBSTONES,
+    RSHM_MAX_VERSION, RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
@@ -39,7 +39,6 @@ use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Instant;
 
 /// The total order of updates: by version, then by the address of the node that made it.
 /// Versions are Lamport clocks (a node numbers its change one above the highest it has seen),
@@ -106,10 +105,10 @@ pub struct Segment {
     /// How often this node's replica has changed: what `rshm_wait_changed` waits to see grow
     /// (counted by the server; see `rshm::gate`).
     pub changes: u64,
-    /// When a program here last attached (the kernel's count lags the server's a moment).
-    pub last_at: Instant,
-    /// Detaches the server counted from `shm_nattch` before the program's rshmdt arrived.
-    pub absorbed: u32,
+    /// This node's attaches, per process (the pid each AT and DT names): our entry in
+    /// `counts` is always their sum. A process that dies attached is found by its pid and
+    /// its attaches dropped, exactly ([`Segment::drop_dead`]).
+    pub local: BTreeMap<i32, u32>,
 }
 
 /// A fresh replica and its twin, word versions and word origins, all zero.
@@ -137,6 +136,50 @@ impl Segment {
         self.counts
             .values()
             .fold(0u32, |sum, n| sum.saturating_add(*n))
+    }
+
+    /// An rshmat by process `pid` here: returns this node's new count.
+    pub fn attach(&mut self, me: SocketAddrV4, pid: i32) -> u32 {
+        let n = self.local.entry(pid).or_insert(0);
+        *n = n.saturating_add(1);
+        self.sync_local(me)
+    }
+
+    /// An rshmdt by process `pid` here: its count goes down, or `None` if it has no attach
+    /// here (a detach without an attach, or one already counted at its death).
+    pub fn detach(&mut self, me: SocketAddrV4, pid: i32) -> Option<u32> {
+        let n = self.local.get_mut(&pid)?;
+        *n -= 1; // never 0 here: a process with no attach is removed from the map
+        if *n == 0 {
+            self.local.remove(&pid);
+        }
+        Some(self.sync_local(me))
+    }
+
+    /// Drops the attaches of every process `alive` says is gone: they died attached (SIGKILL
+    /// gives no chance to rshmdt). Returns the pids and their attaches, and the new count.
+    pub fn drop_dead(
+        &mut self,
+        me: SocketAddrV4,
+        alive: impl Fn(i32) -> bool,
+    ) -> (Vec<(i32, u32)>, u32) {
+        let dead: Vec<(i32, u32)> = self
+            .local
+            .iter()
+            .filter(|(pid, _)| !alive(**pid))
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        for (pid, _) in &dead {
+            self.local.remove(pid);
+        }
+        (dead, self.sync_local(me))
+    }
+
+    /// Our entry in `counts` from the per-process counts.
+    fn sync_local(&mut self, me: SocketAddrV4) -> u32 {
+        let n = self.local.values().fold(0u32, |a, b| a.saturating_add(*b));
+        self.counts.insert(me, n);
+        n
     }
 
     /// The row as frames carry it.
@@ -186,10 +229,26 @@ impl Segment {
     /// more on the wire than the whole segment, or are more than `RSHM_MAX_RUNS`, the whole
     /// segment is one run.
     pub fn local_change(&mut self, me: SocketAddrV4) -> io::Result<(Stamp, Vec<Run>)> {
+        // Checked first: a version at the limit refuses the change rather than wrap (the
+        // limit is far beyond any real count; see `RSHM_MAX_VERSION`).
+        let version = self
+            .stamp
+            .version
+            .checked_add(1)
+            .filter(|v| *v <= RSHM_MAX_VERSION)
+            .ok_or_else(|| {
+                err(
+                    libc::EOVERFLOW,
+                    format!(
+                        "version {} is at the limit {RSHM_MAX_VERSION}",
+                        self.stamp.version
+                    ),
+                )
+            })?;
         let mut live = vec![0u8; self.size];
         self.replica.att.read_at(0, &mut live)?;
         let stamp = Stamp {
-            version: self.stamp.version + 1,
+            version,
             origin: me,
         };
         let org = self.origin_index(me)?;
@@ -219,10 +278,12 @@ impl Segment {
     /// newer than the word's own stamp, so an update that arrives late, or twice, never
     /// overwrites newer data. Returns the number of bytes written.
     pub fn apply_update(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
-        if let Some(r) = runs
-            .iter()
-            .find(|r| r.offset as usize + r.data.len() > self.size)
-        {
+        check_version(stamp.version)?;
+        if let Some(r) = runs.iter().find(|r| {
+            (r.offset as usize)
+                .checked_add(r.data.len())
+                .is_none_or(|end| end > self.size)
+        }) {
             return Err(err(
                 libc::EINVAL,
                 format!(
@@ -267,6 +328,7 @@ impl Segment {
     /// the segment takes the update's stamp even if it is older. A late update then overwrites
     /// newer data, and two nodes that get two updates in opposite orders disagree for good.
     pub fn apply_unordered(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
+        check_version(stamp.version)?;
         let org = self.origin_index(stamp.origin)?;
         let mut written = 0;
         for run in runs {
@@ -326,6 +388,19 @@ impl Segment {
         }
         Ok(written)
     }
+}
+
+/// Every number a peer sends is checked before it is used: a version above
+/// [`RSHM_MAX_VERSION`] would let the next local change overflow (or, forged, win over every
+/// later write), so the frame carrying it is refused.
+fn check_version(version: u64) -> io::Result<()> {
+    if version > RSHM_MAX_VERSION {
+        return Err(err(
+            libc::EOVERFLOW,
+            format!("version {version} is above the limit {RSHM_MAX_VERSION}"),
+        ));
+    }
+    Ok(())
 }
 
 /// rshmids: random, from a generator seeded by the kernel's entropy pool. `rand()` without a
@@ -584,8 +659,7 @@ impl Table {
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,
                 changes: 0,
-                last_at: Instant::now(),
-                absorbed: 0,
+                local: BTreeMap::new(),
             },
         );
         Ok(true)
@@ -693,6 +767,57 @@ mod tests {
         let mut b = vec![0u8; seg.size];
         seg.replica.att.read_at(0, &mut b).unwrap();
         b
+    }
+
+    #[test]
+    fn versions_from_peers_are_checked_and_never_overflow() {
+        let (a, b) = (node(1), node(2));
+        let mut t = Table::new(a).unwrap();
+        let id = t.create(0x98, 16).unwrap().rshmid;
+        let seg = t.get_mut(id).unwrap();
+        let run = |v: u8| {
+            vec![Run {
+                offset: 0,
+                data: vec![v; 8],
+            }]
+        };
+        // A forged version far above any real one, and u64::MAX: refused, nothing written.
+        for version in [RSHM_MAX_VERSION + 1, 1 << 62, u64::MAX] {
+            let e = seg
+                .apply_update(Stamp { version, origin: b }, &run(0xee))
+                .unwrap_err();
+            assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+            let e = seg
+                .apply_unordered(Stamp { version, origin: b }, &run(0xee))
+                .unwrap_err();
+            assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+        }
+        assert_eq!(bytes(seg), vec![0; 16]);
+        // A run whose end would overflow, or leave the segment: refused.
+        let far = [Run {
+            offset: u32::MAX,
+            data: vec![1; 8],
+        }];
+        assert!(seg
+            .apply_update(
+                Stamp {
+                    version: 1,
+                    origin: b
+                },
+                &far
+            )
+            .is_err());
+        // At the limit itself an update applies, and the next local change is refused, not
+        // wrapped (or, in a debug build, a panic).
+        let top = Stamp {
+            version: RSHM_MAX_VERSION,
+            origin: b,
+        };
+        assert_eq!(seg.apply_update(top, &run(0x11)).unwrap(), 8);
+        seg.replica.att.write_at(8, &[2; 8]).unwrap();
+        let e = seg.local_change(a).unwrap_err();
+        assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+        assert_eq!(seg.stamp, top);
     }
 
     #[test]

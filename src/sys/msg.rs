@@ -125,6 +125,21 @@ impl MsgId {
         }
     }
 
+    /// `msgrcv(type, MSG_EXCEPT | IPC_NOWAIT)`: the oldest message whose type is *not*
+    /// `mtype`, or `Ok(None)` if there is none. Retries EINTR. A server that reads only one
+    /// type uses it to find messages of types nobody serves, which would otherwise sit in its
+    /// queue for ever and fill it.
+    pub fn try_recv_except(self, mtype: i64, buf: &mut [u8]) -> io::Result<Option<(i64, usize)>> {
+        loop {
+            match self.recv_once(mtype, buf, libc::MSG_EXCEPT | libc::IPC_NOWAIT) {
+                Ok(m) => return Ok(Some(m)),
+                Err(e) if super::errno(&e) == Some(libc::ENOMSG) => return Ok(None),
+                Err(e) if super::errno(&e) == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// One `msgrcv`, EINTR included: for [`super::msg_wait`], whose timer signal ends a wait
     /// that way on purpose; everyone else goes through [`recv`](Self::recv) and its relatives.
     pub(super) fn recv_once(

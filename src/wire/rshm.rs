@@ -79,6 +79,32 @@
 //! | 40     | 8    | sent     | u64: length of the last UPDATE frame this |
 //! |        |      |          | node sent for it (0: none yet)            |
 //!
+//! # Authentication (server <-> server, TCP, before any frame)
+//!
+//! Every connection starts with three fixed-size messages that prove, in both directions,
+//! that each end knows the cluster secret (`crate::rshm::auth`), without sending it:
+//!
+//! ```text
+//!   dialer                                         acceptor
+//!     ── CHALLENGE  nonce_d ──────────────────────▶
+//!     ◀───────────── ANSWER  nonce_a, mac_a ──────   mac_a = HMAC(secret, "rshm acceptor" ‖ nonce_d ‖ nonce_a)
+//!     ── PROOF  mac_d ────────────────────────────▶   mac_d = HMAC(secret, "rshm dialer" ‖ nonce_a ‖ nonce_d)
+//!     ── HELLO ... (frames, below) ───────────────▶   only once mac_d checked out
+//! ```
+//!
+//! | offset | size | field   | encoding                                                   |
+//! |--------|------|---------|------------------------------------------------------------|
+//! | 0      | 4    | magic   | `RSHA`                                                     |
+//! | 4      | 2    | version | u16, [`AUTH_VERSION`]                                      |
+//! | 6      | 1    | kind    | u8: 1 CHALLENGE, 2 ANSWER, 3 PROOF                         |
+//! | 7      | 1    | zero    | must be 0                                                  |
+//! | 8      | 32   | nonce   | 32 random bytes (CHALLENGE, ANSWER); zeros in a PROOF      |
+//! | 40     | 32   | mac     | HMAC-SHA256 (ANSWER, PROOF); zeros in a CHALLENGE          |
+//!
+//! Always [`AUTH_LEN`] bytes. The two labels differ, so neither end's MAC can be reflected
+//! back as the other's; each MAC covers the other end's fresh nonce, so an old one cannot be
+//! replayed.
+//!
 //! # Peer frame (server <-> server, TCP)
 //!
 //! ```text
@@ -167,6 +193,13 @@ pub const VERSION: u16 = 3;
 pub const REQUEST_MAGIC: &[u8; 4] = b"RSHQ";
 pub const REPLY_MAGIC: &[u8; 4] = b"RSHR";
 pub const FRAME_MAGIC: &[u8; 4] = b"RSHP";
+/// Magic and version of the authentication messages (see "Authentication").
+pub const AUTH_MAGIC: &[u8; 4] = b"RSHA";
+pub const AUTH_VERSION: u16 = 1;
+/// An authentication message is always this long.
+pub const AUTH_LEN: usize = 72;
+/// The length of a nonce and of a MAC in an authentication message.
+pub const AUTH_NONCE_LEN: usize = 32;
 /// A request is always this long.
 pub const REQUEST_LEN: usize = 56;
 /// The fixed part of a reply.
@@ -1095,9 +1128,108 @@ impl fmt::Display for Frame {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Authentication messages.
+
+/// Which of the three authentication messages (see "Authentication" above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Dialer -> acceptor: the dialer's nonce.
+    Challenge = 1,
+    /// Acceptor -> dialer: the acceptor's nonce and its MAC over both nonces.
+    Answer = 2,
+    /// Dialer -> acceptor: the dialer's MAC over both nonces.
+    Proof = 3,
+}
+
+/// One authentication message. Fields a kind does not use are zeros.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    pub kind: AuthKind,
+    pub nonce: [u8; AUTH_NONCE_LEN],
+    pub mac: [u8; AUTH_NONCE_LEN],
+}
+
+impl Auth {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(AUTH_LEN);
+        w.bytes(AUTH_MAGIC)
+            .u16(AUTH_VERSION)
+            .u8(self.kind as u8)
+            .u8(0)
+            .bytes(&self.nonce)
+            .bytes(&self.mac);
+        w.finish()
+    }
+
+    /// Exactly [`AUTH_LEN`] bytes, or NeedMore / Invalid.
+    pub fn decode(bytes: &[u8]) -> Result<Auth, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.magic(AUTH_MAGIC)?;
+        let version = r.u16()?;
+        if version != AUTH_VERSION {
+            return invalid(format!(
+                "authentication version {version}, expected {AUTH_VERSION}"
+            ));
+        }
+        let kind = match r.u8()? {
+            1 => AuthKind::Challenge,
+            2 => AuthKind::Answer,
+            3 => AuthKind::Proof,
+            k => return invalid(format!("unknown authentication message kind {k}")),
+        };
+        if r.u8()? != 0 {
+            return invalid("nonzero reserved byte in an authentication message");
+        }
+        let mut nonce = [0u8; AUTH_NONCE_LEN];
+        nonce.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
+        let mut mac = [0u8; AUTH_NONCE_LEN];
+        mac.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
+        if r.remaining() != 0 {
+            return invalid(format!(
+                "authentication message of {} bytes, expected {AUTH_LEN}",
+                bytes.len()
+            ));
+        }
+        Ok(Auth { kind, nonce, mac })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_messages_round_trip_and_bytes_are_as_documented() {
+        let a = Auth {
+            kind: AuthKind::Answer,
+            nonce: [0x11; AUTH_NONCE_LEN],
+            mac: [0x22; AUTH_NONCE_LEN],
+        };
+        let b = a.encode();
+        assert_eq!(b.len(), AUTH_LEN);
+        assert_eq!(&b[..8], b"RSHA\x01\x00\x02\x00");
+        assert_eq!(&b[8..40], &[0x11; 32]);
+        assert_eq!(&b[40..], &[0x22; 32]);
+        assert_eq!(Auth::decode(&b).unwrap(), a);
+        assert_eq!(Auth::decode(&b[..71]), Err(DecodeError::NeedMore(1)));
+        for (at, v) in [(0, b'X'), (4, 2), (6, 4), (6, 0), (7, 1)] {
+            let mut bad = b.clone();
+            bad[at] = v;
+            assert!(
+                matches!(Auth::decode(&bad), Err(DecodeError::Invalid(_))),
+                "{at}"
+            );
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert!(matches!(Auth::decode(&long), Err(DecodeError::Invalid(_))));
+        // A peer frame is not an authentication message.
+        assert!(matches!(
+            Auth::decode(&Frame::Bye.encode(1)),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
 
     fn addr(port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)

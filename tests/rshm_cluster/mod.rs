@@ -13,6 +13,24 @@ use std::time::Duration;
 
 pub const LIMIT: Duration = Duration::from_secs(20);
 
+/// Writes a fresh cluster secret (32 random bytes in hex, mode 0600) to `path`: every test
+/// has its own, so no test touches the user's default secret and clusters never meet.
+pub fn write_secret(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    ipclab::rshm::auth::random_bytes(&mut bytes).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, hex.as_bytes()).unwrap();
+    path.to_path_buf()
+}
+
 /// `n` distinct ports that were free a moment ago, with no queue under their keys.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let mut ports: Vec<u16> = Vec::with_capacity(n);
@@ -30,6 +48,10 @@ pub struct Cluster {
     pub s: Scratch,
     pub ports: Vec<u16>,
     pub pids: Vec<Option<u32>>,
+    /// The group's secret file (`--secret`), in the scratch directory.
+    pub secret: std::path::PathBuf,
+    /// More `--peer` ports for every node (another group's, in the tests that try to merge).
+    pub extra_peers: Vec<u16>,
 }
 
 impl Cluster {
@@ -41,10 +63,13 @@ impl Cluster {
                 s.track_key(key);
             }
         }
+        let secret = write_secret(&s.dir().join("secret"));
         Cluster {
             s,
             pids: vec![None; n],
             ports,
+            secret,
+            extra_peers: Vec::new(),
         }
     }
 
@@ -57,18 +82,25 @@ impl Cluster {
         let log = std::fs::File::create(self.log_path(i)).unwrap();
         let mut c = cmd("rshm_server");
         c.arg("--listen").arg(self.ports[i].to_string());
+        c.arg("--secret").arg(&self.secret);
         for (j, p) in self.ports.iter().enumerate() {
             if j != i {
                 c.arg("--peer").arg(format!("127.0.0.1:{p}"));
             }
+        }
+        for p in &self.extra_peers {
+            c.arg("--peer").arg(format!("127.0.0.1:{p}"));
         }
         c.envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         self.pids[i] = Some(self.s.spawn(&mut c));
         let port = self.ports[i];
+        // Its start-up line first: a queue may be there already, left by a killed server,
+        // which the new one removes before it makes its own.
         assert!(
-            wait_until(LIMIT, || Node::open(port).is_ok()),
+            wait_until(LIMIT, || self.log(i).contains(" serving queue key ")
+                && Node::open(port).is_ok()),
             "node {i} did not start: {}",
             self.log(i)
         );
@@ -121,6 +153,20 @@ impl Cluster {
                 first.contains(" up") && !first.contains("down")
             }),
             "node {i} never saw all peers up: {}",
+            self.log(i)
+        );
+    }
+
+    /// Waits until node `i` has peer node `j` up (whatever its other peers are doing).
+    pub fn connected_to(&self, i: usize, j: usize) {
+        let want = format!("127.0.0.1:{} up", self.ports[j]);
+        assert!(
+            wait_until(LIMIT, || self
+                .ok(i, &["ls"])
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(&want))),
+            "node {i} never saw node {j} up: {}",
             self.log(i)
         );
     }
@@ -197,18 +243,23 @@ impl Cluster {
         self.pids[i].expect("running") as i32
     }
 
-    /// SIGKILL node `i`: no cleanup runs, and its queue stays (see [`Cluster::clear_queue`]).
+    /// SIGKILL node `i`: no cleanup runs; its objects stay until the next server on its port
+    /// recognises them as a dead server's and removes them.
     pub fn kill(&mut self, i: usize) {
         let mut child = self.s.take(self.pids[i].take().expect("running"));
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
-    /// Removes the queue a killed node `i` left, as an administrator would before restarting it.
-    pub fn clear_queue(&self, i: usize) {
-        for o in ipclab::sys::ipcs::with_key(queue_key(self.ports[i])).unwrap() {
-            ipclab::sys::ipcs::remove(&o).unwrap();
-        }
+    /// A TCP connection to node `i` that has passed the handshake with the group's secret:
+    /// what a real peer has before its HELLO.
+    pub fn authed(&self, i: usize) -> std::net::TcpStream {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.set_write_timeout(Some(LIMIT)).unwrap();
+        let (secret, _) = ipclab::rshm::auth::Secret::load(&self.secret, false).unwrap();
+        ipclab::rshm::auth::dial(&mut s, &secret).expect("handshake");
+        s
     }
 
     /// Waits until node `i`'s process is stopped (SIGSTOP takes effect asynchronously).
