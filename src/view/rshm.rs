@@ -7,6 +7,7 @@
 //!   peer 127.0.0.1:7002 up
 //!   segment rshmid 65536 key 0x00000010 size 4096 version 2 attaches 1 replica shmid 12
 //!   sem 0 GATE0      value 2     ncnt 1   zcnt 0   last pid 4100 alive
+//!   sem 0 ALIVE      value 1     ncnt 0   zcnt 0   last pid 4100 alive
 //! ```
 //!
 //! A node's segments live in replicas with no key (`IPC_PRIVATE`), which only the server can
@@ -15,10 +16,14 @@
 //! `msg_lspid`); when the queue's last sender is dead, the server is not asked, so that a
 //! refresh does not wait for a reply that cannot come. (A queue on such a key with no server
 //! behind it costs one reply timeout, `RSHM_REPLY_TIMEOUT`, the first time; after that its
-//! last sender is our own request, or a dead `ipcview`, and it is not asked again.) Only the gates in use (a count, or a sleeper) are listed.
+//! last sender is our own request, or a dead `ipcview`, and it is not asked again.) Only the
+//! gates in use (a count, or a sleeper) are listed. The node's alive semaphore
+//! (`src/rshm/alive.rs`) is 1 while its server lives, raised with `SEM_UNDO`: a 0 there is
+//! what a restarted server reads as "the old one died, its objects are orphans".
 
 use super::{liveness, sems, Section};
 use crate::params::RSHM_QUEUE_KEY_BASE;
+use crate::rshm::alive::alive_key;
 use crate::rshm::api::Node;
 use crate::rshm::gate::{gate_key, RETIRED};
 use crate::sys::ipcs::{Kind, Object};
@@ -46,8 +51,13 @@ pub fn section(q: &Object, port: u16, objs: &[Object]) -> Option<NodeView> {
         .iter()
         .find(|o| o.kind == Kind::Sem && o.key == gate_key(port))
         .map(|o| o.id);
+    let alive = objs
+        .iter()
+        .find(|o| o.kind == Kind::Sem && o.key == alive_key(port))
+        .map(|o| o.id);
     let mut claims = vec![(Kind::Msg, q.id)];
     claims.extend(gates.map(|g| (Kind::Sem, g)));
+    claims.extend(alive.map(|a| (Kind::Sem, a)));
     // Every request is answered, so at rest the last sender is the server (its last reply). A
     // dead last sender is a server that died, or a request it never answered: either way,
     // asking would only wait for the reply timeout.
@@ -131,6 +141,9 @@ pub fn section(q: &Object, port: u16, objs: &[Object]) -> Option<NodeView> {
         if retired > 0 {
             lines.push(format!("  gates retired: {retired}"));
         }
+    }
+    if let Some(a) = alive.and_then(|a| sems::read(SemId(a)).ok()) {
+        lines.extend(a.iter().take(1).map(|g| sems::row(0, "ALIVE", g)));
     }
     Some(NodeView {
         section: Section { title, lines },
