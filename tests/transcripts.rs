@@ -14,10 +14,12 @@
 //! ```
 //! ````
 //!
-//! - A fenced `text` block with a line starting with `$ ` is a transcript. Each `$ ` line is a
-//!   command (a line ending in `\` goes on with the next); the lines after it, up to the next
-//!   `$ `, are its output: stdout and stderr together, as a terminal shows them. Text before
-//!   the first `$ ` is an error: a transcript shows only what a person types and sees.
+//! - A fenced `text` block with a line starting with a prompt is a transcript. Each `$ ` line
+//!   is a command (a line ending in `\` goes on with the next); the lines after it, up to the
+//!   next `$ `, are its output: stdout and stderr together, as a terminal shows them. Text
+//!   before the first `$ ` is an error: a transcript shows only what a person types and sees.
+//!   Another terminal's prompt (`A$ `, `(terminal 1) $ `) may only appear in a skipped block.
+//!   Job-control lines an interactive shell adds (`[1] 4242`) are not shown.
 //! - In the output, runs of spaces match any run of spaces, and these stand for what varies:
 //!   `[PID]`, `[ID]` and `[PORT]` (digits), `[N]` (a number such as `-1.25`), `[KEY]` (`0x`
 //!   and eight hex digits), `[USER]` and `[PATH]` (a word without spaces), `...` inside a
@@ -60,12 +62,7 @@ use std::time::{Duration, Instant};
 
 /// Demo files being rewritten: not checked yet. Move one into its own `#[test]` below when it
 /// is up to date.
-const PENDING: &[&str] = &[
-    "lab/02-device/demo.md",
-    "lab/03-shmem-flock/demo.md",
-    "lab/04-dipc/demo.md",
-    "lab/05-rshm/demo.md",
-];
+const PENDING: &[&str] = &["lab/03-shmem-flock/demo.md", "lab/05-rshm/demo.md"];
 
 /// The longest a foreground command may take before the run is stopped as hung.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
@@ -79,6 +76,15 @@ fn lab01_demo() {
     check("lab/01-shm-writer-reader/demo.md", true);
 }
 
+#[test]
+fn lab02_demo() {
+    check("lab/02-device/demo.md", true);
+}
+
+#[test]
+fn lab04_demo() {
+    check("lab/04-dipc/demo.md", true);
+}
 
 /// The README's examples: its `sh` blocks are the quick start itself (CI runs those), so only
 /// its transcripts are run.
@@ -196,7 +202,7 @@ fn parse(text: &str, setup: bool) -> Vec<Block> {
                 line: start,
                 lines: body.iter().map(|l| l.to_string()).collect(),
             }),
-            "text" if body.iter().any(|l| l.starts_with("$ ")) => blocks.push(Block::Transcript {
+            "text" if body.iter().any(|l| prompt(l).is_some()) => blocks.push(Block::Transcript {
                 line: start,
                 skip,
                 steps: steps(&body, start),
@@ -207,11 +213,30 @@ fn parse(text: &str, setup: bool) -> Vec<Block> {
     blocks
 }
 
+/// The prompt a line starts with: `""` for `$ `, or another terminal's name (`A$ `,
+/// `(terminal 1) $ `), which only a skipped block may use.
+fn prompt(line: &str) -> Option<&str> {
+    let at = line.find("$ ")?;
+    let name = &line[..at];
+    let ok = name.len() <= 20
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ()-_".contains(c));
+    ok.then_some(name)
+}
+
 fn steps(body: &[&str], fence: usize) -> Result<Vec<Step>, String> {
     let mut steps: Vec<Step> = Vec::new();
     let mut k = 0;
     while k < body.len() {
         let line = body[k];
+        if let Some(name) = prompt(line).filter(|n| !n.is_empty()) {
+            return Err(format!(
+                "line {}: the prompt of another terminal ({name:?}): a block that needs two \
+                 terminals must be marked `<!-- transcript: skip, because ... -->`",
+                fence + 1 + k
+            ));
+        }
         if let Some(cmd) = line.strip_prefix("$ ") {
             let mut command = cmd.to_string();
             while command.ends_with('\\') && k + 1 < body.len() {
@@ -371,6 +396,8 @@ struct Run {
     stdin: Option<ChildStdin>,
     out: Shared,
     ports: Vec<u16>,
+    /// Where the next command's output begins in `out`.
+    pos: usize,
     before: HashSet<(ipcs::Kind, i32)>,
 }
 
@@ -438,6 +465,7 @@ impl Run {
             stdin,
             out,
             ports: Vec::new(),
+            pos: 0,
             before,
         };
         // Everything a command prints, on stdout or stderr, comes in order on one pipe.
@@ -452,10 +480,6 @@ impl Run {
         }
     }
 
-    fn len(&self) -> usize {
-        self.out.0.lock().unwrap().bytes.len()
-    }
-
     /// Runs one command through `eval` and returns what it printed; `Err` if the shell
     /// exited or the command did not finish within `COMMAND_LIMIT` (the run cannot go on).
     /// For a background command, waits until `done` accepts the output, or `BACKGROUND_LIMIT`.
@@ -466,7 +490,7 @@ impl Run {
         background: bool,
         done: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<u8>, String> {
-        let start = self.len();
+        let start = self.pos;
         let marker = format!("\x1eipclab-transcript-{n}\x1e\n");
         let quoted = command.replace('\'', r"'\''");
         // `$?` survives the marker, so that `echo $?` in the next command works.
@@ -477,7 +501,8 @@ impl Run {
             return Err("the shell is gone".into());
         }
         let deadline = Instant::now() + COMMAND_LIMIT;
-        let (lock, cv) = &*self.out;
+        let out = Arc::clone(&self.out);
+        let (lock, cv) = &*out;
         let mut g = lock.lock().unwrap();
         let at = loop {
             if let Some(p) = find(&g.bytes[start..], marker.as_bytes()) {
@@ -499,15 +524,27 @@ impl Run {
             g = cv.wait_timeout(g, deadline - now).unwrap().0;
         };
         let mut got = g.bytes[start..at].to_vec();
+        self.pos = at + marker.len();
         if background {
-            let from = at + marker.len();
+            // Whole lines only (a program may write a line in pieces); what comes after is
+            // the next command's, as on a terminal.
+            let from = self.pos;
             let deadline = Instant::now() + BACKGROUND_LIMIT;
             loop {
-                let mut both = got.clone();
-                both.extend_from_slice(&g.bytes[from..]);
                 let now = Instant::now();
+                let end = if now >= deadline || g.closed {
+                    g.bytes.len()
+                } else {
+                    from + g.bytes[from..]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1)
+                };
+                let mut both = got.clone();
+                both.extend_from_slice(&g.bytes[from..end]);
                 if done(&both) || now >= deadline || g.closed {
                     got = both;
+                    self.pos = end;
                     break;
                 }
                 g = cv
