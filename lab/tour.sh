@@ -91,8 +91,8 @@ tour_failed() {
 
 say "Every command below can be pasted into a terminal as it is, after" \
     "export PATH=$(quoted "$BIN"):\$PATH. Keys come from files in $IPCLAB_WORK, a directory" \
-    "of this run's own (mktemp -d), and ports are picked free, so two people can run the tour" \
-    "at once."
+    "of this run's own (mktemp -d; removed when the tour ends, so make your own to try them" \
+    "later), and ports are picked free, so two people can run the tour at once."
 
 for steps in "$IPCLAB_ROOT"/lab/[0-9][0-9]-*/tour.sh; do
     [ -f "$steps" ] || continue
