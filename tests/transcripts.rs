@@ -38,7 +38,8 @@
 //! One `bash` per demo file, fed one command at a time (each through `eval`, stdin from
 //! /dev/null), in a fresh scratch directory, with `TMPDIR` inside it (so `mktemp -d` gives
 //! every run its own directory, and so its own `ftok` keys), and the binaries of this `cargo
-//! test` first on `PATH`. Every command has a deadline. At the end, or when anything fails,
+//! test` first on `PATH`. The blocks of one demo share that shell, as they share a student's
+//! terminal: a server started in one block answers in the next. Every command has a deadline. At the end, or when anything fails,
 //! the guard kills every process of the run (found by an environment variable they all
 //! inherit, daemons included) and removes every object created meanwhile under a key of the
 //! run: an `ftok` key of a file in the scratch directory, a key derived from one of its ports,
@@ -572,7 +573,7 @@ impl Run {
             }
             if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
                 if find(&env, needle.as_bytes()).is_some() {
-                    // A zombie keeps its environ unreadable-empty; a live one is ours.
+                    // A zombie's environ reads empty: only live processes are found.
                     pids.push(pid);
                 }
             }
