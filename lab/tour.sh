@@ -30,17 +30,39 @@ STEP=0
 # say TEXT: narration between commands.
 say() { printf '\n# %s\n' "$*"; }
 
+# quoted WORD...: the words as a person types them at a shell prompt: each one as it is when
+# that is safe, else in single quotes (a ' inside becomes '\''). So `hello there` shows as
+# 'hello there', and every line the tour prints can be pasted into a terminal as it is.
+quoted() {
+    local w out=
+    for w in "$@"; do
+        if [[ $w =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
+            out+=" $w"
+        else
+            out+=" '${w//\'/\'\\\'\'}'"
+        fi
+    done
+    printf '%s' "${out# }"
+}
+
 # run COMMAND...: echo the command as typed, run it, and stop the tour if it fails.
 run() {
     STEP=$((STEP + 1))
-    printf '$ %s\n' "$*"
-    "$@" || tour_failed "$*"
+    printf '$ %s\n' "$(quoted "$@")"
+    "$@" || tour_failed "$(quoted "$@")"
+}
+
+# run_line LINE: echo a shell command line (pipes, redirections) as typed, and run it in bash.
+run_line() {
+    STEP=$((STEP + 1))
+    printf '$ %s\n' "$1"
+    bash -c "$1" || tour_failed "$1"
 }
 
 # run_bg COMMAND...: as run, in the background (its pid is in $BG_PID and tracked for cleanup).
 run_bg() {
     STEP=$((STEP + 1))
-    printf '$ %s &\n' "$*"
+    printf '$ %s &\n' "$(quoted "$@")"
     "$@" &
     BG_PID=$!
     track_pid "$BG_PID"
@@ -51,10 +73,10 @@ expect_output() {
     local want=$1 got
     shift
     STEP=$((STEP + 1))
-    printf '$ %s\n' "$*"
-    got=$("$@") || tour_failed "$*"
+    printf '$ %s\n' "$(quoted "$@")"
+    got=$("$@") || tour_failed "$(quoted "$@")"
     printf '%s\n' "$got"
-    [ "$got" = "$want" ] || tour_failed "$* printed '$got', expected '$want'"
+    [ "$got" = "$want" ] || tour_failed "$(quoted "$@") printed '$got', expected '$want'"
 }
 
 # wait_bg: wait for the last background command and stop the tour if it failed.
@@ -66,6 +88,11 @@ tour_failed() {
     echo "tour: step $STEP failed: $*" >&2
     exit 1
 }
+
+say "Every command below can be pasted into a terminal as it is, after" \
+    "export PATH=$(quoted "$BIN"):\$PATH. Keys come from files in $IPCLAB_WORK, a directory" \
+    "of this run's own (mktemp -d; removed when the tour ends, so make your own to try them" \
+    "later), and ports are picked free, so two people can run the tour at once."
 
 for steps in "$IPCLAB_ROOT"/lab/[0-9][0-9]-*/tour.sh; do
     [ -f "$steps" ] || continue

@@ -27,8 +27,9 @@
 //! test ends, also when it fails; names carry the test process's pid, and namespaces left by a
 //! test process that no longer exists are removed at the next run.
 //!
-//! This needs root (`ip netns add`). CI runs the tests as root; without root each test prints
-//! why it is skipped and passes.
+//! This needs root (`ip netns add`), so the tests are `#[ignore]`d: `cargo test` lists them as
+//! ignored, and CI runs them as root with `--include-ignored`; run so without root, each test
+//! prints why it is skipped and passes.
 
 mod common;
 
@@ -500,6 +501,7 @@ fn lan(test: &str, n: usize) -> Option<Lan> {
 }
 
 #[test]
+#[ignore = "needs root (ip netns add): cargo test --test rshm_netns -- --include-ignored"]
 fn nodes_in_their_own_namespaces_share_data_only_over_tcp() {
     let Some(lan) = lan("namespaces", 3) else {
         return;
@@ -555,6 +557,7 @@ fn nodes_in_their_own_namespaces_share_data_only_over_tcp() {
 }
 
 #[test]
+#[ignore = "needs root (ip netns add): cargo test --test rshm_netns -- --include-ignored"]
 fn a_node_killed_and_restarted_converges() {
     let Some(mut lan) = lan("restart", 3) else {
         return;
@@ -605,6 +608,7 @@ fn a_node_killed_and_restarted_converges() {
 }
 
 #[test]
+#[ignore = "needs root (ip netns add): cargo test --test rshm_netns -- --include-ignored"]
 fn a_partitioned_node_converges_by_the_documented_order_once_healed() {
     let Some(lan) = lan("partition", 3) else {
         return;

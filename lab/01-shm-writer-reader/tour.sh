@@ -1,5 +1,5 @@
 # lab/01-shm-writer-reader/tour.sh: the tour's steps for lab 01 (shm_writer / shm_reader).
-# Sourced by lab/tour.sh, which provides say, run, run_bg, wait_bg, expect_output, tour_failed,
+# Sourced by lab/tour.sh, which provides say, quoted, run, run_bg, wait_bg, expect_output, tour_failed,
 # new_key_file, track_key, track_pid and $IPCLAB_WORK. Takes about 3 s; leaves nothing behind.
 
 # xfr_bg_to FILE COMMAND...: like run_bg, with the command's stdout going to FILE.
@@ -7,7 +7,7 @@ xfr_bg_to() {
     local out=$1
     shift
     STEP=$((STEP + 1))
-    printf '$ %s > %s &\n' "$*" "$out"
+    printf '$ %s > %s &\n' "$(quoted "$@")" "$(quoted "$out")"
     "$@" >"$out" &
     BG_PID=$!
     track_pid "$BG_PID"
@@ -18,8 +18,8 @@ xfr_run_from() {
     local in=$1
     shift
     STEP=$((STEP + 1))
-    printf '$ %s < %s\n' "$*" "$in"
-    "$@" <"$in" || tour_failed "$* < $in"
+    printf '$ %s < %s\n' "$(quoted "$@")" "$(quoted "$in")"
+    "$@" <"$in" || tour_failed "$(quoted "$@") < $(quoted "$in")"
 }
 
 # xfr_expect_status N COMMAND...: run, and check that it exits with status N.
@@ -27,11 +27,11 @@ xfr_expect_status() {
     local want=$1 got
     shift
     STEP=$((STEP + 1))
-    printf '$ %s\n' "$*"
+    printf '$ %s\n' "$(quoted "$@")"
     "$@"
     got=$?
     printf '(exit status %s)\n' "$got"
-    [ "$got" = "$want" ] || tour_failed "$* exited $got, expected $want"
+    [ "$got" = "$want" ] || tour_failed "$(quoted "$@") exited $got, expected $want"
 }
 
 XFR_KEY=$(new_key_file xfr.key)

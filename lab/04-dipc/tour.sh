@@ -1,6 +1,6 @@
 # lab/04-dipc/tour.sh: the tour's dipc steps (sourced by lab/tour.sh, which provides say, run,
-# expect_output, track_key, track_pid and $IPCLAB_WORK). A server on a free port, a few
-# requests, the objects under the port's key, a refused second server, and dipcrm.
+# run_line, expect_output, track_key, track_pid and $IPCLAB_WORK). A server on a free port, a
+# few requests, the objects under the port's key, a refused second server, and dipcrm.
 
 say "dipc (seed 001): mailboxes in one shm segment, a fair readers-writer lock of semaphores per box"
 
@@ -19,10 +19,10 @@ expect_output "ok 11" dipc_client "$DIPC_PORT" w 1 "hello there"
 expect_output "hello there" dipc_client "$DIPC_PORT" r 1
 
 say "The datagram by hand (bash's /dev/tcp): pipelined requests, a bad box, q closes"
-run bash -c "exec 3<>/dev/tcp/127.0.0.1/$DIPC_PORT; printf 'r 1\nw 2 3\nabcr 9\nq\n' >&3; cat <&3"
+run_line "exec 3<>/dev/tcp/127.0.0.1/$DIPC_PORT; printf 'r 1\nw 2 3\nabcr 9\nq\n' >&3; cat <&3"
 
 say "Both objects live under the port's key 0x$(printf '%08x' $((0x44500000 | DIPC_PORT)))"
-run bash -c "ipcs -m -s | grep -i 0x$(printf '%08x' $((0x44500000 | DIPC_PORT)))"
+run_line "ipcs -m -s | grep -i 0x$(printf '%08x' $((0x44500000 | DIPC_PORT)))"
 
 say "A second server on the same port is refused, and the first keeps serving"
 STEP=$((STEP + 1))
