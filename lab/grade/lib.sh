@@ -123,20 +123,23 @@ check() {
     pids=$(wc -l <"$IPCLAB_WORK/.pids")
     keys=$(wc -l <"$IPCLAB_WORK/.keys")
     GRADE_TOTAL=$((GRADE_TOTAL + points))
-    if (
+    # The braces' 2>/dev/null silences bash's "Killed" notice when the watchdog strikes.
+    if { (
         cd "$IPCLAB_WORK" || exit 1
         me=$BASHPID
-        # The watchdog polls, so it outlives the check by at most half a second.
-        (
+        # The watchdog polls, so it outlives the check by at most half a second. It is started
+        # from a subshell that exits at once, so that it is not a child of the check: a check
+        # may `wait` for its own background processes.
+        ( (
             for ((i = 0; i < GRADE_CHECK_LIMIT * 2; i++)); do
                 kill -0 "$me" 2>/dev/null || exit 0
                 sleep 0.5
             done
             echo "the check ran over its limit of $GRADE_CHECK_LIMIT s"
             kill -KILL "$me" 2>/dev/null
-        ) &
+        ) & )
         "$fn"
-    ) >"$IPCLAB_WORK/.check.out" 2>&1 </dev/null; then
+    ) >"$IPCLAB_WORK/.check.out" 2>&1 </dev/null; } 2>/dev/null; then
         echo "PASS $name ($points/$points)"
         GRADE_PASSED=$((GRADE_PASSED + 1))
         got=$points
