@@ -22,7 +22,7 @@
 # ends the check there (`cmd || fail "why"`). `check NAME POINTS FUNCTION` runs it. A check is
 # all or nothing: split a behaviour into two checks to give partial credit.
 # Checks run one after another, each in a subshell with a time limit (GRADE_CHECK_LIMIT
-# seconds, default 30), and every key and pid a check creates is tracked (lab/common.sh), so
+# seconds, default 30; GRADE_TIMES=1 prints how long each took), and every key and pid a check creates is tracked (lab/common.sh), so
 # nothing outlives the grader, whatever the student's code does. See lab/grade/README.md.
 
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -119,7 +119,7 @@ json_string() {
 # removed as it ends, so that they trouble no later check, and the failure is reported once
 # (not again by no-leaks).
 check() {
-    local name=$1 points=$2 fn=$3 out pids keys got=0
+    local name=$1 points=$2 fn=$3 out pids keys got=0 t0=$EPOCHREALTIME ms
     pids=$(wc -l <"$IPCLAB_WORK/.pids")
     keys=$(wc -l <"$IPCLAB_WORK/.keys")
     GRADE_TOTAL=$((GRADE_TOTAL + points))
@@ -152,6 +152,10 @@ check() {
         ipclab_cleanup_since "$pids" "$keys"
     fi
     GRADE_SCORE=$((GRADE_SCORE + got))
+    if [ -n "${GRADE_TIMES:-}" ]; then
+        ms=$(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 ))
+        echo "     $name took $ms ms"
+    fi
     GRADE_RESULTS+=("{\"name\": $(json_string "$name"), \"score\": $got, \"max_score\": $points, \"output\": $(json_string "$out")}")
 }
 
