@@ -310,7 +310,11 @@ check_no_torn_reads() {
     # Two writers with distinct full-size patterns: 262144 x's, 200000 y's.
     writes_file "$IPCLAB_WORK/wx" x 262144
     writes_file "$IPCLAB_WORK/wy" y 200000
+    # One whole message first, so that no read finds the box empty.
+    { head -c $((262144 + 11)) "$IPCLAB_WORK/wx"; printf 'q\n'; } >"$IPCLAB_WORK/req"
+    talk_file "$IPCLAB_WORK/req"
     W_PIDS=
+    R_PIDS=
     for i in 1 2 3; do
         for f in wx wy; do
             bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT; cat '$IPCLAB_WORK/$f' >&3; exec 3>&-" >/dev/null 2>&1 &
