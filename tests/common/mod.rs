@@ -261,7 +261,9 @@ pub fn run_grader(script: &str) {
     let (got, total) = score.split_once('/').expect("score: S/T");
     assert_eq!(got, total, "{stdout}");
     assert!(
-        results.starts_with(&format!("{{\"score\": {got}, \"max_score\": {total}, \"tests\": [")),
+        results.starts_with(&format!(
+            "{{\"score\": {got}, \"max_score\": {total}, \"tests\": ["
+        )),
         "{results}"
     );
 }
