@@ -9,7 +9,8 @@
 #
 # What is graded (behaviour -> check, points):
 #   write then read between processes: read prints the whole segment, exactly;
-#     --text up to the first NUL; a shorter write keeps the rest; binary stdin -> round-trip-exact-bytes (3)
+#     --text up to the first NUL; a shorter write keeps the rest; binary stdin;
+#     the key file's own content is left alone                               -> round-trip-exact-bytes (3)
 #   the seed's sizes: N-1 and N bytes fit an N-byte segment, N+1 is refused and
 #     changes nothing; opening it as N-1 or N+1 fails naming both sizes; 0 fails -> size-boundaries (3)
 #   without --size nothing is ever created                                  -> open-never-creates (1)
@@ -71,6 +72,14 @@ check_round_trip() {
     T write "$k" <rt.bin || fail "a binary write from stdin failed"
     T read "$k" >rt.out
     same rt.out rt.bin "read after a 64-byte binary write"
+    # The key file is only a name: opening the segment never changes its content.
+    local kc
+    kc=$(key_file content)
+    printf 'notes kept in the key file\n' >"$kc"
+    cp "$kc" rt.keep
+    T write "$kc" --size 8 abc || fail "write on a key file with content failed"
+    same "$kc" rt.keep "the key file's content after write --size"
+    T delete "$kc" >/dev/null
     # A second process of another kind reads what a first wrote, without --size.
     T write "$k" "no final newline" || fail "write failed"
     T read "$k" | head -c 16 >rt.out

@@ -12,8 +12,9 @@
 # (0x44500000 | port) and the server's pid, and stops it, so nothing outlives the grader.
 #
 # What is graded (behaviour -> check, points):
-#   dipc daemonizes: its line names the port and the daemon's pid, which created
-#     a 0600 segment and a semaphore set under 0x4450PPPP                     -> starts-as-daemon (2)
+#   dipc daemonizes (its own session, stdio on /dev/null, cwd /): its line names
+#     the port and the daemon's pid, which created a 0600 segment and a
+#     semaphore set under 0x4450PPPP                                          -> starts-as-daemon (2)
 #   every row of the protocol table, byte for byte                            -> protocol-rows (3)
 #   mailboxes 0 and k-1 work, k is refused (k = 4 and k = 1)                  -> mailbox-boundaries (3)
 #   the size limit is min(mailbox, packet), both ways: limit-1 and limit bytes
@@ -123,6 +124,11 @@ check_starts_as_daemon() {
     [ "$(shm_field "$PORT" 3)" = 600 ] || fail "the segment's mode is $(shm_field "$PORT" 3), expected 600"
     sid=$(sed 's/^.*) //' "/proc/$PID/stat" | awk '{print $4}')
     [ "$sid" = "$PID" ] || fail "the daemon is not a session leader (setsid): session $sid"
+    local fd
+    for fd in 0 1 2; do
+        [ "$(readlink "/proc/$PID/fd/$fd")" = /dev/null ] || fail "the daemon's fd $fd is $(readlink "/proc/$PID/fd/$fd"), expected /dev/null"
+    done
+    [ "$(readlink "/proc/$PID/cwd")" = / ] || fail "the daemon's working directory is $(readlink "/proc/$PID/cwd"), expected /"
     stop_server
 }
 
