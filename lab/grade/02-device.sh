@@ -13,7 +13,7 @@
 #   channels 0 and N-1 work, N is refused (get, set, watch), at N=2 and 256;
 #     --channels 0 and 257 are usage errors                                    -> channel-boundaries (3)
 #   values up to +-1e9 are accepted, beyond and nan/non-numbers refused       -> value-limits (2)
-#   watch prints one line per update, consecutive update numbers, the channel -> watch (2)
+#   watch prints one line per update, rising update numbers, the channel      -> watch (2)
 #   the readback ramps toward the setpoint at --ramp per second, then ok      -> ramp (2)
 #   a command is answered at once, even with a long --period                  -> prompt-commands (1)
 #   no device: a clear error, exit 1                                          -> no-device (1)
@@ -162,8 +162,8 @@ watch_updates() {
     [ "$(wc -l <w.out)" = 5 ] || fail "watch --count 5 printed $(wc -l <w.out) lines"
     awk 'BEGIN { ok = 1 }
         !/^update=[0-9]+ channel=1 setpoint=-?[0-9.]+ readback=-?[0-9.]+ status=[a-z]+$/ { ok = 0 }
-        { split($1, u, "="); if (NR > 1 && u[2] != prev + 1) ok = 0; prev = u[2] }
-        END { exit !ok }' w.out || fail "watch lines are not consecutive updates of channel 1: $(tr '\n' '|' <w.out)"
+        { split($1, u, "="); if (NR > 1 && u[2] + 0 <= prev + 0) ok = 0; prev = u[2] }
+        END { exit !ok }' w.out || fail "watch lines are not successive updates of channel 1: $(tr '\n' '|' <w.out)"
     stop_device
 }
 
@@ -172,12 +172,12 @@ ramp() {
     start_device ramp --ramp 10 --period 20
     expect ok set 0 3
     client get 0 >r.out
-    [[ "$(cat r.out)" =~ ^channel=0\ setpoint=3.000\ readback=0\.[0-9]+\ status=ramping$ ]] ||
+    [[ "$(cat r.out)" =~ ^channel=0\ setpoint=3.000\ readback=[0-2]\.[0-9]+\ status=ramping$ ]] ||
         fail "right after set 0 3 at 10 units/s: '$(cat r.out)'"
     start=$(date +%s%N)
     client watch 0 --count 6 >r.watch || fail "watch failed"
     awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^readback=/) { split($i, a, "="); v = a[2] + 0 } }
-        NR > 1 && (v < prev || v - prev > 0.5) { bad = 1 } { prev = v } END { exit bad }' r.watch ||
+        NR > 1 && (v < prev || v - prev > 1.5) { bad = 1 } { prev = v } END { exit bad }' r.watch ||
         fail "the readback does not rise steadily by about 10 units/s * 20 ms: $(tr '\n' '|' <r.watch)"
     wait_for 5 bash -c "'$BIN/device_client' -k '$KF' get 0 | grep -qx 'channel=0 setpoint=3.000 readback=3.000 status=ok'" ||
         fail "readback did not reach 3 and status ok at 10 units/s: $(client get 0)"
