@@ -22,7 +22,8 @@
 #   a new writer or a reader removes a killed writer's orphans and says so     -> orphans-removed (2)
 #   a reader of the wrong mode and a second reader are refused                 -> wrong-mode-second-reader (2)
 #   -i and --mode reach the kernel objects (key, permissions, size)            -> proj-id-and-mode (1)
-#   usage errors exit 2 on stderr; --help on stdout exits 0                    -> usage (1)
+#   usage errors exit 2 on stderr; --help on stdout exits 0; a missing key
+#     path is a runtime error naming ftok                                      -> usage (1)
 #   nothing is left on any key the grader used                                 -> no-leaks (1)
 source "$(dirname "$0")/lib.sh"
 grade_args "$@"
@@ -420,6 +421,11 @@ check_usage() {
         grep -q "^$prog: " us.err || fail "$args said on stderr: $(cat us.err)"
         [ ! -s us.out ] || fail "$args printed on stdout"
     done
+    # A key path that does not exist is a runtime error naming ftok.
+    timeout 10 "$R" -k "$IPCLAB_WORK/no/such/key" --timeout 1 >/dev/null 2>us.err
+    rc=$?
+    [ "$rc" = 1 ] || fail "shm_reader with a missing key path exited $rc, expected 1"
+    grep -q "^shm_reader: ftok($IPCLAB_WORK/no/such/key, 65): No such file" us.err || fail "a missing key path said: $(cat us.err)"
     for prog in shm_writer shm_reader; do
         timeout 10 "$BIN/$prog" --help >us.out 2>us.err
         rc=$?

@@ -26,6 +26,7 @@
 #   detach removes the objects; the device exits 0, its watcher exits 1      -> detach-removal (2)
 #   SIGTERM and SIGINT to the device itself: exit 0, "signal N: removed",
 #     nothing left on its key, a waiting watcher learns it stopped            -> signal-cleanup (3)
+#   Ctrl-C ends a watch quietly (exit 130), the device none the worse         -> watch-ctrl-c (1)
 #   no torn channel: with --ramp 0 every watched line has readback=setpoint  -> no-torn-channel (1)
 #   usage errors exit 2                                                       -> usage (1)
 #   nothing is left on any key the grader used                                -> no-leaks (1)
@@ -376,6 +377,21 @@ signal_cleanup() {
     done
 }
 
+watch_ctrl_c() {
+    start_device ctrlc --period 10000
+    "$BIN/device_client" -k "$KF" watch 0 >/dev/null 2>wc.err &
+    local w=$!
+    track_pid "$w"
+    wait_attached 2
+    kill -INT "$w"
+    exit_within "$w" 5 || fail "watch still runs 5 s after SIGINT"
+    [ "$RC" = 130 ] || fail "watch exited $RC after SIGINT, expected 130"
+    [ ! -s wc.err ] || fail "watch said on SIGINT: $(cat wc.err)"
+    expect ok set 0 1
+    stop_device
+    nothing_left
+}
+
 no_torn_channel() {
     start_device torn --ramp 0 --period 1 --channels 2
     client watch 0 --count 150 >t.out 2>&1 &
@@ -421,6 +437,7 @@ check device-death 2 device_death
 check detach-stat-values 3 detach_stat
 check detach-removal 2 detach_removal
 check signal-cleanup 3 signal_cleanup
+check watch-ctrl-c 1 watch_ctrl_c
 check no-torn-channel 1 no_torn_channel
 check usage 1 usage
 check no-leaks 1 check_no_leaks

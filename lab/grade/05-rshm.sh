@@ -22,6 +22,8 @@
 #     others have the data; the frozen peer converges once it runs again     -> frozen-peer-named (3)
 #   two writers on two nodes at once end with identical bytes and versions
 #     on every replica                                                       -> concurrent-writers-converge (3)
+#   two nodes racing to create one key end with one rshmid everywhere        -> racing-creators-one-rshmid (2)
+#   garbage on a node's TCP port drops that connection only                  -> garbage-from-a-stranger (1)
 #   attach counts agree on every node; a follower sees each change           -> ref-counts (2)
 #   rm marks (dest) everywhere; the segment goes at the last detach          -> removal-at-last-detach (2)
 #   a client killed by SIGKILL while attached does not block the removal     -> killed-client-detached (2)
@@ -163,6 +165,45 @@ check_concurrent_writers() {
     [ "$v" -ge 16 ] 2>/dev/null || fail "version $v after 31 writes"
 }
 
+check_racing_creators() {
+    local round key ids p n
+    for round in 1 2 3 4 5 6; do
+        key=$((0x6400 + round))
+        for p in $PA $PB; do
+            timeout 20 "$BIN/client" --port "$p" write "$key" "racer on $p" --size 64 >"$IPCLAB_WORK/race.$p" 2>&1 &
+        done
+        wait
+        ids=$(cat "$IPCLAB_WORK/race.$PA" "$IPCLAB_WORK/race.$PB" | sort -u | tr '\n' ' ')
+        [[ "$ids" =~ ^[0-9]+\ $ ]] || fail "round $round: two writers racing to create key $key got rshmids: $ids"
+        for p in $PA $PB $PC; do
+            n=$(cl "$p" ls | awk -v k="$(printf '0x%08x' "$key")" '$2 == k' | wc -l)
+            [ "$n" = 1 ] || fail "round $round: node $p lists $n segments with key $key"
+        done
+        cl "$PA" rm "$key" || fail "rm failed"
+    done
+    for p in $PA $PB $PC; do
+        wait_for 10 bash -c "! '$BIN/client' --port $p ls | grep -q ' 0x000064'" || fail "node $p kept a raced segment after rm"
+    done
+}
+
+check_garbage_from_a_stranger() {
+    # Bytes that are no frame, on a node's TCP port: it drops that connection, and only that.
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$PB" || exit 0
+        head -c 5000 /dev/urandom >&3
+        timeout 5 cat <&3 >/dev/null
+    ) 2>/dev/null
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$PB" || exit 0
+        printf 'GET / HTTP/1.0\r\n\r\n' >&3
+        timeout 5 cat <&3 >/dev/null
+    ) 2>/dev/null
+    all_up "$PB" || fail "node B lost a peer after garbage on its port"
+    cl "$PA" write 0x6a "after the garbage" >/dev/null || fail "a write failed after garbage reached B"
+    read_is "$PB" 0x6a "after the garbage"
+    cl "$PB" rm 0x6a || fail "rm failed"
+}
+
 check_killed_client() {
     local f p
     cl "$PA" write 0x67 "held" >/dev/null || fail "write failed"
@@ -295,6 +336,8 @@ check size-boundaries 2 check_size_boundaries
 check diffs-on-the-wire 2 check_diffs
 check frozen-peer-named 3 check_frozen_peer
 check concurrent-writers-converge 3 check_concurrent_writers
+check racing-creators-one-rshmid 2 check_racing_creators
+check garbage-from-a-stranger 1 check_garbage_from_a_stranger
 check ref-counts 2 check_ref_counts
 check removal-at-last-detach 2 check_removal
 check killed-client-detached 2 check_killed_client
