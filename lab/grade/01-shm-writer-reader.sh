@@ -19,6 +19,7 @@
 #     nothing is left (the reader removes a dead writer's objects)             -> peer-death (3)
 #   SIGTERM/SIGINT to the program itself, writer or reader, waiting or mid-
 #     stream: exit 1, "stopped by SIG...", its objects gone, the peer exits 1  -> signals-clean-up (4)
+#   the reader attaches read-only, the writer read-write                       -> reader-attaches-read-only (1)
 #   a new writer or a reader removes a killed writer's orphans and says so     -> orphans-removed (2)
 #   a reader of the wrong mode and a second reader are refused                 -> wrong-mode-second-reader (2)
 #   -i and --mode reach the kernel objects (key, permissions, size)            -> proj-id-and-mode (1)
@@ -241,7 +242,7 @@ start_flowing() {
     WPID=$!
     track_pid "$WPID"
     exec 7>"$1.fifo"
-    "$R" --stream -k "$KF" >"$1.out" 2>"$1.err" &
+    "$R" --stream -k "$KF" >"$1.out" 2>"$1.err" 7>&- &
     RPID=$!
     track_pid "$RPID"
     head -c 100000 /dev/urandom >&7
@@ -262,6 +263,22 @@ check_peer_death() {
     exit_within "$WPID" 5 || fail "shm_writer still running 5 s after the reader was killed"
     [ "$RC" = 1 ] || fail "shm_writer exited $RC after its reader was killed mid-stream, expected 1"
     exec 7>&-
+    nothing_on "$KF"
+}
+
+# The reader owns nothing and attaches read-only: its mapping of the segment is r--s, the
+# writer's rw-s (/proc/PID/maps names a System V segment /SYSV<key in hex>).
+check_reader_read_only() {
+    local key perms
+    start_flowing ro || return 1
+    key=$(printf 'SYSV%08x' $(((KF_KEY = $(ftok_key "$KF" 65)) < 0 ? KF_KEY + 4294967296 : KF_KEY)))
+    perms=$(awk -v k="/$key" '$6 == k { print $2 }' "/proc/$RPID/maps" | sort -u | tr '\n' ' ')
+    [ "$perms" = "r--s " ] || fail "the reader maps the segment with '$perms', expected read-only 'r--s'"
+    perms=$(awk -v k="/$key" '$6 == k { print $2 }' "/proc/$WPID/maps" | sort -u | tr '\n' ' ')
+    [ "$perms" = "rw-s " ] || fail "the writer maps the segment with '$perms', expected 'rw-s'"
+    exec 7>&-
+    exit_within "$WPID" 10 && [ "$RC" = 0 ] || fail "the writer did not finish after its input ended"
+    exit_within "$RPID" 10 && [ "$RC" = 0 ] || fail "the reader did not finish"
     nothing_on "$KF"
 }
 
@@ -443,6 +460,7 @@ check timeout 2 check_timeout
 check stream-byte-exact 4 check_stream
 check peer-death 3 check_peer_death
 check signals-clean-up 4 check_signals
+check reader-attaches-read-only 1 check_reader_read_only
 check orphans-removed 2 check_orphans
 check wrong-mode-second-reader 2 check_wrong_mode_second_reader
 check proj-id-and-mode 1 check_proj_id_and_mode

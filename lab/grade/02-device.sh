@@ -249,8 +249,12 @@ killed_client() {
     expect "channel=2 setpoint=4.000 readback=4.000 status=ok" get 2
     # A frozen device: a bounded client times out with exit 1.
     kill -STOP "$DEV_PID"
+    local start ms
+    start=$(date +%s%N)
     refused 1 "device_client: get: timed out" get 0 --timeout 0.5
+    ms=$((($(date +%s%N) - start) / 1000000))
     kill -CONT "$DEV_PID"
+    ((ms >= 400 && ms < 3000)) || fail "get --timeout 0.5 on a frozen device gave up after $ms ms"
     expect "channel=0 setpoint=7.000 readback=7.000 status=ok" get 0
     stop_device
     nothing_left
