@@ -180,6 +180,9 @@ ramp() {
     awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^readback=/) { split($i, a, "="); v = a[2] + 0 } }
         NR > 1 && (v < prev || v - prev > 1.5) { bad = 1 } { prev = v } END { exit bad }' r.watch ||
         fail "the readback does not rise steadily by about 10 units/s * 20 ms: $(tr '\n' '|' <r.watch)"
+    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^readback=/) { split($i, a, "="); v = a[2] + 0 } }
+        v > 0 && v < 3 { n++ } END { exit n < 3 }' r.watch ||
+        fail "fewer than 3 of 6 updates on the way from 0 to 3 at 10 units/s: $(tr '\n' '|' <r.watch)"
     wait_for 5 bash -c "'$BIN/device_client' -k '$KF' get 0 | grep -qx 'channel=0 setpoint=3.000 readback=3.000 status=ok'" ||
         fail "readback did not reach 3 and status ok at 10 units/s: $(client get 0)"
     ms=$((($(date +%s%N) - start) / 1000000))
