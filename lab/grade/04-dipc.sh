@@ -25,7 +25,8 @@
 #   pipelined requests and byte-by-byte requests get the same replies         -> pipelined-equals-split (1)
 #   a stalled client holds no lock; a disconnect mid-payload changes nothing  -> stalled-writer-holds-no-lock (2)
 #   --idle-timeout closes a silent client                                     -> idle-timeout (1)
-#   a writer gets in under 8 looping readers; a reader under 8 writers        -> writer-not-starved (2), reader-not-starved (2)
+#   a writer gets in under 16 looping readers of 8 MiB (their holds overlap);
+#     a reader under 8 looping writers                                        -> writer-not-starved (2), reader-not-starved (2)
 #   no read returns a torn message (two writers, distinct full-size patterns) -> no-torn-reads (3)
 #   many clients at once each get their own replies                           -> many-clients (1)
 #   a second dipc on a running port is refused                                -> second-server-refused (1)
@@ -301,27 +302,32 @@ check_idle_timeout() {
     stop_server
 }
 
-# writes_forever FILE LETTER LEN: a request file of 30 writes of LEN times LETTER to box 0.
+# writes_file FILE LETTER LEN COUNT: a request file of COUNT writes of LEN times LETTER to box 0.
 writes_file() {
     local i
-    for ((i = 0; i < 30; i++)); do
+    for ((i = 0; i < $4; i++)); do
         printf 'w 0 %d\n' "$3"
         head -c "$3" /dev/zero | tr '\0' "$2"
     done >"$1"
 }
 
+# Torn reads: two patterns of distinct length and byte, 4 MiB of x and 4000000 y's, so that a
+# read mixing two writes shows two bytes or a length that does not match its byte. 4 MiB copies
+# take long enough that a write overlaps a read often, if the lock lets it.
+TORN_X=4194304
+TORN_Y=4000000
+
 check_no_torn_reads() {
-    start_server 1 256 PORT 256
-    local i w
-    # Two writers with distinct full-size patterns: 262144 x's, 200000 y's.
-    writes_file "$IPCLAB_WORK/wx" x 262144
-    writes_file "$IPCLAB_WORK/wy" y 200000
+    start_server 1 4096 PORT 4096
+    local i w f
+    writes_file "$IPCLAB_WORK/wx" x $TORN_X 6
+    writes_file "$IPCLAB_WORK/wy" y $TORN_Y 6
     # One whole message first, so that no read finds the box empty.
-    { head -c $((262144 + 11)) "$IPCLAB_WORK/wx"; printf 'q\n'; } >"$IPCLAB_WORK/req"
+    { head -c $((TORN_X + 12)) "$IPCLAB_WORK/wx"; printf 'q\n'; } >"$IPCLAB_WORK/req"
     talk_file "$IPCLAB_WORK/req"
     W_PIDS=
     R_PIDS=
-    for i in 1 2 3; do
+    for i in 1 2; do
         for f in wx wy; do
             bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT; cat '$IPCLAB_WORK/$f' >&3; exec 3>&-" >/dev/null 2>&1 &
             track_pid $!
@@ -331,7 +337,7 @@ check_no_torn_reads() {
     for i in 1 2 3; do
         (
             exec 3<>"/dev/tcp/127.0.0.1/$PORT"
-            for ((j = 0; j < 60; j++)); do printf 'r 0\n'; done >&3
+            for ((j = 0; j < 10; j++)); do printf 'r 0\n'; done >&3
             printf 'q\n' >&3
             timeout 20 cat <&3 >"$IPCLAB_WORK/torn.$i"
         ) &
@@ -340,14 +346,13 @@ check_no_torn_reads() {
     done
     for w in $R_PIDS; do exit_within "$w" 25 || fail "a reader did not finish"; done
     for i in 1 2 3; do
-        # Each reply: "ok LEN\n" then LEN bytes, all x (262144) or all y (200000), or empty.
-        LC_ALL=C awk -v RS='ok ' 'NR > 1 {
+        # Each reply: "ok LEN\n" then LEN bytes, all x or all y.
+        LC_ALL=C awk -v RS='ok ' -v X=$TORN_X -v Y=$TORN_Y 'NR > 1 {
                 n = index($0, "\n"); len = substr($0, 1, n - 1) + 0; data = substr($0, n + 1)
-                if (len == 0 && data == "") next
                 if (substr(data, length(data) - 3) == "bye\n") data = substr(data, 1, length(data) - 4)
                 if (length(data) != len) { print "a reply of " len " bytes carried " length(data); exit 1 }
                 c = substr(data, 1, 1)
-                if (!((c == "x" && len == 262144) || (c == "y" && len == 200000))) { print "length " len " with pattern " c; exit 1 }
+                if (!((c == "x" && len == X) || (c == "y" && len == Y))) { print "length " len " with pattern " c; exit 1 }
                 if (data !~ ("^" c "+$")) { print "a torn message: " len " bytes mixing x and y"; exit 1 }
                 seen++
             } END { if (!seen) { print "no message read"; exit 1 } }' "$IPCLAB_WORK/torn.$i" >"$IPCLAB_WORK/torn.why" ||
@@ -410,18 +415,20 @@ loop_clients() {
 }
 
 check_writer_not_starved() {
-    # A 4 MiB box: each read copies 4 MiB under the read lock, so 8 looping readers' holds
-    # overlap and the reader count seldom drops to 0 (what starves a writer behind a naive lock).
-    start_server 1 4096 PORT 4096
+    # Readers whose holds overlap for the whole test: an 8 MiB box, so that each read copies
+    # 8 MiB under the read lock, and 16 looping readers on 2 cores, so that some reader is
+    # always inside (running or preempted in its copy) and the reader count never drops to 0.
+    # A naive lock (the writer waits for zero readers) then never lets the writer in; the
+    # turnstile lets it in after the readers already inside.
+    start_server 1 8192 PORT 8192
     LOOPERS=
-    head -c 4194304 /dev/zero | tr '\0' m >"$IPCLAB_WORK/big"
-    { printf 'w 0 4194304\n'; cat "$IPCLAB_WORK/big"; printf 'q\n'; } >"$IPCLAB_WORK/req"
+    { printf 'w 0 8388608\n'; head -c 8388608 /dev/zero | tr '\0' m; printf 'q\n'; } >"$IPCLAB_WORK/req"
     talk_file "$IPCLAB_WORK/req"
-    loop_clients 8 'r 0'
-    sleep 0.5
+    loop_clients 16 'r 0'
+    sleep 1
     local i
     for i in 1 2 3; do
-        timeout 5 "$C" "$PORT" w 0 "writer $i" >/dev/null || fail "a writer waited over 5 s behind 8 looping readers"
+        timeout 5 "$C" "$PORT" w 0 "writer $i" >/dev/null || fail "a writer waited over 5 s behind 16 looping readers"
     done
     # shellcheck disable=SC2086
     kill $LOOPERS 2>/dev/null
