@@ -320,8 +320,8 @@ TORN_Y=4000000
 check_no_torn_reads() {
     start_server 1 4096 PORT 4096
     local i w f
-    writes_file "$IPCLAB_WORK/wx" x $TORN_X 6
-    writes_file "$IPCLAB_WORK/wy" y $TORN_Y 6
+    writes_file "$IPCLAB_WORK/wx" x $TORN_X 12
+    writes_file "$IPCLAB_WORK/wy" y $TORN_Y 12
     # One whole message first, so that no read finds the box empty.
     { head -c $((TORN_X + 12)) "$IPCLAB_WORK/wx"; printf 'q\n'; } >"$IPCLAB_WORK/req"
     talk_file "$IPCLAB_WORK/req"
@@ -334,29 +334,29 @@ check_no_torn_reads() {
             W_PIDS+=" $!"
         done
     done
-    for i in 1 2 3; do
+    for i in 1 2 3 4 5 6; do
         (
             exec 3<>"/dev/tcp/127.0.0.1/$PORT"
-            for ((j = 0; j < 10; j++)); do printf 'r 0\n'; done >&3
+            for ((j = 0; j < 30; j++)); do printf 'r 0\n'; done >&3
             printf 'q\n' >&3
-            timeout 20 cat <&3 >"$IPCLAB_WORK/torn.$i"
+            # Runs of one byte squeezed to one: a whole message becomes one letter, a torn one
+            # two or more ("xy"), and the check stays fast.
+            timeout 20 cat <&3 | tr -s xy >"$IPCLAB_WORK/torn.$i"
         ) &
         track_pid $!
         R_PIDS+=" $!"
     done
     for w in $R_PIDS; do exit_within "$w" 25 || fail "a reader did not finish"; done
-    for i in 1 2 3; do
-        # Each reply: "ok LEN\n" then LEN bytes, all x or all y.
+    for i in 1 2 3 4 5 6; do
+        # Each reply: "ok LEN\n" then LEN bytes, all x (TORN_X) or all y (TORN_Y).
         LC_ALL=C awk -v RS='ok ' -v X=$TORN_X -v Y=$TORN_Y 'NR > 1 {
+                sub(/bye\n$/, "")
                 n = index($0, "\n"); len = substr($0, 1, n - 1) + 0; data = substr($0, n + 1)
-                if (substr(data, length(data) - 3) == "bye\n") data = substr(data, 1, length(data) - 4)
-                if (length(data) != len) { print "a reply of " len " bytes carried " length(data); exit 1 }
-                c = substr(data, 1, 1)
-                if (!((c == "x" && len == X) || (c == "y" && len == Y))) { print "length " len " with pattern " c; exit 1 }
-                if (data !~ ("^" c "+$")) { print "a torn message: " len " bytes mixing x and y"; exit 1 }
+                if (data != "x" && data != "y") { print "a torn message: " len " bytes reading [" substr(data, 1, 20) "] once runs are squeezed"; bad = 1; exit 1 }
+                if (!((data == "x" && len == X) || (data == "y" && len == Y))) { print "length " len " with pattern " data; bad = 1; exit 1 }
                 seen++
-            } END { if (!seen) { print "no message read"; exit 1 } }' "$IPCLAB_WORK/torn.$i" >"$IPCLAB_WORK/torn.why" ||
-            fail "reader $i: $(cat "$IPCLAB_WORK/torn.why")"
+            } END { if (bad) exit 1; if (!seen) { print "no message read"; exit 1 } }' "$IPCLAB_WORK/torn.$i" >"$IPCLAB_WORK/torn.why" ||
+            fail "reader $i: $(cat "$IPCLAB_WORK/torn.why"); the replies, runs squeezed: [$(head -c 60 "$IPCLAB_WORK/torn.$i" | tr '\n' '|')]"
     done
     # shellcheck disable=SC2086
     kill $W_PIDS 2>/dev/null
