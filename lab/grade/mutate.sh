@@ -45,6 +45,9 @@ TREE="$SCRATCH/tree"
 mkdir -p "$TREE"
 tar -C "$ROOT" --exclude=./target --exclude=./.git -cf - . | tar -C "$TREE" -xf -
 sed -i 's/^crate-type = .*/crate-type = ["rlib"]/' "$TREE/Cargo.toml"
+# tar keeps the files' times, and cargo judges freshness by them: a copy older than the last
+# build in the shared target directory (a mutant's, say) would not be rebuilt. Make it newer.
+find "$TREE" -type f -exec touch {} +
 
 build() {
     (cd "$TREE" && CARGO_TARGET_DIR="$TARGET" CARGO_PROFILE_RELEASE_DEBUG=0 \
