@@ -320,8 +320,8 @@ TORN_Y=4000000
 check_no_torn_reads() {
     start_server 1 4096 PORT 4096
     local i w f
-    writes_file "$IPCLAB_WORK/wx" x $TORN_X 12
-    writes_file "$IPCLAB_WORK/wy" y $TORN_Y 12
+    writes_file "$IPCLAB_WORK/wx" x $TORN_X 20
+    writes_file "$IPCLAB_WORK/wy" y $TORN_Y 20
     # One whole message first, so that no read finds the box empty.
     { head -c $((TORN_X + 12)) "$IPCLAB_WORK/wx"; printf 'q\n'; } >"$IPCLAB_WORK/req"
     talk_file "$IPCLAB_WORK/req"
@@ -337,7 +337,7 @@ check_no_torn_reads() {
     for i in 1 2 3 4 5 6; do
         (
             exec 3<>"/dev/tcp/127.0.0.1/$PORT"
-            for ((j = 0; j < 30; j++)); do printf 'r 0\n'; done >&3
+            for ((j = 0; j < 50; j++)); do printf 'r 0\n'; done >&3
             printf 'q\n' >&3
             # Runs of one byte squeezed to one: a whole message becomes one letter, a torn one
             # two or more ("xy"), and the check stays fast.
