@@ -6,8 +6,10 @@
 //! segment of KEYFILE, makes one call and exits.
 //!
 //! Protocol: none beyond the library's: `write` copies in under `flock(LOCK_EX)` on KEYFILE,
-//! `read` copies the whole segment out under `flock(LOCK_SH)`. Start order: any; the first
-//! command with `--size` creates KEYFILE and the segment, and `delete` removes the segment.
+//! `read` copies the whole segment out under `flock(LOCK_SH)`, and `incr` adds 1 to a counter
+//! in the first 8 bytes (a little-endian u64) with `Shmem::update`: read, add and write back
+//! under *one* `LOCK_EX`, so that racing incrementers never lose an update. Start order: any;
+//! the first command with `--size` creates KEYFILE and the segment, and `delete` removes it.
 //!
 //! Ownership: shmem_tool owns no object. The segment is a shared store that outlives every
 //! command; it goes only when someone runs `delete`. So the tool does not block SIGINT/SIGTERM:
@@ -24,6 +26,10 @@
 //! $ shmem_tool hammer /tmp/k --writers 2 --readers 2 --count 5000 &   # waits for the lock...
 //! $ kill -KILL 27200                    # ...until the holder dies: the kernel drops its lock
 //! reads=10000 writes=10976 torn=0 changes=5
+//! $ shmem_tool incr /tmp/k --count 500 & shmem_tool incr /tmp/k --count 500 --threads 2
+//! counter=1480
+//! $ wait; shmem_tool incr /tmp/k
+//! counter=1501
 //! $ shmem_tool delete /tmp/k
 //! deleted key=0x4d00c4fa shmid=688160
 //! ```
@@ -59,6 +65,11 @@ Commands:
                             on until they have seen a write; prints
                             'reads=N writes=N torn=N changes=N', exits 1 if any read was torn;
                             W and R at most 256 each, N at most 1000000000
+  incr KEYFILE [--count N] [--threads T]
+                            add 1 to the little-endian u64 in the first 8 bytes, N times
+                            (default 1) in each of T threads (default 1), each time a read,
+                            an add and a write under one LOCK_EX; prints 'counter=N', the
+                            value after this command's last increment
   stat KEYFILE              print key, shmid, size, attach count, and whether we created it
   delete KEYFILE            remove the segment
 
@@ -78,6 +89,8 @@ struct Opts {
     lock: Option<LockKind>,
     hold_for: Option<Duration>,
     hammer: Option<Hammer>,
+    incr_count: Option<u64>,
+    threads: usize,
     words: Vec<String>,
 }
 
@@ -88,7 +101,10 @@ fn main() -> ExitCode {
 fn body(mut args: Args) -> Result<(), Failure> {
     let mut command = None;
     let mut path = None;
-    let mut o = Opts::default();
+    let mut o = Opts {
+        threads: 1,
+        ..Opts::default()
+    };
     let mut h = Hammer {
         writers: 1,
         readers: 1,
@@ -104,7 +120,13 @@ fn body(mut args: Args) -> Result<(), Failure> {
             Arg::Flag("--for") => o.hold_for = Some(args.seconds("--for")?),
             Arg::Flag("--writers") => h.writers = args.parse("--writers")?,
             Arg::Flag("--readers") => h.readers = args.parse("--readers")?,
-            Arg::Flag("--count") => h.count = args.parse("--count")?,
+            // --count is hammer's operation count and incr's increment count.
+            Arg::Flag("--count") => {
+                let n: u64 = args.parse("--count")?;
+                h.count = n;
+                o.incr_count = Some(n);
+            }
+            Arg::Flag("--threads") => o.threads = args.parse("--threads")?,
             Arg::Flag("--first-writer") => h.first_writer = args.parse("--first-writer")?,
             Arg::Flag(other) => return Err(Failure::unknown_flag(other)),
             Arg::Word(w) if command.is_none() => command = Some(w),
@@ -115,7 +137,7 @@ fn body(mut args: Args) -> Result<(), Failure> {
     h.check().map_err(Failure::usage)?;
     o.hammer = Some(h);
     let command = command.ok_or_else(|| Failure::usage("missing COMMAND"))?;
-    if !["write", "read", "hold", "hammer", "stat", "delete"].contains(&command.as_str()) {
+    if !["write", "read", "hold", "hammer", "incr", "stat", "delete"].contains(&command.as_str()) {
         return Err(Failure::usage(format!("unknown command '{command}'")));
     }
     let path = path.ok_or_else(|| Failure::usage(format!("{command}: missing KEYFILE")))?;
@@ -130,6 +152,7 @@ fn body(mut args: Args) -> Result<(), Failure> {
         "read" => read(&path, &o),
         "hold" => hold(&path, &o),
         "hammer" => run_hammer(&path, &o),
+        "incr" => incr(&path, &o),
         "stat" => stat(&path, &o),
         _ => delete(&path, &o),
     }
@@ -216,6 +239,61 @@ fn run_hammer(path: &str, o: &Opts) -> Result<(), Failure> {
             report.reads,
             report.first_torn.unwrap_or_default()
         )));
+    }
+    Ok(())
+}
+
+/// The counter `incr` keeps: the first 8 bytes of the segment, a little-endian u64.
+const COUNTER_BYTES: usize = 8;
+
+fn incr(path: &str, o: &Opts) -> Result<(), Failure> {
+    let shm = open(path, o)?;
+    if shm.size() < COUNTER_BYTES {
+        return Err(Failure::runtime(format!(
+            "incr: the segment has {} bytes; the counter needs {COUNTER_BYTES}",
+            shm.size()
+        )));
+    }
+    if o.threads == 0 {
+        return Err(Failure::usage("--threads: must be at least 1"));
+    }
+    let count = o.incr_count.unwrap_or(1);
+    let add_one = |b: &mut [u8]| {
+        let mut word = [0u8; COUNTER_BYTES];
+        word.copy_from_slice(&b[..COUNTER_BYTES]);
+        let n = u64::from_le_bytes(word).wrapping_add(1);
+        b[..COUNTER_BYTES].copy_from_slice(&n.to_le_bytes());
+        n
+    };
+    // Each thread returns the value after its own last increment; the largest is this
+    // command's last. Threads share one `Shmem`: each update takes its own lock description.
+    let last = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..o.threads)
+            .map(|_| {
+                sc.spawn(|| -> std::io::Result<u64> {
+                    let mut last = 0;
+                    for _ in 0..count {
+                        last = shm.update(add_one)?;
+                    }
+                    Ok(last)
+                })
+            })
+            .collect();
+        let mut last = 0;
+        for w in workers {
+            last = last.max(w.join().expect("an incr thread panicked")?);
+        }
+        Ok::<u64, std::io::Error>(last)
+    })?;
+    if count == 0 {
+        // Nothing added: print the counter as it is.
+        let mut b = vec![0u8; shm.size()];
+        shm.read(&mut b)?;
+        let mut word = [0u8; COUNTER_BYTES];
+        word.copy_from_slice(&b[..COUNTER_BYTES]);
+        cli::say(&format!("counter={}", u64::from_le_bytes(word)))?;
+    } else {
+        cli::say(&format!("counter={last}"))?;
     }
     Ok(())
 }
