@@ -37,7 +37,7 @@
 #![forbid(unsafe_code)]
 
 use ipclab::cli::{self, Arg, Args, Failure};
-use ipclab::params::SHMEM_HAMMER_COUNT;
+use ipclab::params::{SHMEM_HAMMER_COUNT, SHMEM_HAMMER_MAX_THREADS};
 use ipclab::shmem::hammer::{self, Hammer};
 use ipclab::shmem::{LockKind, Shmem};
 use std::io::{Read, Write};
@@ -69,7 +69,7 @@ Commands:
                             add 1 to the little-endian u64 in the first 8 bytes, N times
                             (default 1) in each of T threads (default 1), each time a read,
                             an add and a write under one LOCK_EX; prints 'counter=N', the
-                            value after this command's last increment
+                            value after this command's last increment; T at most 256
   stat KEYFILE              print key, shmid, size, attach count, and whether we created it
   delete KEYFILE            remove the segment
 
@@ -247,15 +247,19 @@ fn run_hammer(path: &str, o: &Opts) -> Result<(), Failure> {
 const COUNTER_BYTES: usize = 8;
 
 fn incr(path: &str, o: &Opts) -> Result<(), Failure> {
+    // Checked before the segment is opened: a usage error changes nothing.
+    if o.threads == 0 || o.threads > SHMEM_HAMMER_MAX_THREADS {
+        return Err(Failure::usage(format!(
+            "--threads {}: from 1 to {SHMEM_HAMMER_MAX_THREADS}",
+            o.threads
+        )));
+    }
     let shm = open(path, o)?;
     if shm.size() < COUNTER_BYTES {
         return Err(Failure::runtime(format!(
             "incr: the segment has {} bytes; the counter needs {COUNTER_BYTES}",
             shm.size()
         )));
-    }
-    if o.threads == 0 {
-        return Err(Failure::usage("--threads: must be at least 1"));
     }
     let count = o.incr_count.unwrap_or(1);
     let add_one = |b: &mut [u8]| {
