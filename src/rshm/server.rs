@@ -8,48 +8,48 @@
 //!                    that got the last ACK)
 //! ```
 //!
-//! # The calls, one file each, in the seed's order
+//! # The calls, one file each, in the seed's order (`src/rshm/server/`)
 //! Each file tells one call's story top to bottom: the program's side (a pointer into
 //! [`super::api`]), the local server's role (`local`, run by the queue thread) and the remote
 //! servers' role (`remote`, run by an inbound thread), and its `# Format` in
 //! [`crate::wire::rshm`].
-//! - [`rshmget`]: find or create a segment (NEW).
-//! - [`rshmat`]: attach, counted on every node (COUNT).
-//! - [`rshmdt`]: detach, counted on every node (COUNT, then perhaps DESTROY).
-//! - [`rshmctl`]: IPC_RMID, by the owner only (RMID, MARK, DESTROY).
-//! - [`rshm_changed`]: publish a diff, a release point (UPDATE).
-//! - [`wait`]: `rshm_wait_changed` (beyond the seed), and where every change is counted.
-//! - [`hello`]: the HELLO exchange at start-up and at every reconnection (HELLO,
+//! - `rshmget`: find or create a segment (NEW).
+//! - `rshmat`: attach, counted on every node (COUNT).
+//! - `rshmdt`: detach, counted on every node (COUNT, then perhaps DESTROY).
+//! - `rshmctl`: IPC_RMID, by the owner only (RMID, MARK, DESTROY).
+//! - `rshm_changed`: publish a diff, a release point (UPDATE).
+//! - `wait`: `rshm_wait_changed` (beyond the seed), and where every change is counted.
+//! - `hello`: the HELLO exchange at start-up and at every reconnection (HELLO,
 //!   HELLO_REPLY, STATE).
 //!
 //! # Threads, each in its own file
-//! - [`queue`]: blocks in `msgrcv(type 1)`, handles one request at a time under the state
+//! - `queue`: blocks in `msgrcv(type 1)`, handles one request at a time under the state
 //!   lock; `queue::handle` only routes each to its call's `local`. A request that needs the
 //!   peers sends its frame to every connected peer and leaves a `Pending` behind
-//!   ([`peers`]); it does not wait, so one slow peer never stalls the other programs.
-//! - [`dialer`], one per `--peer`: connects (retrying with backoff while the peer is down),
+//!   (`peers`); it does not wait, so one slow peer never stalls the other programs.
+//! - `dialer`, one per `--peer`: connects (retrying with backoff while the peer is down),
 //!   authenticates both ways ([`super::auth`]), says HELLO, then reads ACKs. The last ACK of
 //!   a `Pending` sends the program its reply. This connection carries *our* requests.
-//! - [`inbound`]: the acceptor, and one thread per accepted connection: checks that the
+//! - `inbound`: the acceptor, and one thread per accepted connection: checks that the
 //!   caller is a configured peer and knows the cluster secret, answers its HELLO, then
 //!   applies each frame it sends (`inbound::apply` only routes each to its call's `remote`)
 //!   and answers with an ACK. This connection carries the *peer's* requests.
-//! - [`sweeper`]: time limits, a queue nobody can jam, and the counts of dead programs.
+//! - `sweeper`: time limits, a queue nobody can jam, and the counts of dead programs.
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
 //! Two connections per pair, one per direction of request, mean no rule is needed to decide
 //! who dials whom, and an ACK always arrives on the connection its request left on.
 //!
 //! # Locking
-//! One mutex guards everything the threads share: its rules are in [`state`].
+//! One mutex guards everything the threads share: its rules are in `state`.
 //!
 //! # Consistency
 //! The rules (diffs, the (version, node) order, whole-segment states at HELLO, races for a key)
 //! are stated in [`crate::rshm`], "Consistency model". Here is where they run:
-//! [`rshm_changed::local`] makes the diff, [`rshm_changed::remote`] applies a peer's update
-//! word by word, [`hello::apply_state`] a peer's contents, [`rshmget::adopt`] a peer's NEW.
+//! `rshm_changed::local` makes the diff, `rshm_changed::remote` applies a peer's update
+//! word by word, `hello::apply_state` a peer's contents, `rshmget::adopt` a peer's NEW.
 //!
-//! Every change of a replica goes through [`wait::changed`], which counts it on the segment's
+//! Every change of a replica goes through `wait::changed`, which counts it on the segment's
 //! change gate ([`super::gate`]): that is what wakes the programs in `rshm_wait_changed`. The
 //! ones that asked through the queue instead (`Waiter`) are answered there too.
 //!

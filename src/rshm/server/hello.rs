@@ -190,7 +190,7 @@ pub(super) fn hello(shared: &Shared, st: &State) -> Hello {
     }
 }
 
-/// A STATE from a peer: merged word by word, newer stamps winning (see [`Table`]).
+/// A STATE from a peer: merged word by word, newer stamps winning (see [`crate::rshm::table::Table`]).
 pub(super) fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]) {
     let Some(seg) = st.table.get_mut(rshmid) else {
         return; // a row we could not make (table full), or destroyed meanwhile

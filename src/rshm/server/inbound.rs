@@ -20,7 +20,7 @@ use super::{rshm_changed, rshmat, rshmctl, rshmget};
 use crate::params::{
     RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_READ_BUFFER, RSHM_WRITE_TIMEOUT,
 };
-use crate::rshm::auth::{self};
+use crate::rshm::auth;
 use crate::rshm::table::Stamp;
 use crate::wire::rshm::{Entry, Frame};
 use std::io::{self, BufReader, Write};

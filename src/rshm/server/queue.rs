@@ -17,7 +17,7 @@ use crate::params::{
     RSHM_BACKLOG, RSHM_DRAIN_INTERVAL, RSHM_REPLY_ROOM_WAIT, RSHM_TRACKED_REPLIES,
 };
 use crate::rshm::RSHM_REQUEST_TYPE;
-use crate::sys::{self};
+use crate::sys;
 use crate::wire::rshm::{LsPeer, Op, Reply, Request};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

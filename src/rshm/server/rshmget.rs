@@ -26,7 +26,7 @@ use super::wait::retire_gate;
 use crate::params::RSHM_MAX_SEGMENT;
 use crate::rshm::table::Adopted;
 use crate::wire::rshm::{Entry, Frame, Reply, Request};
-use std::io::{self};
+use std::io;
 
 /// The local server's `rshmget`: a known key answers at once; a new one is created here
 /// (we own it) and announced with NEW.
@@ -87,7 +87,7 @@ pub(super) fn remote(st: &mut State, e: &Entry) -> (i32, String, Option<Entry>) 
     }
 }
 
-/// A row another node announced, by the rule of [`Table::adopt`]. Returns the row that beat
+/// A row another node announced, by the rule of [`crate::rshm::table::Table::adopt`]. Returns the row that beat
 /// it, if it lost. A rename moves the waits on the old name to the new one.
 pub(super) fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Error> {
     match st.table.adopt(e)? {

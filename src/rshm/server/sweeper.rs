@@ -18,7 +18,7 @@ use crate::params::{
     RSHM_SWEEP_INTERVAL,
 };
 use crate::rshm::RSHM_REQUEST_TYPE;
-use crate::sys::{self};
+use crate::sys;
 use crate::wire::rshm::{Frame, Reply};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
