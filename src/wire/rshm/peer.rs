@@ -320,28 +320,7 @@ impl Frame {
 
     fn decode_body(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
         Ok(match kind {
-            1 | 2 => {
-                let node = get_addr(r)?;
-                let node_id = r.u32()?;
-                let n = r.u32()? as usize;
-                if n > RSHM_MAX_SEGMENTS {
-                    return invalid(format!("table of {n} segments: too many"));
-                }
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(Entry::decode_from(r)?);
-                }
-                let h = Hello {
-                    node,
-                    node_id,
-                    entries,
-                };
-                if kind == 1 {
-                    Frame::Hello(h)
-                } else {
-                    Frame::HelloReply(h)
-                }
-            }
+            1 | 2 => Frame::decode_hello(kind, r)?,
             3 => Frame::New(Entry::decode_from(r)?),
             4 => {
                 let rshmid = r.i32()?;
@@ -352,81 +331,8 @@ impl Frame {
                     count: r.u32()?,
                 }
             }
-            5 => {
-                let rshmid = r.i32()?;
-                let version = r.u64()?;
-                let origin = get_addr(r)?;
-                let n = r.u32()? as usize;
-                // Each run takes at least 9 bytes of the body: more runs than that cannot be.
-                if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
-                    return invalid(format!(
-                        "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
-                    ));
-                }
-                let mut runs = Vec::with_capacity(n);
-                let mut end = 0usize;
-                for _ in 0..n {
-                    let offset = r.u32()?;
-                    let len = r.u32()? as usize;
-                    let start = offset as usize;
-                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                        return invalid(format!(
-                            "run of {len} bytes at {offset}: empty, overlaps the one before, \
-                             or exceeds {RSHM_MAX_SEGMENT}"
-                        ));
-                    }
-                    end = start + len;
-                    runs.push(Run {
-                        offset,
-                        data: r.bytes(len)?.to_vec(),
-                    });
-                }
-                Frame::Update {
-                    rshmid,
-                    version,
-                    origin,
-                    runs,
-                }
-            }
-            11 => {
-                let rshmid = r.i32()?;
-                let last = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    other => return invalid(format!("STATE last {other}, expected 0 or 1")),
-                };
-                let n = r.u32()? as usize;
-                if n > RSHM_MAX_RUNS || n > r.remaining() / (STATE_RUN_HEADER_LEN + 1) {
-                    return invalid(format!(
-                        "state of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
-                    ));
-                }
-                let mut runs = Vec::with_capacity(n);
-                let mut end = 0usize;
-                for _ in 0..n {
-                    let version = r.u64()?;
-                    let origin = get_addr(r)?;
-                    let offset = r.u32()?;
-                    let len = r.u32()? as usize;
-                    let start = offset as usize;
-                    if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                        return invalid(format!(
-                            "state run of {len} bytes at {offset}: empty, overlaps the one \
-                             before, or exceeds {RSHM_MAX_SEGMENT}"
-                        ));
-                    }
-                    end = start + len;
-                    runs.push(StampedRun {
-                        version,
-                        origin,
-                        run: Run {
-                            offset,
-                            data: r.bytes(len)?.to_vec(),
-                        },
-                    });
-                }
-                Frame::State { rshmid, last, runs }
-            }
+            5 => Frame::decode_update(r)?,
+            11 => Frame::decode_state(r)?,
             6 => Frame::Rmid { rshmid: r.i32()? },
             7 => Frame::Mark { rshmid: r.i32()? },
             8 => Frame::Destroy { rshmid: r.i32()? },
@@ -448,6 +354,109 @@ impl Frame {
             10 => Frame::Bye,
             other => return invalid(format!("unknown frame kind {other}")),
         })
+    }
+
+    /// A HELLO (`kind` 1) or HELLO_REPLY (2): a node's whole table.
+    fn decode_hello(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+        let node = get_addr(r)?;
+        let node_id = r.u32()?;
+        let n = r.u32()? as usize;
+        if n > RSHM_MAX_SEGMENTS {
+            return invalid(format!("table of {n} segments: too many"));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(Entry::decode_from(r)?);
+        }
+        let h = Hello {
+            node,
+            node_id,
+            entries,
+        };
+        Ok(if kind == 1 {
+            Frame::Hello(h)
+        } else {
+            Frame::HelloReply(h)
+        })
+    }
+
+    /// An UPDATE: runs in order, none empty, none overlapping, none past the largest segment.
+    fn decode_update(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+        let rshmid = r.i32()?;
+        let version = r.u64()?;
+        let origin = get_addr(r)?;
+        let n = r.u32()? as usize;
+        // Each run takes at least 9 bytes of the body: more runs than that cannot be.
+        if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
+            return invalid(format!(
+                "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
+            ));
+        }
+        let mut runs = Vec::with_capacity(n);
+        let mut end = 0usize;
+        for _ in 0..n {
+            let offset = r.u32()?;
+            let len = r.u32()? as usize;
+            let start = offset as usize;
+            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                return invalid(format!(
+                    "run of {len} bytes at {offset}: empty, overlaps the one before, \
+                     or exceeds {RSHM_MAX_SEGMENT}"
+                ));
+            }
+            end = start + len;
+            runs.push(Run {
+                offset,
+                data: r.bytes(len)?.to_vec(),
+            });
+        }
+        Ok(Frame::Update {
+            rshmid,
+            version,
+            origin,
+            runs,
+        })
+    }
+
+    /// A STATE: as an UPDATE's runs, each with its own stamp.
+    fn decode_state(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+        let rshmid = r.i32()?;
+        let last = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return invalid(format!("STATE last {other}, expected 0 or 1")),
+        };
+        let n = r.u32()? as usize;
+        if n > RSHM_MAX_RUNS || n > r.remaining() / (STATE_RUN_HEADER_LEN + 1) {
+            return invalid(format!(
+                "state of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
+            ));
+        }
+        let mut runs = Vec::with_capacity(n);
+        let mut end = 0usize;
+        for _ in 0..n {
+            let version = r.u64()?;
+            let origin = get_addr(r)?;
+            let offset = r.u32()?;
+            let len = r.u32()? as usize;
+            let start = offset as usize;
+            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
+                return invalid(format!(
+                    "state run of {len} bytes at {offset}: empty, overlaps the one \
+                     before, or exceeds {RSHM_MAX_SEGMENT}"
+                ));
+            }
+            end = start + len;
+            runs.push(StampedRun {
+                version,
+                origin,
+                run: Run {
+                    offset,
+                    data: r.bytes(len)?.to_vec(),
+                },
+            });
+        }
+        Ok(Frame::State { rshmid, last, runs })
     }
 }
 
