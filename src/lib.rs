@@ -19,7 +19,8 @@
 //! - [`device`]: seed 003, `device`/`device_client`/`detach`: a simulated I/O device.
 //! - [`shmem`]: seed 004, the `shmem` library: a segment locked with flock.
 //! - [`dipc`]: seed 001, `dipc`/`dipcrm`/`dipc_client`: mailboxes behind a fair RW lock.
-//! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes.
+//! - [`rshm`]: seed 000, `rshm_server`/`client`: shared memory across nodes; the server is one
+//!   file per call of the seed, `src/rshm/server/rshmget.rs` to `rshm_changed.rs`.
 //! - [`hmac`]: SHA-256 and HMAC-SHA256, with which RSHM's peers prove they share a secret.
 //! - [`view`]: `ipcview`: every lab's kernel objects, read-only, decoded and named, live.
 

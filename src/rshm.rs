@@ -94,9 +94,14 @@
 //! - [`client`]: the `client` program's P1 (write) and P2 (read) sequences, and `ls`.
 //! - [`diff`]: twins and diffs: an update carries only the words that changed.
 //! - [`gate`]: change gates: `rshm_wait_changed` sleeps on a semaphore that counts changes.
-//! - [`server`]: `rshm_server`'s threads: the queue, the TCP mesh, HELLO, acks, shutdown.
+//! - [`server`]: `rshm_server`: start and shutdown, and in `src/rshm/server/` one file per call
+//!   in the seed's order (`rshmget`, `rshmat`, `rshmdt`, `rshmctl`, `rshm_changed`, then `wait`
+//!   and `hello`), each telling the local server's role and the remote servers'; then one file
+//!   per thread (`queue`, `dialer`, `inbound`, `sweeper`), `peers` (frames out, ACKs in) and
+//!   `state` (the one lock and its rules).
 //! - [`table`]: the `rshminfo` table: rows, per-node ref counts, replicas, random rshmids.
-//! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`].
+//! - The bytes of every queue message and TCP frame: [`crate::wire::rshm`] (the tables), with
+//!   `queue` (requests, replies), `peer` (frames) and `auth` under `src/wire/rshm/`.
 //! - The C calls: `src/ffi/rshm.rs` and `include/rshm.h`; the timed wait for a reply:
 //!   [`crate::sys::msg_wait`].
 

@@ -1,0 +1,243 @@
+//! Frames to peers, and the ACKs that come back: how a call waits for the group.
+//!
+//! # Rules
+//! - Frames are written with the state lock held ([`broadcast`], [`send_to`]): every peer
+//!   sees our frames in the order our table changed. A peer whose write fails is dropped; its
+//!   dialer reconnects.
+//! - A request that sent frames waits as a `Pending` until every peer it reached has
+//!   acknowledged ([`on_ack`]), its connection went down ([`peer_down`]) or the deadline
+//!   passed (the sweeper); then [`finish`] answers the program, once.
+//! - An ACK always arrives on the connection its request left on (ours, the dialer's).
+//! - Reading a frame never buffers more than `MAX_BODY` ([`read_frame`]).
+
+use super::queue::reply;
+use super::rshmget::adopt;
+use super::state::{lock, Pending, Shared, State, Then};
+use crate::params::RSHM_ACK_TIMEOUT;
+use crate::wire::rshm::{Entry, Frame, Op, Reply, Request, FRAME_HEADER_LEN};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddrV4};
+use std::time::Instant;
+
+/// Writes `frame` to every connected peer. Returns the seq and the peers it reached; a peer
+/// whose write fails is dropped (its dialer reconnects).
+pub(super) fn broadcast(st: &mut State, frame: &Frame) -> (u32, Vec<SocketAddrV4>) {
+    let all: Vec<SocketAddrV4> = st.peers.iter().map(|p| p.addr).collect();
+    send_to(st, frame, &all)
+}
+
+/// Writes `frame` to those of `targets` that are connected.
+pub(super) fn send_to(
+    st: &mut State,
+    frame: &Frame,
+    targets: &[SocketAddrV4],
+) -> (u32, Vec<SocketAddrV4>) {
+    let seq = st.next_seq;
+    st.next_seq = st.next_seq.wrapping_add(1).max(1);
+    let bytes = frame.encode(seq);
+    let mut reached = Vec::new();
+    for p in st.peers.iter_mut().filter(|p| targets.contains(&p.addr)) {
+        let Some(s) = p.out.as_mut() else { continue };
+        crate::trace!("tcp -> {} #{seq} {frame}", p.addr);
+        match s.write_all(&bytes) {
+            Ok(()) => reached.push(p.addr),
+            Err(e) => {
+                log!(
+                    "peer {}: write failed: {e}; dropping the connection",
+                    p.addr
+                );
+                let _ = s.shutdown(Shutdown::Both);
+                p.out = None;
+            }
+        }
+    }
+    (seq, reached)
+}
+
+/// Leaves `req` waiting for the ACKs of frame `seq` from `peers`; replies at once if none.
+pub(super) fn await_acks(
+    shared: &Shared,
+    st: &mut State,
+    seq: u32,
+    peers: Vec<SocketAddrV4>,
+    req: Request,
+    then: Then,
+) {
+    let p = Pending {
+        req,
+        then,
+        waiting: peers,
+        failures: Vec::new(),
+        status: (0, String::new()),
+        deadline: Instant::now() + RSHM_ACK_TIMEOUT,
+    };
+    if p.waiting.is_empty() {
+        let mut p = p;
+        settle(st, &mut p);
+        finish(shared, p);
+    } else {
+        st.pending.insert(seq, p);
+    }
+}
+
+/// Before answering: a GET whose row was renamed meanwhile (it lost a race for its key)
+/// answers with the name that won, and that row's size.
+pub(super) fn settle(st: &State, p: &mut Pending) {
+    if let Then::Reply(r) = &mut p.then {
+        if r.rshmid != 0 {
+            r.rshmid = st.table.resolve(r.rshmid);
+            if matches!(p.req.op, Op::Get { .. }) {
+                if let Some(seg) = st.table.get(r.rshmid) {
+                    r.size = seg.size as u64;
+                }
+            }
+        }
+    }
+}
+
+/// Every ACK is in (or will never come): answer the program.
+pub(super) fn finish(shared: &Shared, p: Pending) {
+    let r = match p.then {
+        Then::Reply(r) => {
+            for f in &p.failures {
+                log!("{}: {f}", p.req.op);
+            }
+            r
+        }
+        Then::Changed(r) if p.failures.is_empty() => r,
+        Then::Changed(r) => Reply::error(
+            &p.req,
+            libc::ETIMEDOUT,
+            format!(
+                "rshmChanged(rshmid={}): {}",
+                r.rshmid,
+                p.failures.join("; ")
+            ),
+        ),
+        Then::Forwarded(r, _) if p.failures.is_empty() && p.status.0 == 0 => r,
+        Then::Forwarded(_, rshmid) if p.failures.is_empty() => Reply::error(
+            &p.req,
+            p.status.0,
+            format!(
+                "rshmctl(rshmid={rshmid}, IPC_RMID) at the owner: {}",
+                p.status.1
+            ),
+        ),
+        Then::Forwarded(_, rshmid) => Reply::error(
+            &p.req,
+            libc::EHOSTUNREACH,
+            format!(
+                "rshmctl(rshmid={rshmid}, IPC_RMID): {}",
+                p.failures.join("; ")
+            ),
+        ),
+    };
+    reply(shared, &p.req, &r);
+}
+
+/// An ACK for frame `seq` from `peer`. One that names a winner answers our NEW: the key was
+/// created elsewhere at the same moment, with a lower rshmid; we adopt that row.
+pub(super) fn on_ack(
+    shared: &Shared,
+    peer: SocketAddrV4,
+    seq: u32,
+    (status, text, winner): (i32, String, Option<Entry>),
+) {
+    let mut st = lock(shared);
+    if let Some(e) = winner {
+        if let Err(x) = adopt(&mut st, &e) {
+            log!("adopting rshmid {} from {peer}: {x}", e.rshmid);
+        }
+    }
+    let Some(p) = st.pending.get_mut(&seq) else {
+        return; // a frame nobody waits for (a MARK, a DESTROY), or one that timed out
+    };
+    p.waiting.retain(|a| *a != peer);
+    if status != 0 {
+        p.failures.push(format!("peer {peer} refused: {text}"));
+        p.status = (status, text);
+    }
+    if p.waiting.is_empty() {
+        let mut p = st.pending.remove(&seq).expect("present");
+        settle(&st, &mut p);
+        drop(st);
+        finish(shared, p);
+    }
+}
+
+/// Our connection to `peer` is gone: whoever waits for its ACK will not get one.
+pub(super) fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
+    let mut st = lock(shared);
+    if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+        p.synced = false;
+        if let Some(s) = p.out.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+    let seqs: Vec<u32> = st
+        .pending
+        .iter()
+        .filter(|(_, p)| p.waiting.contains(&peer))
+        .map(|(seq, _)| *seq)
+        .collect();
+    let mut done = Vec::new();
+    for seq in seqs {
+        let p = st.pending.get_mut(&seq).expect("present");
+        p.waiting.retain(|a| *a != peer);
+        p.failures.push(format!("peer {peer} went down ({why})"));
+        if p.waiting.is_empty() {
+            done.extend(st.pending.remove(&seq));
+        }
+    }
+    for p in &mut done {
+        settle(&st, p);
+    }
+    drop(st);
+    for p in done {
+        finish(shared, p);
+    }
+}
+
+/// Reads one whole frame. The header is checked before the body is allocated, so a peer can
+/// never make us buffer more than [`crate::wire::rshm::MAX_BODY`] (see "What a frame costs"
+/// in [`crate::wire::rshm`]).
+///
+/// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
+/// is a truncated frame (`InvalidData`), which the caller logs.
+pub(super) fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
+    buf.resize(FRAME_HEADER_LEN, 0);
+    match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
+        0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < FRAME_HEADER_LEN => return Err(truncated(n, FRAME_HEADER_LEN)),
+        _ => {}
+    }
+    let (_, len, _) = Frame::decode_header(buf)?;
+    buf.resize(FRAME_HEADER_LEN + len, 0);
+    let n = fill(s, &mut buf[FRAME_HEADER_LEN..])?;
+    if n < len {
+        return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
+    }
+    let (seq, frame, _) = Frame::decode(buf)?;
+    Ok((seq, frame))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+pub(super) fn fill(s: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+pub(super) fn truncated(got: usize, want: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("truncated frame: the stream ended after {got} of its {want} bytes"),
+    )
+}

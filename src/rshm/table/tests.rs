@@ -1,0 +1,211 @@
+//! The table's unit tests: rows, counts, stamps and merges, without a server.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+fn node(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+}
+
+fn bytes(seg: &Segment) -> Vec<u8> {
+    let mut b = vec![0u8; seg.size];
+    seg.replica.att.read_at(0, &mut b).unwrap();
+    b
+}
+
+#[test]
+fn versions_from_peers_are_checked_and_never_overflow() {
+    let (a, b) = (node(1), node(2));
+    let mut t = Table::new(a).unwrap();
+    let id = t.create(0x98, 16).unwrap().rshmid;
+    let seg = t.get_mut(id).unwrap();
+    let run = |v: u8| {
+        vec![Run {
+            offset: 0,
+            data: vec![v; 8],
+        }]
+    };
+    // A forged version far above any real one, and u64::MAX: refused, nothing written.
+    for version in [RSHM_MAX_VERSION + 1, 1 << 62, u64::MAX] {
+        let e = seg
+            .apply_update(Stamp { version, origin: b }, &run(0xee))
+            .unwrap_err();
+        assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+        let e = seg
+            .apply_unordered(Stamp { version, origin: b }, &run(0xee))
+            .unwrap_err();
+        assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+    }
+    assert_eq!(bytes(seg), vec![0; 16]);
+    // A run whose end would overflow, or leave the segment: refused.
+    let far = [Run {
+        offset: u32::MAX,
+        data: vec![1; 8],
+    }];
+    assert!(seg
+        .apply_update(
+            Stamp {
+                version: 1,
+                origin: b
+            },
+            &far
+        )
+        .is_err());
+    // At the limit itself an update applies, and the next local change is refused, not
+    // wrapped (or, in a debug build, a panic).
+    let top = Stamp {
+        version: RSHM_MAX_VERSION,
+        origin: b,
+    };
+    assert_eq!(seg.apply_update(top, &run(0x11)).unwrap(), 8);
+    seg.replica.att.write_at(8, &[2; 8]).unwrap();
+    let e = seg.local_change(a).unwrap_err();
+    assert_eq!(crate::sys::errno(&e), Some(libc::EOVERFLOW), "{e}");
+    assert_eq!(seg.stamp, top);
+}
+
+#[test]
+fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
+    // Two nodes change one segment at once, from the same starting point: A words 0 and 1,
+    // B words 1 and 2. Both stamps have version 1; B's address is higher, so B wins word 1.
+    let (a, b, c) = (node(1), node(2), node(3));
+    let mut ta = Table::new(a).unwrap();
+    let id = ta.create(0x99, 32).unwrap().rshmid;
+    let e = ta.get(id).unwrap().entry();
+    let mut tb = Table::new(b).unwrap();
+    tb.adopt(&e).unwrap();
+    let sa = ta.get_mut(id).unwrap();
+    sa.replica.att.write_at(0, &[0xaa; 16]).unwrap();
+    let (stamp_a, runs_a) = sa.local_change(a).unwrap();
+    let sb = tb.get_mut(id).unwrap();
+    sb.replica.att.write_at(8, &[0xbb; 16]).unwrap();
+    let (stamp_b, runs_b) = sb.local_change(b).unwrap();
+    assert_eq!(stamp_a.version, stamp_b.version);
+    assert!(stamp_a < stamp_b);
+    assert_eq!(runs_a.len(), 1);
+    assert_eq!((runs_a[0].offset, runs_a[0].data.len()), (0, 16));
+    // Each applies the other's; a third node gets them in the other order, twice.
+    ta.get_mut(id)
+        .unwrap()
+        .apply_update(stamp_b, &runs_b)
+        .unwrap();
+    tb.get_mut(id)
+        .unwrap()
+        .apply_update(stamp_a, &runs_a)
+        .unwrap();
+    let mut tc = Table::new(c).unwrap();
+    tc.adopt(&e).unwrap();
+    let sc = tc.get_mut(id).unwrap();
+    sc.apply_update(stamp_b, &runs_b).unwrap();
+    assert_eq!(
+        sc.apply_update(stamp_a, &runs_a).unwrap(),
+        8,
+        "word 1 is B's"
+    );
+    assert_eq!(sc.apply_update(stamp_b, &runs_b).unwrap(), 0, "a repeat");
+    assert_eq!(sc.apply_update(stamp_a, &runs_a).unwrap(), 0, "a repeat");
+    let want: Vec<u8> = [[0xaa; 8], [0xbb; 8], [0xbb; 8], [0; 8]].concat();
+    for (t, name) in [(&ta, "A"), (&tb, "B"), (&tc, "C")] {
+        let seg = t.get(id).unwrap();
+        assert_eq!(bytes(seg), want, "node {name}");
+        assert_eq!(seg.twin, want, "node {name}'s twin");
+        assert_eq!(seg.stamp, stamp_b);
+    }
+    // The next change anywhere is numbered above both, and sends only what changed.
+    let sc = tc.get_mut(id).unwrap();
+    sc.replica.att.write_at(31, &[1]).unwrap();
+    let (s3, r3) = sc.local_change(c).unwrap();
+    assert_eq!(s3.version, 2);
+    assert_eq!((r3[0].offset, r3[0].data.len()), (24, 8));
+    // A state merges word by word: A takes C's newer word 3, and nothing else.
+    let state = tc.get(id).unwrap().state_runs();
+    assert_eq!(state.len(), 3, "words 0, 1-2, 3: three writers {state:?}");
+    let sa = ta.get_mut(id).unwrap();
+    assert_eq!(sa.apply_state(&state).unwrap(), 8);
+    assert_eq!(sa.apply_state(&state).unwrap(), 0, "a repeat");
+    assert_eq!(bytes(ta.get(id).unwrap()), bytes(tc.get(id).unwrap()));
+    assert_eq!(ta.get(id).unwrap().stamp, s3);
+    // A run outside the segment is refused.
+    let bad = [Run {
+        offset: 30,
+        data: vec![0; 8],
+    }];
+    assert!(ta.get_mut(id).unwrap().apply_update(s3, &bad).is_err());
+}
+
+#[test]
+fn too_many_runs_become_one_run_of_the_whole_segment() {
+    let mut t = Table::new(node(1)).unwrap();
+    let id = t.create(0x98, 1 << 20).unwrap().rshmid;
+    let seg = t.get_mut(id).unwrap();
+    // One changed word in every three: far more runs than RSHM_MAX_RUNS.
+    for w in (0..(1 << 20) / 8).step_by(3) {
+        seg.replica.att.write_at(w * 8, &[1]).unwrap();
+    }
+    let (_, runs) = seg.local_change(node(1)).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].offset, runs[0].data.len()), (0, 1 << 20));
+    // The state of it still fits frames of at most RSHM_MAX_RUNS runs each.
+    assert!(seg.state_runs().len() <= RSHM_MAX_RUNS);
+}
+
+#[test]
+fn a_key_made_twice_goes_to_the_lower_rshmid_everywhere() {
+    let (a, b) = (node(1), node(2));
+    let mut ta = Table::new(a).unwrap();
+    let mut tb = Table::new(b).unwrap();
+    let ea = ta.create(0x42, 64).unwrap().entry();
+    let eb = tb.create(0x42, 64).unwrap().entry();
+    let (lo, hi) = if ea.rshmid < eb.rshmid {
+        (ea.rshmid, eb.rshmid)
+    } else {
+        (eb.rshmid, ea.rshmid)
+    };
+    let ra = ta.adopt(&eb).unwrap();
+    let rb = tb.adopt(&ea).unwrap();
+    for t in [&ta, &tb] {
+        assert_eq!(t.by_key(0x42).unwrap().rshmid, lo);
+        assert_eq!(t.resolve(hi), lo);
+        assert_eq!(t.rows().count(), 1);
+    }
+    // One side renamed its row, the other reports the winner to the sender.
+    let outcomes = [ra, rb];
+    assert!(outcomes.contains(&Adopted::Renamed { from: hi }));
+    assert!(outcomes
+        .iter()
+        .any(|o| matches!(o, Adopted::Lost(w) if w.rshmid == lo)));
+}
+
+#[test]
+fn ids_are_positive_random_and_distinct() {
+    let mut a = Table::new(node(1)).unwrap();
+    let mut b = Table::new(node(2)).unwrap();
+    let ids: Vec<i32> = (0..1000).map(|_| a.new_id()).collect();
+    assert!(ids.iter().all(|&i| i > 0));
+    // Two tables seeded from the OS do not produce the same sequence.
+    assert_ne!(ids[..4], (0..4).map(|_| b.new_id()).collect::<Vec<_>>()[..]);
+}
+
+#[test]
+fn counts_merge_per_node_and_destroy_removes_the_replica() {
+    let me = node(1);
+    let mut t = Table::new(me).unwrap();
+    let id = t.create(0x77, 64).unwrap().rshmid;
+    let shmid = t.get(id).unwrap().replica.shmid;
+    t.set_count(id, me, 2);
+    let mut e = t.get(id).unwrap().entry();
+    // Another node's view of our count never overrides ours; its own count is taken.
+    e.counts = vec![(me, 9), (node(2), 3)];
+    t.adopt(&e).unwrap();
+    t.hello_counts(node(2), &[e.clone()]);
+    assert_eq!(t.get(id).unwrap().total(), 5);
+    assert!(t.forget_node(node(2)).is_empty());
+    t.get_mut(id).unwrap().marked = true;
+    t.set_count(id, me, 0);
+    assert_eq!(t.forget_node(node(2)), vec![id]);
+    assert!(t.destroy(id));
+    assert!(shmid.stat().is_err());
+    // A stale table that still lists it does not bring it back.
+    assert!(!t.insert(&e).unwrap());
+    assert!(t.get(id).is_none());
+}

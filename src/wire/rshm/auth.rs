@@ -1,0 +1,73 @@
+//! RSHM's authentication messages: the challenge-response every peer connection opens with,
+//! before any frame ([`crate::rshm::auth`] runs it).
+//!
+//! # Format
+//! The table "Authentication" in [`crate::wire::rshm`]: always `AUTH_LEN` bytes.
+
+use super::invalid;
+use super::{AUTH_LEN, AUTH_MAGIC, AUTH_NONCE_LEN, AUTH_VERSION};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Which of the three authentication messages (see "Authentication" above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Dialer -> acceptor: the dialer's nonce.
+    Challenge = 1,
+    /// Acceptor -> dialer: the acceptor's nonce and its MAC over both nonces.
+    Answer = 2,
+    /// Dialer -> acceptor: the dialer's MAC over both nonces.
+    Proof = 3,
+}
+
+/// One authentication message. Fields a kind does not use are zeros.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    pub kind: AuthKind,
+    pub nonce: [u8; AUTH_NONCE_LEN],
+    pub mac: [u8; AUTH_NONCE_LEN],
+}
+
+impl Auth {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(AUTH_LEN);
+        w.bytes(AUTH_MAGIC)
+            .u16(AUTH_VERSION)
+            .u8(self.kind as u8)
+            .u8(0)
+            .bytes(&self.nonce)
+            .bytes(&self.mac);
+        w.finish()
+    }
+
+    /// Exactly [`AUTH_LEN`] bytes, or NeedMore / Invalid.
+    pub fn decode(bytes: &[u8]) -> Result<Auth, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.magic(AUTH_MAGIC)?;
+        let version = r.u16()?;
+        if version != AUTH_VERSION {
+            return invalid(format!(
+                "authentication version {version}, expected {AUTH_VERSION}"
+            ));
+        }
+        let kind = match r.u8()? {
+            1 => AuthKind::Challenge,
+            2 => AuthKind::Answer,
+            3 => AuthKind::Proof,
+            k => return invalid(format!("unknown authentication message kind {k}")),
+        };
+        if r.u8()? != 0 {
+            return invalid("nonzero reserved byte in an authentication message");
+        }
+        let mut nonce = [0u8; AUTH_NONCE_LEN];
+        nonce.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
+        let mut mac = [0u8; AUTH_NONCE_LEN];
+        mac.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
+        if r.remaining() != 0 {
+            return invalid(format!(
+                "authentication message of {} bytes, expected {AUTH_LEN}",
+                bytes.len()
+            ));
+        }
+        Ok(Auth { kind, nonce, mac })
+    }
+}
