@@ -4,7 +4,8 @@
 #     lab/grade/05-rshm.sh [BINDIR] [--json FILE]
 #
 # Uses only the documented command lines:
-#     rshm_server --listen PORT --peer PORT...      (queue key 0x52530000 + PORT, gates 0x52470000 + PORT)
+#     rshm_server --listen PORT --peer PORT... --secret FILE
+#         (queue key 0x52530000 + PORT, gates 0x52470000 + PORT, alive set 0x52410000 + PORT)
 #     client --port P write KEY TEXT [--size N] | read KEY [--follow] | rm KEY | ls
 # and `client ls`'s first line "node ADDR peers ADDR up|down, ..." and its rows
 # "rshmid key size owner attaches shmid version sent [dest]" (sent: bytes of the last update
@@ -28,7 +29,10 @@
 #   rm marks (dest) everywhere; the segment goes at the last detach          -> removal-at-last-detach (2)
 #   a client killed by SIGKILL while attached does not block the removal     -> killed-client-detached (2)
 #   a node that left and came back learns the table by HELLO                 -> hello-merge (2)
-#   a node restarted after SIGKILL reads the current data                    -> restart-after-sigkill (2)
+#   a node restarted after SIGKILL recycles what its dead run left (no
+#     manual ipcrm), says so, and reads the current data                     -> restart-after-sigkill (2)
+#   a live node's port is refused to a second server, naming the pid         -> second-server-refused (1)
+#   a node with another secret gets nothing and changes nothing              -> stranger-with-another-secret (2)
 #   clear errors: no server, unknown key, usage                              -> clear-errors (1)
 #   SIGTERM: each node says it leaves and removes its queue and gates         -> shutdown (2)
 #   nothing is left on any key the grader used                               -> no-leaks (1)
@@ -36,16 +40,23 @@ source "$(dirname "$0")/lib.sh"
 grade_args "$@"
 grade_init "$GRADE_BINDIR" rshm_server client
 
-# Three nodes' ports; each node's queue (0x52530000 + port) and change gates (a semaphore set,
-# 0x52470000 + port) are tracked.
-PA=$(free_port 0x52530000 0x52470000)
-PB=$(free_port 0x52530000 0x52470000)
-PC=$(free_port 0x52530000 0x52470000)
+# Three nodes' ports; each node's queue (0x52530000 + port), change
+# gates (a semaphore set, 0x52470000 + port) and alive set (0x52410000 + port) are tracked.
+PA=$(free_port 0x52530000 0x52470000 0x52410000)
+PB=$(free_port 0x52530000 0x52470000 0x52410000)
+PC=$(free_port 0x52530000 0x52470000 0x52410000)
+
+# The group's secret, and the stranger's: files only we may read, so no node touches the
+# user's default ~/.config/ipclab/rshm-secret.
+new_secret() { (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1"); }
+SECRET="$IPCLAB_WORK/rshm-secret"
+new_secret "$SECRET"
 
 # start_node PORT PEER PEER: in the background, its stderr in $IPCLAB_WORK/PORT.log. The one
 # place that starts an rshm_server: options every node needs go here.
 start_node() {
-    "$BIN/rshm_server" --listen "$1" --peer "$2" --peer "$3" >/dev/null 2>>"$IPCLAB_WORK/$1.log" &
+    "$BIN/rshm_server" --listen "$1" --peer "$2" --peer "$3" --secret "${NODE_SECRET:-$SECRET}" \
+        >/dev/null 2>>"$IPCLAB_WORK/$1.log" &
     track_pid $!
     echo $! >"$IPCLAB_WORK/$1.pid"
 }
@@ -283,16 +294,59 @@ check_restart_after_kill() {
     kill -KILL "$pid"
     wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not die on SIGKILL"
     cl "$PA" write 0x76 "written while C was dead" >/dev/null || fail "write on A with C dead failed"
-    # --- as an administrator would: SIGKILL leaves C's queue (and its gates); remove them
-    # before the restart. Drop this block once rshm_server recycles a dead node's objects.
-    objects_with_key $((0x52530000 + PC)) | while read -r kind id; do remove_object "$kind" "$id"; done
-    # --- end of the administrator's part.
+    # SIGKILL left C's queue, gates and alive set: the new C must recycle them by itself.
+    [ -n "$(objects_with_key $((0x52530000 + PC)))" ] || fail "C's queue vanished with C: nothing to recycle?"
     start_node "$PC" "$PA" "$PB"
     for p in $PA $PB $PC; do
         wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
     done
+    grep -q "died without cleaning up" "$IPCLAB_WORK/$PC.log" ||
+        fail "the restarted C did not say it recycled the dead run's objects"
     got=$(cl "$PC" read 0x76)
     [ "$got" = "written while C was dead" ] || fail "restarted C read '$got'"
+}
+
+check_second_server() {
+    local out rc pid
+    pid=$(cat "$IPCLAB_WORK/$PA.pid")
+    out=$(timeout 10 "$BIN/rshm_server" --listen "$PA" --peer "$PB" --secret "$SECRET" 2>&1 >/dev/null)
+    rc=$?
+    [ "$rc" = 1 ] || fail "a second rshm_server on A's port exited $rc, expected 1"
+    case "$out" in *"pid $pid"*) ;; *) fail "the refusal does not name A's pid $pid: $out" ;; esac
+    kill -0 "$pid" 2>/dev/null || fail "A died when a second server tried its port"
+    [ "$(cl "$PA" read 0x75)" = "there before C" ] || fail "A no longer serves after the refusal"
+}
+
+check_stranger() {
+    local got p pid
+    # C leaves (SIGTERM), and a stranger takes its port and its place in A's and B's peer
+    # lists, with everything but the secret.
+    pid=$(cat "$IPCLAB_WORK/$PC.pid")
+    kill -TERM "$pid"
+    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not exit on SIGTERM"
+    NODE_SECRET="$IPCLAB_WORK/stranger-secret"
+    new_secret "$NODE_SECRET"
+    start_node "$PC" "$PA" "$PB"
+    NODE_SECRET=
+    wait_for 10 sh -c "'$BIN/client' --port $PC ls >/dev/null 2>&1" || fail "the stranger's node never started"
+    sleep 2
+    cl "$PC" ls | head -n 1 | grep -q ' up' && fail "a node with another secret saw a peer up: $(cl "$PC" ls | head -n 1)"
+    got=$(cl "$PC" read 0x75 2>/dev/null) && fail "a node with another secret read '$got'"
+    # Nor can it write into the group: its write stays on its own node.
+    cl "$PC" write 0x75 "forged" >/dev/null 2>&1
+    sleep 1
+    for p in $PA $PB; do
+        [ "$(cl "$p" read 0x75)" = "there before C" ] || fail "the stranger's write reached node $p"
+    done
+    pid=$(cat "$IPCLAB_WORK/$PC.pid")
+    kill -TERM "$pid"
+    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "the stranger did not exit on SIGTERM"
+    # The real C comes back, and the group is whole again for the checks after this one.
+    start_node "$PC" "$PA" "$PB"
+    for p in $PA $PB $PC; do
+        wait_for 10 all_up "$p" || fail "node $p never saw the real C up again"
+    done
+    [ "$(cl "$PC" read 0x75)" = "there before C" ] || fail "the real C does not read the group's data"
 }
 
 check_errors() {
@@ -326,6 +380,7 @@ check_shutdown() {
         grep -q "leaving the group" "$IPCLAB_WORK/$p.log" || fail "node $p did not say it was leaving"
         [ -z "$(objects_with_key $((0x52530000 + p)))" ] || fail "node $p left its queue"
         [ -z "$(objects_with_key $((0x52470000 + p)))" ] || fail "node $p left its change gates"
+        [ -z "$(objects_with_key $((0x52410000 + p)))" ] || fail "node $p left its alive set"
     done
 }
 
@@ -342,7 +397,9 @@ check ref-counts 2 check_ref_counts
 check removal-at-last-detach 2 check_removal
 check killed-client-detached 2 check_killed_client
 check hello-merge 2 check_hello_merge
+check stranger-with-another-secret 2 check_stranger
 check restart-after-sigkill 2 check_restart_after_kill
+check second-server-refused 1 check_second_server
 check clear-errors 1 check_errors
 check shutdown 2 check_shutdown
 check no-leaks 1 check_no_leaks
