@@ -9,7 +9,7 @@ mod common;
 use common::{cmd, run_with_limit, Scratch};
 use ipclab::dipc::keys::key_for_port;
 use ipclab::sys::ipcs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -50,10 +50,7 @@ fn foreground(tag: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         stderr,
         s,
     };
-    let mut line = String::new();
-    BufReader::new(stdout.unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::line_within(stdout.unwrap(), LIMIT);
     assert_eq!(
         line,
         format!("dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, pid {pid}\n")
@@ -473,17 +470,14 @@ fn a_killed_servers_objects_are_recycled_and_dipcrm_removes_orphans() {
             .stderr(stderr);
         let pid = s.spawn(&mut c);
         let mut child = s.take(pid);
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = common::line_within(child.stdout.take().unwrap(), LIMIT);
         assert!(line.starts_with("dipc: serving"), "{line}");
         child
     };
     let child = start_fg(Stdio::piped());
     let pid2 = child.id();
     ipclab::sys::process::kill(pid2 as i32, libc::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::finish(child, LIMIT);
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
         err.starts_with(&format!(
@@ -696,7 +690,7 @@ fn the_client_is_interactive_one_shot_and_reports_errors() {
         .unwrap()
         .write_all(b"r 1\nw 1 hello there\nr 1\nw 9 x\nhelp\nq\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::finish(child, LIMIT);
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
@@ -712,7 +706,7 @@ fn the_client_is_interactive_one_shot_and_reports_errors() {
         .spawn()
         .unwrap();
     w.stdin.take().unwrap().write_all(&data).unwrap();
-    assert_eq!(w.wait_with_output().unwrap().stdout, b"ok 256\n");
+    assert_eq!(common::finish(w, LIMIT).stdout, b"ok 256\n");
     let out = run_with_limit(cmd("dipc_client").args([&p, "--raw", "r", "2"]), LIMIT);
     assert_eq!(out.stdout, data);
     let out = run_with_limit(cmd("dipc_client").args([&p, "r", "4"]), LIMIT);
@@ -739,9 +733,9 @@ fn chat_shows_the_other_persons_messages() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(bob.stdout.take().unwrap()).lines();
+    let lines = common::LinesWithin::new(bob.stdout.take().unwrap());
     assert_eq!(
-        lines.next().unwrap().unwrap(),
+        lines.next(LIMIT),
         "chat: you are 'bob' writing mailbox 1; watching the other 3 (Ctrl-D leaves)"
     );
     alice
@@ -750,11 +744,11 @@ fn chat_shows_the_other_persons_messages() {
         .unwrap()
         .write_all(b"hello bob\n")
         .unwrap();
-    assert_eq!(lines.next().unwrap().unwrap(), "[0] alice: hello bob");
+    assert_eq!(lines.next(LIMIT), "[0] alice: hello bob");
     drop(alice.stdin.take());
     drop(bob.stdin.take());
-    assert!(alice.wait().unwrap().success());
-    assert!(bob.wait().unwrap().success());
+    assert!(common::finish(alice, LIMIT).status.success());
+    assert!(common::finish(bob, LIMIT).status.success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1036,10 +1030,7 @@ fn a_key_squatted_by_another_user_is_named_with_its_owner_and_what_to_do() {
     c.stdout(Stdio::piped()).stderr(Stdio::null());
     let pid = s.spawn(&mut c);
     let mut child = s.take(pid);
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::line_within(child.stdout.take().unwrap(), LIMIT);
     assert!(line.starts_with("dipc: serving"), "{line}");
     // setpriv execs dipc in place: the child's pid is the server's.
     child.kill().unwrap();

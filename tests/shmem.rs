@@ -106,7 +106,7 @@ fn a_round_trip_between_two_processes() {
     c.args(["write", k]).stdin(Stdio::piped());
     let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
     io::Write::write_all(&mut child.stdin.take().unwrap(), b"0123456789abcdef").unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(common::finish(child, LIMIT).status.success());
     assert_eq!(tool(&["read", k]).stdout, b"0123456789abcdef");
     assert!(tool(&["delete", k]).status.success());
     s.assert_no_leftovers();
@@ -580,7 +580,7 @@ fn the_example_server_and_client_talk_when_built() {
     );
     // SIGTERM: the server removes its segment and exits 0.
     process::kill(srv as i32, process::SIGTERM).unwrap();
-    let st = s.take(srv).wait().unwrap();
+    let st = common::finish(s.take(srv), LIMIT).status;
     assert!(st.success());
     s.assert_no_leftovers();
 }

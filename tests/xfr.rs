@@ -119,7 +119,7 @@ fn reader_first_then_writer_from_stdin() {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"text\n").unwrap();
-    let w = child.wait_with_output().unwrap();
+    let w = common::finish(child, LIMIT);
     assert_eq!(w.status.code(), Some(0), "{}", stderr(&w));
     let r = finish(&s, r, LIMIT);
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
@@ -141,7 +141,7 @@ fn message_via_stdin(s: &Scratch, kf: &Path, data: &[u8], extra: &[&str]) -> Vec
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(data).unwrap();
-    let w = child.wait_with_output().unwrap();
+    let w = common::finish(child, LIMIT);
     assert_eq!(w.status.code(), Some(0), "{}", stderr(&w));
     let r = finish(s, r, LIMIT);
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
@@ -178,7 +178,7 @@ fn a_message_larger_than_the_segment_is_refused_before_anything_exists() {
         .unwrap();
     // The writer stops reading after 4097 bytes; it may close the pipe before we finish.
     let _ = child.stdin.take().unwrap().write_all(&[b'x'; 100_000]);
-    let o = child.wait_with_output().unwrap();
+    let o = common::finish(child, LIMIT);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).starts_with("shm_writer: message too large: more than 4096 bytes on stdin"),
@@ -388,7 +388,7 @@ fn a_stream_from_a_trickling_pipe_arrives_whole() {
         }
     }
     drop(stdin);
-    let w = child.wait_with_output().unwrap();
+    let w = common::finish(child, LIMIT);
     assert_eq!(w.status.code(), Some(0), "{}", stderr(&w));
     assert_eq!(finish(&s, r, LIMIT).status.code(), Some(0));
     assert!(std::fs::read(&output).unwrap() == data);

@@ -21,6 +21,8 @@
 #     of any byte value are stored exactly, limit+1 is refused and discarded  -> size-limit (3)
 #   one-shot and interactive clients print exactly the replies                -> one-shot-and-interactive-client (2)
 #   bad input with intact framing: err, the connection goes on               -> bad-input-keeps-serving (2)
+#   ipcrm of its set under a running daemon: it says so in its log, exits,
+#     and leaves nothing on its key                                          -> objects-removed-under-it (2)
 #   lost framing: err, then the server closes                                 -> framing-loss-closes (2)
 #   pipelined requests and byte-by-byte requests get the same replies         -> pipelined-equals-split (1)
 #   a stalled client holds no lock; a disconnect mid-payload changes nothing  -> stalled-writer-holds-no-lock (2)
@@ -55,7 +57,10 @@ start_server() {
     local args=("$@")
     [ ${#args[@]} -gt 0 ] || args=(4 1 PORT 1)
     args=("${args[@]/PORT/$PORT}")
-    out=$(timeout 10 "$D" "${args[@]}" 2>"$IPCLAB_WORK/start.err") || fail "dipc ${args[*]} exited $?: $(cat "$IPCLAB_WORK/start.err")"
+    timeout 10 "$D" "${args[@]}" >"$IPCLAB_WORK/start.out" 2>"$IPCLAB_WORK/start.err" ||
+        fail "dipc ${args[*]} exited $?: $(cat "$IPCLAB_WORK/start.err")"
+    # The status line, on stderr or stdout: the grade is in its fields, not its stream.
+    out=$(grep -h '^dipc: serving' "$IPCLAB_WORK/start.err" "$IPCLAB_WORK/start.out" | tail -n 1)
     PID=${out##* }
     [[ "$PID" =~ ^[0-9]+$ ]] || fail "dipc's line does not end with the daemon pid: '$out'"
     track_pid "$PID"
@@ -113,9 +118,24 @@ talk_file() {
 # shm_field PORT COLUMN: a column of the port's segment in /proc/sysvipc/shm (3 perms, 5 cpid).
 shm_field() { awk -v k="$(port_key "$1")" -v c="$2" 'NR > 1 && $1 == k { print $c }' /proc/sysvipc/shm; }
 
+check_objects_removed_under_it() {
+    local log sem
+    start_server
+    log=${START_LINE#*, log }
+    log=${log%, daemon pid *}
+    sem=$(objects_with_key "$(port_key "$PORT")" | awk '$1 == "sem" { print $2 }')
+    [ -n "$sem" ] || fail "no semaphore set under the port's key"
+    ipcrm -s "$sem" || fail "ipcrm -s $sem failed"
+    wait_for 5 gone "$PID" || fail "the daemon still runs 5 s after its semaphore set was removed"
+    grep -q "removed by someone else" "$log" 2>/dev/null ||
+        fail "the daemon's log $log does not say its set was removed by someone else: $(head -c 300 "$log" 2>/dev/null)"
+    [ -z "$(objects_with_key "$(port_key "$PORT")")" ] || fail "the daemon left objects on its key after its set was removed"
+    rm -f "$log"
+}
+
 check_starts_as_daemon() {
     start_server
-    [[ "$START_LINE" == "dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:$PORT, daemon pid $PID" ]] ||
+    [[ "$START_LINE" == "dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:$PORT, log "*", daemon pid $PID" ]] ||
         fail "dipc's line: '$START_LINE'"
     alive "$PID" && [ "$(cat "/proc/$PID/comm" 2>/dev/null)" = dipc ] || fail "pid $PID is not a running dipc"
     local n sid
@@ -528,6 +548,7 @@ check mailbox-boundaries 3 check_mailbox_boundaries
 check size-limit 3 check_size_limit
 check one-shot-and-interactive-client 2 check_one_shot_client
 check bad-input-keeps-serving 2 check_bad_input_keeps_serving
+check objects-removed-under-it 2 check_objects_removed_under_it
 check framing-loss-closes 2 check_framing_loss_closes
 check pipelined-equals-split 1 check_pipelined_equals_split
 check stalled-writer-holds-no-lock 2 check_stalled_writer_holds_no_lock

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use ipclab::sys::{ftok, ipcs, Key};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -206,6 +207,45 @@ pub fn finish(mut child: Child, limit: Duration) -> Output {
             );
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The first line that `r` (a child's stdout, say) gives within `limit`, newline included.
+/// A child that never writes one fails the test instead of hanging it: the read runs in a
+/// thread of its own, which ends, dropping `r`, once the line or the end of the pipe comes.
+pub fn line_within(r: impl Read + Send + 'static, limit: Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(r).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("no line within {limit:?}"))
+}
+
+/// The lines of a pipe, each awaited for at most a limit (see [`line_within`]).
+pub struct LinesWithin(std::sync::mpsc::Receiver<String>);
+
+impl LinesWithin {
+    pub fn new(r: impl Read + Send + 'static) -> LinesWithin {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LinesWithin(rx)
+    }
+
+    /// The next line, without its newline; fails the test if none comes within `limit`.
+    pub fn next(&self, limit: Duration) -> String {
+        self.0
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("no further line within {limit:?}"))
     }
 }
 
