@@ -10,7 +10,7 @@ DIPC_PORT=$(free_port 0x44500000)
 say "Start the server: it checks its arguments, becomes a daemon, and prints its pid once it listens"
 STEP=$((STEP + 1))
 printf '$ dipc 4 1 %s 1\n' "$DIPC_PORT"
-out=$(dipc 4 1 "$DIPC_PORT" 1) || tour_failed "dipc 4 1 $DIPC_PORT 1"
+out=$(dipc 4 1 "$DIPC_PORT" 1 2>&1) || tour_failed "dipc 4 1 $DIPC_PORT 1"
 printf '%s\n' "$out"
 track_pid "${out##* }"
 

@@ -244,3 +244,36 @@ pub fn run_grader(script: &str) {
     );
     assert!(!stdout.contains("FAIL "), "{stdout}");
 }
+
+/// Reads one line (up to and with its `\n`) from a child's pipe, a byte at a time, so that
+/// nothing after it is taken from the pipe: a server's status line on stderr, with the rest of
+/// stderr left for later.
+pub fn first_line(r: &mut impl std::io::Read) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while r.read(&mut b).unwrap_or(0) == 1 {
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Waits (at most 10 s) for a first whole line in a file a child writes its stderr to, and
+/// returns it (empty if none came). A file, not a pipe: a long-running server's later notices
+/// can neither fill a pipe nobody reads nor hit a closed one.
+pub fn first_line_of(path: &Path) -> String {
+    let mut line = String::new();
+    wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.split_once('\n') {
+            Some((first, _)) => {
+                line = format!("{first}\n");
+                true
+            }
+            None => false,
+        }
+    });
+    line
+}
