@@ -59,6 +59,21 @@ run_line() {
     bash -c "$1" || tour_failed "$1"
 }
 
+# expect_lines COMMAND... -- LINE...: as run, and each LINE must be one of the lines it printed
+# (for output that also holds pids and ids, like ipcview --once).
+expect_lines() {
+    local cmd=() got line
+    while [ "$1" != "--" ]; do cmd+=("$1"); shift; done
+    shift
+    STEP=$((STEP + 1))
+    printf '$ %s\n' "$(quoted "${cmd[@]}")"
+    got=$("${cmd[@]}") || tour_failed "$(quoted "${cmd[@]}")"
+    printf '%s\n' "$got"
+    for line in "$@"; do
+        grep -qxF -- "$line" <<<"$got" || tour_failed "$(quoted "${cmd[@]}") printed no line '$line'"
+    done
+}
+
 # run_bg COMMAND...: as run, in the background (its pid is in $BG_PID and tracked for cleanup).
 run_bg() {
     STEP=$((STEP + 1))

@@ -82,13 +82,24 @@ pub fn run(usage: &str, body: impl FnOnce(Args) -> Result<(), Failure>) -> ExitC
     }
 }
 
-/// Prints one line on stdout and flushes it. A closed pipe (`program | head`) is an error
-/// (exit 1), not the panic `println!` would make.
+/// Prints one line of data on stdout and flushes it. Status lines and errors go to stderr
+/// (`eprintln!`), so that `program | other` carries the data alone.
 pub fn say(line: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
-        .map_err(|e| Failure::runtime(format!("writing stdout: {e}")))
+        .map_err(stdout_failure)
+}
+
+/// The outcome of a failed write to stdout. A closed pipe (`program | head -1`) means the reader
+/// has had enough: the program ends quietly with 141 (128 + SIGPIPE), as `yes | head` does,
+/// and not with the panic `println!` would make. Rust ignores SIGPIPE, so we say it ourselves.
+pub fn stdout_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Failure::Exit(128 + libc::SIGPIPE as u8)
+    } else {
+        Failure::runtime(format!("writing stdout: {e}"))
+    }
 }
 
 fn report(prog: &str, usage: &str, f: Failure) -> ExitCode {

@@ -163,7 +163,8 @@ pub fn run(cfg: &Config, signals: TermSignals) -> Result<(), Failure> {
     if cfg.foreground {
         let server = server::start(cfg, |n| eprintln!("dipc: {n}"))
             .map_err(|e| Failure::runtime(e.to_string()))?;
-        println!("{}", cfg.started_line(std::process::id() as i32, None));
+        // Status, not data: on stderr, like every program's status line.
+        eprintln!("{}", cfg.started_line(std::process::id() as i32, None));
         return server
             .serve(&signals, |line| eprintln!("dipc: {line}"))
             .map_err(|e| Failure::runtime(e.to_string()));
@@ -198,7 +199,7 @@ fn report_start(cfg: &Config, reader: io::PipeReader, child: i32) -> Result<(), 
         match StartReport::decode(&line).map_err(io::Error::from)?.0 {
             StartReport::Notice(text) => eprintln!("dipc: {text}"),
             StartReport::Ready { pid } => {
-                println!("{}", cfg.started_line(pid, Some(&log_file(cfg))));
+                eprintln!("{}", cfg.started_line(pid, Some(&log_file(cfg))));
                 return Ok(());
             }
             StartReport::Failed { code, message } => {

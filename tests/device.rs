@@ -33,7 +33,8 @@ struct Dev {
 }
 
 impl Dev {
-    /// What the device printed on stdout so far.
+    /// What the device printed on stderr so far: its status lines (and notices), which are
+    /// not data, so stdout stays empty.
     fn stdout(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
@@ -58,14 +59,15 @@ fn device(s: &Scratch, extra: &[&str]) -> Dev {
         pid,
         key,
         key_file,
-        out,
+        out: err.clone(),
     };
     assert!(
-        wait_until(LIMIT, || dev.stdout().contains('\n')),
+        wait_until(LIMIT, || dev.stdout().contains("device: key 0x")),
         "device did not start; stderr: {}",
         std::fs::read_to_string(&err).unwrap_or_default()
     );
-    let first = dev.stdout();
+    let all = dev.stdout();
+    let first = all.lines().find(|l| l.starts_with("device: key")).unwrap();
     assert!(
         first.starts_with(&format!("device: key 0x{key:08x} shmid ")),
         "{first}"
@@ -238,17 +240,22 @@ fn bad_channels_non_numbers_and_usage_errors() {
             )
         );
     }
-    let o = client(&dev, &["set", "0", "abc"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o), "device_client: set: 'abc' is not a number\n");
-    let o = client(&dev, &["set", "0", "nan"]);
-    assert_eq!(stderr(&o), "device_client: set: 'nan' is not a number\n");
-    let o = client(&dev, &["get", "one"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        stderr(&o),
-        "device_client: get: 'one' is not a channel number\n"
-    );
+    // A word that is not a number is a usage error (exit 2), like any program's bad number;
+    // only a channel the device lacks is a runtime one (exit 1, above).
+    for (args, said) in [
+        (&["set", "0", "abc"][..], "set: 'abc' is not a number"),
+        (&["set", "0", "volts"], "set: 'volts' is not a number"),
+        (&["set", "0", "nan"], "set: 'nan' is not a number"),
+        (&["get", "one"], "get: 'one' is not a channel number"),
+        (&["get", "abc"], "get: 'abc' is not a channel number"),
+    ] {
+        let o = client(&dev, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&o),
+            format!("device_client: {said}\nTry 'device_client --help' for more information.\n")
+        );
+    }
     let o = client(&dev, &["watch", "0", "--count", "1000000001"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -373,20 +380,20 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
         pid,
         key: dev.key,
         key_file: dev.key_file.clone(),
-        out: s.dir().join("device2.out"),
+        out: err.clone(),
     };
     assert!(
-        wait_until(LIMIT, || dev2.stdout().contains('\n')),
+        wait_until(LIMIT, || dev2.stdout().contains("device: key 0x")),
         "{}",
         dev2.stdout()
     );
-    assert_eq!(
-        std::fs::read_to_string(&err).unwrap(),
-        format!(
+    assert_starts(
+        &std::fs::read_to_string(&err).unwrap(),
+        &format!(
             "device: recycling the objects of a device (pid {}) that is gone: removed shmid \
              {old_shm} and semid {old_sem} at key 0x{:08x}\n",
             dev.pid, dev.key
-        )
+        ),
     );
     assert_eq!(stdout(&client(&dev2, &["set", "0", "1"])), "ok\n");
     let (code, _) = stop_device(&s, &dev2, SIGTERM);
@@ -706,13 +713,13 @@ fn a_semaphore_set_left_behind_is_recycled_and_a_foreign_segment_is_named() {
     let stale = sem::semget(key, 5, Get::Create(0o600)).unwrap();
     let dev = device(&s, &[]);
     let err = std::fs::read_to_string(s.dir().join("device.err")).unwrap();
-    assert_eq!(
-        err,
-        format!(
+    assert_starts(
+        &err,
+        &format!(
             "device: recycling a semaphore set left behind without its segment: removed semid \
              {} at key 0x{key:08x}\n",
             stale.0
-        )
+        ),
     );
     assert_eq!(stdout(&client(&dev, &["set", "0", "1"])), "ok\n");
     stop_device(&s, &dev, SIGTERM);
@@ -868,5 +875,41 @@ fn a_device_whose_command_block_is_scribbled_on_keeps_serving() {
     );
     let (code, _) = stop_device(&s, &dev, SIGTERM);
     assert_eq!(code, Some(0));
+    s.assert_no_leftovers();
+}
+
+/// `text` begins with `start` (a notice, then the device's status line on the same stderr).
+fn assert_starts(text: &str, start: &str) {
+    assert!(
+        text.starts_with(start),
+        "{text:?} does not start with {start:?}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_a_watcher_quietly() {
+    use std::io::BufRead;
+    let s = Scratch::new("dev-pipe");
+    let dev = device(&s, &["--ramp", "0", "--period", "20"]);
+    // `device_client watch 0 | head -1`: the reader leaves after one line.
+    let pid = s.spawn(
+        cmd("device_client")
+            .arg("-k")
+            .arg(&dev.key_file)
+            .args(["watch", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut child = s.take(pid);
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("update="), "{line}");
+    // The read end is closed now; the next update's line meets a closed pipe.
+    let o = common::finish(child, LIMIT);
+    assert_eq!(o.status.code(), Some(141), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "no 'Broken pipe' message");
+    stop_device(&s, &dev, SIGTERM);
     s.assert_no_leftovers();
 }

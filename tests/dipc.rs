@@ -26,6 +26,8 @@ struct Server {
     port: u16,
     pid: u32,
     stderr: Option<std::process::ChildStderr>,
+    /// What stderr said before the started line (trace lines, notices), for `stop`.
+    head: String,
     /// Owns the server process (SIGTERM, then SIGKILL, on drop) and removes what it left.
     s: Scratch,
 }
@@ -43,14 +45,24 @@ fn foreground(tag: &str, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let pid = s.spawn(&mut c);
-    let (stdout, stderr) = s.pipes(pid);
+    let (_, mut stderr) = s.pipes(pid);
+    // The started line is status, on stderr after any trace line or notice; the rest of
+    // stderr stays in the pipe for `stop`.
+    let mut head = String::new();
+    let line = loop {
+        let line = common::first_line(stderr.as_mut().unwrap());
+        if line.is_empty() || line.starts_with("dipc: serving") {
+            break line;
+        }
+        head.push_str(&line);
+    };
     let srv = Server {
         port,
         pid,
         stderr,
+        head,
         s,
     };
-    let line = common::line_within(stdout.unwrap(), LIMIT);
     assert_eq!(
         line,
         format!("dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, pid {pid}\n")
@@ -95,7 +107,7 @@ impl Server {
             assert!(start.elapsed() < LIMIT, "server did not stop");
             std::thread::sleep(Duration::from_millis(10));
         };
-        let mut err = String::new();
+        let mut err = std::mem::take(&mut self.head);
         if let Some(mut e) = self.stderr.take() {
             e.read_to_string(&mut err).unwrap();
         }
@@ -186,11 +198,41 @@ fn bad_requests_keep_the_connection_when_framing_is_intact() {
          err no mailbox 9 (mailboxes are 0 to 3)\n\
          err bad mailbox 'y' (mailboxes are 0 to 3)\n\
          err usage: r <mailbox>\n\
-         err empty request\n\
          err usage: w <mailbox> [<length>]\n\
          err no mailbox 18446744073709551615 (mailboxes are 0 to 3)\n\
          ok 0\n"
     );
+}
+
+#[test]
+fn an_empty_line_is_ignored_so_an_enter_after_the_data_earns_nothing() {
+    let srv = foreground("blank", &[], &[]);
+    // What a person types at nc: `w 1 5`, Enter, `hello`, Enter; then a blank line, then r 1.
+    let got = srv.exchange(b"w 1 5\nhello\n\n \t\r\nr 1\n");
+    assert_eq!(String::from_utf8(got).unwrap(), "ok 5\nok 5\nhello");
+}
+
+#[test]
+fn dipc_client_joins_its_words_like_echo() {
+    let srv = foreground("words", &[], &[]);
+    let p = srv.port.to_string();
+    let o = run_with_limit(
+        cmd("dipc_client").args([&p, "w", "1", "two", "words"]),
+        LIMIT,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok 9\n", "{o:?}");
+    let o = run_with_limit(cmd("dipc_client").args([&p, "r", "1"]), LIMIT);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "two words\n");
+    // A closed stdout ends it quietly (`dipc_client P r 1 | true`), status 0 or 141.
+    let mut c = cmd("dipc_client");
+    c.args([&p, "r", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let o = common::finish(child, LIMIT);
+    assert!(matches!(o.status.code(), Some(0 | 141)), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
 }
 
 #[test]
@@ -352,9 +394,10 @@ fn start_daemon_with(s: &Scratch, port: u16, c: &mut std::process::Command) -> D
             .args(["4", "1", &port.to_string(), "1"]),
         LIMIT,
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{stdout} {:?}", out.stderr);
-    assert_eq!(String::from_utf8(out.stderr).unwrap(), "");
+    // The started line is status: on stderr, and stdout stays empty.
+    let stdout = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout} {:?}", out.stdout);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
     let prefix = format!(
         "dipc: serving 4 mailboxes of 1 kB on 127.0.0.1:{port}, log {}, daemon pid ",
         log.display()
@@ -463,22 +506,32 @@ fn a_killed_servers_objects_are_recycled_and_dipcrm_removes_orphans() {
     // A new server on the port recycles them, with a notice.
     let s = Scratch::new("orphan2");
     s.track_key(key);
-    let start_fg = |stderr: Stdio| {
+    // Returns the child and what it printed on stderr up to its started line (status, on
+    // stderr like every notice).
+    let start_fg = || {
         let mut c = cmd("dipc");
         c.args(["--foreground", "4", "1", &port.to_string(), "1"])
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let pid = s.spawn(&mut c);
         let mut child = s.take(pid);
-        let line = common::line_within(child.stdout.take().unwrap(), LIMIT);
-        assert!(line.starts_with("dipc: serving"), "{line}");
-        child
+        let mut err = String::new();
+        let pipe = child.stderr.as_mut().unwrap();
+        loop {
+            let line = common::first_line(pipe);
+            err.push_str(&line);
+            if line.is_empty() || line.starts_with("dipc: serving") {
+                break;
+            }
+        }
+        assert!(err.contains("dipc: serving"), "{err}");
+        (child, err)
     };
-    let child = start_fg(Stdio::piped());
+    let (child, head) = start_fg();
     let pid2 = child.id();
     ipclab::sys::process::kill(pid2 as i32, libc::SIGTERM).unwrap();
     let out = common::finish(child, LIMIT);
-    let err = String::from_utf8(out.stderr).unwrap();
+    let err = head + &String::from_utf8(out.stderr).unwrap();
     assert!(
         err.starts_with(&format!(
             "dipc: recycling orphaned objects of port {port} (key 0x{k:08x}; server pid {} is gone)\n",
@@ -494,7 +547,7 @@ fn a_killed_servers_objects_are_recycled_and_dipcrm_removes_orphans() {
     assert!(ipcs::with_key(key).unwrap().is_empty());
 
     // Orphans again (a crash), and this time dipcrm removes them.
-    let mut child = start_fg(Stdio::null());
+    let (mut child, _) = start_fg();
     let pid3 = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -1027,10 +1080,10 @@ fn a_key_squatted_by_another_user_is_named_with_its_owner_and_what_to_do() {
         squatter,
         cmd("dipc").args(["--foreground", "4", "1", &port.to_string(), "1"]),
     );
-    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
     let pid = s.spawn(&mut c);
     let mut child = s.take(pid);
-    let line = common::line_within(child.stdout.take().unwrap(), LIMIT);
+    let line = common::first_line(child.stderr.as_mut().unwrap());
     assert!(line.starts_with("dipc: serving"), "{line}");
     // setpriv execs dipc in place: the child's pid is the server's.
     child.kill().unwrap();

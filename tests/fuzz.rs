@@ -865,14 +865,10 @@ fn a_live_dipc_fed_hostile_bytes_keeps_serving_a_bystander() {
     c.args(["--foreground", "--idle-timeout", "5", "4", "1"])
         .arg(port.to_string())
         .arg("1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.dir().join("dipc.err")).unwrap());
     let pid = s.spawn(&mut c);
-    let (stdout, _) = s.pipes(pid);
-    let mut line = String::new();
-    BufReader::new(stdout.unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line_of(&s.dir().join("dipc.err"));
     assert!(line.starts_with("dipc: serving"), "{line}");
 
     let limit = Duration::from_secs(20);

@@ -22,7 +22,6 @@ use ipclab::sys::shm::{shmget, Get};
 use ipclab::sys::Key;
 use rshm_cluster::Cluster;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -172,8 +171,8 @@ fn device_registers_command_slot_and_watchers_are_decoded() {
             .arg("-k")
             .arg(&key_file)
             .args(["--channels", "2", "--ramp", "0"])
-            .stdout(File::create(&out).unwrap())
-            .stderr(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(File::create(&out).unwrap()),
     );
     first_line(&out);
     let o = run_with_limit(
@@ -256,17 +255,13 @@ fn dipc_mailboxes_and_their_locks_are_decoded_and_port_narrows() {
     let port = common::free_port(key_for_port);
     s.track_key(key_for_port(port));
     let p = port.to_string();
-    let pid = s.spawn(
+    let _pid = s.spawn(
         cmd("dipc")
             .args(["--foreground", "2", "1", &p, "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(s.dir().join("dipc.err")).unwrap()),
     );
-    let (stdout, _) = s.pipes(pid);
-    let mut line = String::new();
-    BufReader::new(stdout.unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line_of(&s.dir().join("dipc.err"));
     assert!(line.starts_with("dipc: serving"), "{line}");
     let o = run_with_limit(cmd("dipc_client").args([&p, "w", "1", "hello"]), LIMIT);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ok 5\n");
@@ -539,8 +534,8 @@ fn the_live_view_marks_a_vanished_device_gone_and_restores_the_terminal() {
         cmd("device")
             .arg("-k")
             .arg(&key_file)
-            .stdout(File::create(&out).unwrap())
-            .stderr(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(File::create(&out).unwrap()),
     );
     first_line(&out);
     let screen = s.dir().join("screen");

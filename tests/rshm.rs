@@ -278,6 +278,20 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
     );
     assert_eq!(c.client(0, &["frobnicate"]).status.code(), Some(2));
     assert_eq!(c.client(0, &["read"]).status.code(), Some(2));
+    // A usage error is exit 2 whether or not a server runs on the port.
+    assert_eq!(c.client(0, &["write", "zz", "hi"]).status.code(), Some(2));
+    let nobody = common::free_port(queue_key);
+    let out = run_with_limit(
+        cmd("client").args(["--port", &nobody.to_string(), "write", "zz", "hi"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(err(&out).starts_with("client: KEY: 'zz' is not a number\n"));
+    let out = run_with_limit(
+        cmd("client").args(["--port", &nobody.to_string(), "read", "0x10"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "no server is a runtime failure");
     assert_eq!(
         c.client(0, &["write", "0x58", "x", "--size", "0"])
             .status

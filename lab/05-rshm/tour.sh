@@ -28,6 +28,10 @@ expect_output "hello across nodes" client --port "$RSHM_B" read 0x5
 say "Each node's table, like ipcs: the same rshmid, owner and attach count everywhere; each node its own shmid."
 run client --port "$RSHM_B" ls
 
+say "ipcview --once asks node B for its table: its peer, and the replica of segment 0x5 (in class, run ipcview --port $RSHM_B in a second terminal)."
+expect_lines ipcview --once --port "$RSHM_B" -- \
+    "  peer 127.0.0.1:$RSHM_A up"
+
 say "Diffs: a 1 MiB segment, then a 1-byte change. Only the changed 8-byte word travels: the 'sent' column shows the bytes of the last update on the wire (54, not a megabyte)."
 run client --port "$RSHM_A" write 0x6 "hello" --size 1048576
 run client --port "$RSHM_A" write 0x6 "hellp"

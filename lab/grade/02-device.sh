@@ -45,10 +45,11 @@ start_device() {
     KF=$(new_key_file "$name")
     KEY=$(ftok_key "$KF" "$PROJ")
     track_key "$KEY"
-    "$BIN/device" -k "$KF" "$@" >"$KF.out" 2>"$KF.err" &
+    # Its status lines, on stderr or stdout: one file, graded by what the lines say.
+    "$BIN/device" -k "$KF" "$@" >"$KF.out" 2>&1 &
     DEV_PID=$!
     track_pid "$DEV_PID"
-    wait_for 10 grep -q '^device: key 0x' "$KF.out" || fail "device did not start: $(cat "$KF.err")"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out" || fail "device did not start: $(cat "$KF.out")"
 }
 
 # stop_device [SIG]: the signal (TERM by default), then the device must exit 0 within 5 s.
@@ -93,7 +94,7 @@ nothing_left() {
 start_line() {
     start_device sl --channels 3 --period 50 --ramp 2
     local line
-    line=$(head -n 1 "$KF.out")
+    line=$(grep -m 1 '^device: key' "$KF.out")
     [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\ shmid\ [0-9]+\ semid\ [0-9]+\ channels\ 3\ period\ 50\ ms\ ramp\ 2\ units/s\ pid\ ([0-9]+)$ ]] ||
         fail "device's first line: '$line'"
     [ "$((16#${BASH_REMATCH[1]}))" = "$(((KEY + 4294967296) % 4294967296))" ] || fail "the key printed is not ftok(-k, 68): $line"
@@ -150,9 +151,9 @@ value_limits() {
     expect ok set 1 -1000000000
     refused 1 "device_client: set: the device refused the value" set 2 1000000001
     refused 1 "device_client: set: the device refused the value" set 2 -1000000001
-    refused 1 "device_client: set: 'volts' is not a number" set 2 volts
-    refused 1 "device_client: set: 'nan' is not a number" set 2 nan
-    refused 1 "device_client: get: 'zero' is not a channel number" get zero
+    refused 2 "device_client: set: 'volts' is not a number" set 2 volts
+    refused 2 "device_client: set: 'nan' is not a number" set 2 nan
+    refused 2 "device_client: get: 'zero' is not a channel number" get zero
     expect "channel=2 setpoint=0.000 readback=0.000 status=ok" get 2
     stop_device
 }

@@ -250,7 +250,8 @@ check_one_shot_client() {
 check_bad_input_keeps_serving() {
     start_server
     expect_talk 'r 4\nr x\nw 9 3\nabcw y\nline\nr\n\nw\nr 3\nq\n' \
-        'err no mailbox 4 (mailboxes are 0 to 3)\nerr bad mailbox '"'x'"' (mailboxes are 0 to 3)\nerr no mailbox 9 (mailboxes are 0 to 3)\nerr bad mailbox '"'y'"' (mailboxes are 0 to 3)\nerr usage: r <mailbox>\nerr empty request\nerr usage: w <mailbox> [<length>]\nok 0\nbye\n'
+        'err no mailbox 4 (mailboxes are 0 to 3)\nerr bad mailbox '"'x'"' (mailboxes are 0 to 3)\nerr no mailbox 9 (mailboxes are 0 to 3)\nerr bad mailbox '"'y'"' (mailboxes are 0 to 3)\nerr usage: r <mailbox>
+err usage: w <mailbox> [<length>]\nok 0\nbye\n'
     local got
     got=$(talk 'foo\nw 0 2000\n'"$(head -c 2000 /dev/zero | tr '\0' z)"'r 0\nq\n')
     [ "$(grep -c '^err ' <<<"$got")" = 2 ] || fail "expected 2 err replies, got: $got"

@@ -102,6 +102,11 @@ fn parse(mut args: cli::Args) -> Result<Opts, Failure> {
 
 fn body(args: cli::Args, sigs: &TermSignals) -> Result<(), Failure> {
     let o = parse(args)?;
+    // The command line is checked before any server is asked, so that a usage error is exit 2
+    // whether or not a server runs on the port.
+    if !o.words.is_empty() {
+        check(&o.words)?;
+    }
     let port = match o.port {
         Some(p) => p,
         None => port_from_env().map_err(Failure::usage)?,
@@ -118,15 +123,37 @@ fn key(word: Option<&String>) -> Result<i32, Failure> {
     parse_key(w).ok_or_else(|| Failure::usage(format!("KEY: '{w}' is not a number")))
 }
 
-/// One command: `write`, `read`, `rm` or `ls`.
-fn command(node: &Node, o: &Opts, sigs: &TermSignals) -> Result<(), Failure> {
-    let w = &o.words;
+/// The usage errors of a command (its name, its arguments, its KEY), found without a server.
+fn check(w: &[String]) -> Result<(), Failure> {
     match w[0].as_str() {
         "write" => {
-            let k = key(w.get(1))?;
+            key(w.get(1))?;
             if w.len() < 3 {
                 return Err(Failure::usage("write: TEXT is missing"));
             }
+        }
+        "read" | "rm" if w.len() == 2 => {
+            key(w.get(1))?;
+        }
+        "ls" if w.len() == 1 => {}
+        "read" | "rm" | "ls" => {
+            return Err(Failure::usage(format!(
+                "{}: wrong number of arguments",
+                w[0]
+            )))
+        }
+        other => return Err(Failure::usage(format!("unknown command '{other}'"))),
+    }
+    Ok(())
+}
+
+/// One command: `write`, `read`, `rm` or `ls`.
+fn command(node: &Node, o: &Opts, sigs: &TermSignals) -> Result<(), Failure> {
+    let w = &o.words;
+    check(w)?;
+    match w[0].as_str() {
+        "write" => {
+            let k = key(w.get(1))?;
             let id = client::write(node, k, &w[2..].join(" "), o.size)?;
             cli::say(&id.to_string())
         }
@@ -148,14 +175,13 @@ fn command(node: &Node, o: &Opts, sigs: &TermSignals) -> Result<(), Failure> {
         }
         "ls" if w.len() == 1 => {
             let l = node.ls()?;
-            print!("{}", client::format_ls(&l));
-            Ok(())
+            let mut out = std::io::stdout().lock();
+            out.write_all(client::format_ls(&l).as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(cli::stdout_failure)
         }
-        "read" | "rm" | "ls" => Err(Failure::usage(format!(
-            "{}: wrong number of arguments",
-            w[0]
-        ))),
-        other => Err(Failure::usage(format!("unknown command '{other}'"))),
+        // check() let nothing else through.
+        _ => Err(Failure::usage(format!("unknown command '{}'", w[0]))),
     }
 }
 

@@ -83,7 +83,8 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     let key = ipclab::device::key(&path, proj)?;
     let mut device = Device::create(key, config, |n| eprintln!("device: {n}"))?;
     let (shm, sem) = (device.shm_id(), device.sem_id());
-    cli::say(&format!(
+    // Status, not data: on stderr, like every other program's status line.
+    eprintln!(
         "device: key 0x{key:08x} shmid {} semid {} channels {} period {} ms ramp {} units/s pid {}",
         shm.0,
         sem.0,
@@ -91,23 +92,27 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
         config.period.as_millis(),
         config.ramp,
         std::process::id()
-    ))?;
+    );
     let why = device.serve(sigs)?;
     // Read before shutdown: `detach` says so in the status word; `ipcrm` leaves no trace.
     let by_detach = device.removed_by_detach();
     device.shutdown(why)?;
-    cli::say(&match why {
-        Stop::Signal(sig) => format!(
-            "device: signal {sig}: removed shmid {} and semid {}",
-            shm.0, sem.0
-        ),
-        Stop::Removed if by_detach => format!(
-            "device: shmid {} and semid {} were removed (by detach); stopping",
-            shm.0, sem.0
-        ),
-        Stop::Removed => format!(
-            "device: shmid {} or semid {} was removed by someone else (ipcrm?); stopping",
-            shm.0, sem.0
-        ),
-    })
+    eprintln!(
+        "{}",
+        match why {
+            Stop::Signal(sig) => format!(
+                "device: signal {sig}: removed shmid {} and semid {}",
+                shm.0, sem.0
+            ),
+            Stop::Removed if by_detach => format!(
+                "device: shmid {} and semid {} were removed (by detach); stopping",
+                shm.0, sem.0
+            ),
+            Stop::Removed => format!(
+                "device: shmid {} or semid {} was removed by someone else (ipcrm?); stopping",
+                shm.0, sem.0
+            ),
+        }
+    );
+    Ok(())
 }

@@ -23,8 +23,9 @@
 //! device_client: set: 'volts' is not a number
 //! ```
 //!
-//! Exit status: 0 ok; 1 the device refused, is missing, died or timed out, or an argument is
-//! not a number / not a channel; 2 usage error (missing or unknown arguments).
+//! Exit status: 0 ok; 1 the device refused (a channel it does not have), is missing, died or
+//! timed out; 2 usage error (missing or unknown arguments, a channel or value that is not a
+//! number). A closed stdout (`watch 0 | head -1`) ends it quietly with 141.
 
 #![forbid(unsafe_code)]
 
@@ -153,18 +154,19 @@ fn body(mut args: cli::Args, sigs: TermSignals) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A channel number: not a number at all is a runtime error (exit 1), as the lab asks, with the
-/// same wording as a value.
+/// A channel number: not a number at all is a usage error (exit 2), like every program's bad
+/// number; a number the device has no channel for is a runtime error (exit 1), since only the
+/// running device knows how many it has.
 fn channel(cmd: &str, word: &str) -> Result<u16, Failure> {
     word.parse()
-        .map_err(|_| Failure::runtime(format!("{cmd}: '{word}' is not a channel number")))
+        .map_err(|_| Failure::usage(format!("{cmd}: '{word}' is not a channel number")))
 }
 
 /// A setpoint: a finite decimal number (`inf` and `nan` parse as floats but are refused here).
 fn number(cmd: &str, word: &str) -> Result<f64, Failure> {
     match word.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Failure::runtime(format!("{cmd}: '{word}' is not a number"))),
+        _ => Err(Failure::usage(format!("{cmd}: '{word}' is not a number"))),
     }
 }
 

@@ -36,7 +36,7 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 Usage: dipc_client [--host H] <port>                      interactive: r N, w N TEXT, q
        dipc_client [--host H] <port> r <n>                print mailbox n's message
-       dipc_client [--host H] <port> w <n> <text|->       store text (- reads stdin), print ok LEN
+       dipc_client [--host H] <port> w <n> <text...|->    store the words, joined by spaces (- reads stdin), print ok LEN
        dipc_client [--host H] <port> chat <n> [--name NAME]  chat: write box n, watch the others
 
 Options:
@@ -95,9 +95,10 @@ fn main() -> ExitCode {
                 let n: u32 = parse_word("mailbox", n)?;
                 Client::connect(&host, port).and_then(|mut c| c.read(n))
             }
-            ["w", n, text] => {
+            // The words are joined with one space, as echo does: `w 1 two words`.
+            ["w", n, text @ ..] if !text.is_empty() => {
                 let n: u32 = parse_word("mailbox", n)?;
-                let data = if *text == "-" {
+                let data = if *text == ["-"] {
                     // No message is larger than the largest packet a server takes: read no
                     // more than one byte past it, so that `yes |` cannot fill memory.
                     let mut d = Vec::new();
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
                         .read_to_end(&mut d)?;
                     d
                 } else {
-                    text.as_bytes().to_vec()
+                    text.join(" ").into_bytes()
                 };
                 Client::connect(&host, port).and_then(|mut c| c.write(n, &data))
             }
@@ -117,18 +118,18 @@ fn main() -> ExitCode {
             }
         }?;
         let mut out = std::io::stdout().lock();
-        match answer {
+        let printed = match answer {
             Answer::Ok { data, .. } if rest[0] == "r" => {
-                out.write_all(&data)?;
-                if !raw {
-                    out.write_all(b"\n")?;
-                }
+                out.write_all(&data)
+                    .and_then(|()| if raw { Ok(()) } else { out.write_all(b"\n") })
             }
-            Answer::Ok { len, .. } => writeln!(out, "ok {len}")?,
-            Answer::Bye => writeln!(out, "bye")?,
+            Answer::Ok { len, .. } => writeln!(out, "ok {len}"),
+            Answer::Bye => writeln!(out, "bye"),
             Answer::Err(why) => return Err(Failure::runtime(format!("server: {why}"))),
-        }
-        out.flush()?;
-        Ok(())
+        };
+        // A closed stdout (`| head`) ends us quietly with 141, like any filter.
+        printed
+            .and_then(|()| out.flush())
+            .map_err(cli::stdout_failure)
     })
 }

@@ -648,6 +648,8 @@ impl<'a> Connection<'a> {
                 return Ok(Next::Close);
             }
             Request::Bad(why) => self.reply(Reply::Err(why)),
+            // An Enter after a write's data, typed at `nc`: no reply (wire::dipc).
+            Request::Blank => {}
         }
         Ok(Next::Continue)
     }

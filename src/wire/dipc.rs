@@ -14,6 +14,7 @@
 //! | `w <n> <len>\n` | exactly `len` bytes, any values | `ok <len>\n` once the message replaced the box's content |
 //! | `w <n>\n` | one line; the message is that line without its `\n` (or `\r\n`) | `ok <len>\n` |
 //! | `q\n` (a mailbox number may follow, ignored) | none | `bye\n`, then the server closes this connection |
+//! | an empty line (nothing but spaces, tabs, `\r`) | none | none: ignored |
 //! | anything else | none | `err <reason>\n` |
 //!
 //! Header line, byte by byte:
@@ -25,6 +26,10 @@
 //! | .. | 1-20 | mailbox `n` | decimal digits, 0 to k-1 |
 //! | .. | 1-20 | `len` (`w` only, optional) | separator, then decimal digits |
 //! | end | 1-2 | terminator | `\n`, optionally preceded by `\r` |
+//!
+//! Empty lines are ignored, with no reply, so that a person at `nc` may press Enter after the
+//! data of `w <n> <len>` (`w 1 5`, Enter, `hello`, Enter: the last Enter is an empty line, not
+//! an `err empty request`), and a script's stray blank line costs nothing.
 //!
 //! Reply header line: `ok <len>\n`, `bye\n` or `err <reason>\n`, where `<reason>` is printable
 //! ASCII without a newline.
@@ -126,6 +131,8 @@ pub enum Request {
     WriteLine(Mailbox),
     /// `q`.
     Quit,
+    /// An empty line: ignored, no reply (see the module header).
+    Blank,
     /// A bad request whose framing is intact: nothing follows; reply `err <reason>`.
     Bad(String),
 }
@@ -185,7 +192,7 @@ pub fn decode_request(buf: &[u8]) -> Result<(Request, usize), DecodeError> {
         .filter(|t| !t.is_empty());
     let words: [Option<&[u8]>; 4] = std::array::from_fn(|_| toks.next());
     let req = match words {
-        [None, ..] => Request::Bad("empty request".into()),
+        [None, ..] => Request::Blank,
         [Some(b"r"), Some(n), None, _] => Request::Read(mailbox(n)),
         [Some(b"r"), ..] => Request::Bad("usage: r <mailbox>".into()),
         [Some(b"w"), Some(n), None, _] => Request::WriteLine(mailbox(n)),
@@ -225,6 +232,7 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
         Request::Write(m, len) => writeln!(out, "w {} {len}", n(m)),
         Request::WriteLine(m) => writeln!(out, "w {}", n(m)),
         Request::Quit => writeln!(out, "q"),
+        Request::Blank => writeln!(out),
         Request::Bad(text) => writeln!(out, "{text}"),
     };
 }
@@ -496,7 +504,8 @@ mod tests {
             req(b"x 1\n").unwrap().0,
             Request::Bad("unknown command 'x'".into())
         );
-        assert_eq!(req(b"\n").unwrap().0, Request::Bad("empty request".into()));
+        assert_eq!(req(b"\n"), Ok((Request::Blank, 1)));
+        assert_eq!(req(b" \t\r\nr 1\n"), Ok((Request::Blank, 4)));
         assert_eq!(
             req(b"r one\n").unwrap().0,
             Request::Read(Mailbox::Bad("one".into()))
@@ -522,6 +531,7 @@ mod tests {
             Request::Write(Mailbox::Number(0), 12),
             Request::WriteLine(Mailbox::Number(1)),
             Request::Quit,
+            Request::Blank,
         ] {
             let mut out = Vec::new();
             encode_request(&r, &mut out);

@@ -307,3 +307,47 @@ pub fn run_grader(script: &str) {
         "{results}"
     );
 }
+
+/// Reads one line (up to and with its `\n`) from a child's pipe, a byte at a time, so that
+/// nothing after it is taken from the pipe: a server's status line on stderr, with the rest of
+/// stderr left for later. A child that stays silent fails the test after 20 s, not hangs it.
+pub fn first_line(r: &mut (impl std::io::Read + std::os::fd::AsFd)) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !ipclab::sys::poll::readable(r.as_fd(), left).unwrap_or(false) {
+            panic!(
+                "no whole line within 20 s; got so far: {:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        if r.read(&mut b).unwrap_or(0) != 1 {
+            break;
+        }
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Waits (at most 10 s) for a first whole line in a file a child writes its stderr to, and
+/// returns it (empty if none came). A file, not a pipe: a long-running server's later notices
+/// can neither fill a pipe nobody reads nor hit a closed one.
+pub fn first_line_of(path: &Path) -> String {
+    let mut line = String::new();
+    wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.split_once('\n') {
+            Some((first, _)) => {
+                line = format!("{first}\n");
+                true
+            }
+            None => false,
+        }
+    });
+    line
+}
