@@ -7,6 +7,11 @@
 # command), so every check below drives the library from separate processes, as a student's
 # own programs would. Bytes are compared with cmp, never through $(...).
 #
+# What it does not grade: the C API (include/shmem.h) and lab 03's C server.c and client.c.
+# Both call the same Rust library through src/ffi/shmem.rs, so a bug planted in the library
+# fails here too; the C layer itself (NULLed handles, errno, shmem_error, fork, threads on one
+# handle) is checked by ipclab's own tests/shmem_c.rs, which compiles the C programs with cc.
+#
 # What is graded (behaviour -> check, points):
 #   write then read between processes: read prints the whole segment, exactly;
 #     --text up to the first NUL; a shorter write keeps the rest; binary stdin;
