@@ -21,7 +21,7 @@
  *     void: a write that did not reach every node must not pass silently.
  *   - rshmget(key, 0) opens an existing segment only (ENOENT if the group has none), as
  *     shmget does without IPC_CREAT; with size > 0 it creates the segment if needed.
- *   - rshm_wait_changed and rshm_error are beyond the seed.
+ *   - rshmChanged_range, rshm_wait_changed and rshm_error are beyond the seed.
  *
  * Errors and rshm_error(). Every call may be made from any thread, from an atexit handler
  * and from a thread-exit destructor (pthread_key_create): none of them aborts or unwinds
@@ -82,6 +82,15 @@ int rshmctl(int rshmid, int cmd);
  * connected node has applied them: a read on another node after this returns sees them.
  * 0, or -1 (errno ETIMEDOUT) naming the peer(s) that did not acknowledge. */
 int rshmChanged(int rshmid);
+
+/* As rshmChanged, for the bytes [offset, offset + len) only (rounded out to 8-byte words):
+ * the server compares and sends just that range, so the call costs what the range holds,
+ * not what the segment holds (a 1-byte change in 1 GiB costs about what it costs in 4 KiB).
+ * Bytes you wrote *outside* the range are not looked at: they stay unpublished (the other
+ * nodes keep the old bytes) until a later rshmChanged, or a rshmChanged_range covering them.
+ * 0, or -1: EINVAL (rshm_error() says which) if len is 0, if offset + len is past the end of
+ * the segment, or if it overflows; ETIMEDOUT as for rshmChanged. */
+int rshmChanged_range(int rshmid, size_t offset, size_t len);
 
 /* Waits up to timeout_ms for the segment to change on this node (since this thread last saw
  * it), asleep on the segment's change gate, a semaphore. 1 changed, 0 timed out, -1 error

@@ -209,19 +209,39 @@ pub const RSHM_PORT_ENV: &str = "RSHM_PORT";
 /// A server's queue key is this plus its TCP port: "RS" in the top bytes, the port below.
 pub const RSHM_QUEUE_KEY_BASE: i32 = 0x5253_0000;
 
-/// A server's change gates (one semaphore set, see `rshm::gate`) have this key plus its TCP
-/// port: "RG" in the top bytes, the port below.
+/// A server's first set of change gates (see `rshm::gate`) has this key plus its TCP port:
+/// "RG" in the top bytes, the port below.
 pub const RSHM_GATE_KEY_BASE: i32 = 0x5247_0000;
 
-/// Semaphores in a server's gate set: 250, the smallest SEMMSL (semaphores per set) a Linux
-/// kernel has shipped with, so that the set can be made on any lab machine.
+/// Semaphores in one of a server's gate sets: 250, the smallest SEMMSL (semaphores per set) a
+/// Linux kernel has shipped with, so that the set can be made on any lab machine.
 pub const RSHM_GATE_SEMS: u16 = 250;
 
-/// The largest segment a node creates, and so the largest UPDATE frame it accepts.
-pub const RSHM_MAX_SEGMENT: usize = 1 << 20;
+/// The most gate sets a server makes (one at start, more as segments need gates): enough for
+/// twice as many gates as `RSHM_MAX_SEGMENTS`, so that renewing a set is rare (`rshm::gate`).
+pub const RSHM_GATE_SETS: usize = (2 * RSHM_MAX_SEGMENTS).div_ceil(RSHM_GATE_SEMS as usize);
 
-/// The most segments one group's table holds (a whole `ls` must fit one queue message).
-pub const RSHM_MAX_SEGMENTS: usize = 128;
+/// The key base of a server's gate sets after the first: set k has `0x67000000 + (k << 16) +
+/// port` ("g", k, then the port).
+pub const RSHM_GATE_MORE_KEY_BASE: i32 = 0x6700_0000;
+
+/// The largest segment a node creates, and so the largest UPDATE frame it accepts.
+pub const RSHM_MAX_SEGMENT: usize = 1 << 30;
+
+/// The most segments one group's table holds: 4096, the kernel's default SHMMNI (System V
+/// segments per machine), since every segment has a replica on every node and a group of
+/// nodes on one machine could not make more anyway. A row costs about 0.5 KiB of table plus
+/// its replica, twin and word stamps, and 202 bytes of each HELLO (so a full table is an
+/// 0.8 MiB HELLO); `client ls` pages through it, [`RSHM_LS_PAGE`] rows per queue message.
+pub const RSHM_MAX_SEGMENTS: usize = 4096;
+
+/// Rows in one LS reply: 128 rows of 48 bytes, with the header, the text and the peers, fit
+/// one queue message of the default `msgmax` (8192 bytes).
+pub const RSHM_LS_PAGE: usize = 128;
+
+/// The smallest range that rshmChanged asks `mincore` about, to skip the pages that cannot
+/// have changed (see `rshm::diff`): below it, reading the bytes costs less than asking.
+pub const RSHM_SKIP_MIN: usize = 64 * 1024;
 
 /// The most `--peer`s one server takes.
 pub const RSHM_MAX_PEERS: usize = 16;

@@ -137,14 +137,12 @@ pub fn queue_key(port: u16) -> Key {
 }
 
 /// Every System V key the server on `port` makes objects under: its queue, its change gates
-/// ([`gate::gate_key`]) and its alive set ([`alive::alive_key`]). A server killed with SIGKILL
+/// ([`gate::gate_keys`]) and its alive set ([`alive::alive_key`]). A server killed with SIGKILL
 /// leaves them; the next server on the port recognises and removes them ([`alive`]).
-pub fn node_keys(port: u16) -> [Key; 3] {
-    [
-        queue_key(port),
-        gate::gate_key(port),
-        alive::alive_key(port),
-    ]
+pub fn node_keys(port: u16) -> Vec<Key> {
+    let mut keys = vec![queue_key(port), alive::alive_key(port)];
+    keys.extend(gate::gate_keys(port));
+    keys
 }
 
 /// The node a program talks to: `RSHM_PORT` if set, else the default port.

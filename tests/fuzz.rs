@@ -673,7 +673,7 @@ fn shmem_records() {
 fn rshm_request(rng: &mut Rng) -> wire::rshm::Request {
     use wire::rshm::{Op, Request};
     let rshmid = rng.edge() as i32;
-    let op = match rng.below(7) {
+    let op = match rng.below(8) {
         0 => Op::Get {
             key: rng.u32() as i32,
             size: rng.edge() >> rng.below(64),
@@ -688,7 +688,12 @@ fn rshm_request(rng: &mut Rng) -> wire::rshm::Request {
             seen: rng.edge(),
             timeout_ms: rng.edge(),
         },
-        _ => Op::Ls,
+        6 => Op::ChangedRange {
+            rshmid,
+            offset: rng.edge(),
+            len: rng.edge(),
+        },
+        _ => Op::Ls { after: rshmid },
     };
     Request {
         reply_type: (rng.u32() >> 1).max(1) as i32,

@@ -347,7 +347,7 @@ fn a_flood_of_foreign_messages_and_unread_replies_does_not_stop_other_calls() {
                         reply_type: 7_000_000 + (n % 1000) as i32,
                         serial: n,
                         pid: 1,
-                        op: Op::Ls,
+                        op: Op::Ls { after: 0 },
                     };
                     let _ = q.send(RSHM_REQUEST_TYPE, &req.encode(), true);
                     n = n.wrapping_add(1);

@@ -35,7 +35,9 @@
 
 mod common;
 
-use ipclab::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use ipclab::params::{
+    RSHM_LS_PAGE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+};
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
     Entry, Frame, GateRef, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, StampedRun,
@@ -268,7 +270,7 @@ fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
 
 fn valid_request(rng: &mut Rng) -> Request {
     let rshmid = rng.u32() as i32;
-    let op = match rng.below(7) {
+    let op = match rng.below(8) {
         0 => Op::Get {
             key: rng.u32() as i32,
             size: rng.next() >> rng.below(64),
@@ -283,7 +285,12 @@ fn valid_request(rng: &mut Rng) -> Request {
             seen: rng.next(),
             timeout_ms: rng.next(),
         },
-        _ => Op::Ls,
+        6 => Op::ChangedRange {
+            rshmid,
+            offset: rng.next(),
+            len: rng.next(),
+        },
+        _ => Op::Ls { after: rshmid },
     };
     Request {
         reply_type: (rng.u32() >> 1).max(1) as i32,
@@ -294,7 +301,7 @@ fn valid_request(rng: &mut Rng) -> Request {
 }
 
 fn valid_reply(rng: &mut Rng) -> Reply {
-    let m = rng.len(RSHM_MAX_SEGMENTS).min(RSHM_MAX_SEGMENTS);
+    let m = rng.len(RSHM_LS_PAGE).min(RSHM_LS_PAGE);
     let p = rng.len(RSHM_MAX_PEERS).min(RSHM_MAX_PEERS);
     Reply {
         op: rng.below(9) as u8,
@@ -331,6 +338,7 @@ fn valid_reply(rng: &mut Rng) -> Reply {
                 up: rng.one_in(2),
             })
             .collect(),
+        more: rng.one_in(2),
     }
 }
 

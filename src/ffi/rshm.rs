@@ -1,5 +1,5 @@
-//! The RSHM calls for C programs: `rshmget`, `rshmat`, `rshmdt`, `rshmctl`, `rshmChanged` and
-//! `rshm_wait_changed`, exported with C names from the static library (`libipclab.a`) and
+//! The RSHM calls for C programs: `rshmget`, `rshmat`, `rshmdt`, `rshmctl`, `rshmChanged`,
+//! `rshmChanged_range` and `rshm_wait_changed`, exported with C names from the static library (`libipclab.a`) and
 //! declared in `include/rshm.h`.
 //!
 //! Each calls the Rust API in [`crate::rshm::api`] through [`entry`], which turns its
@@ -184,6 +184,18 @@ pub extern "C" fn rshmctl(rshmid: c_int, cmd: c_int) -> c_int {
 #[allow(non_snake_case)]
 pub extern "C" fn rshmChanged(rshmid: c_int) -> c_int {
     entry(-1, || node()?.rshm_changed(rshmid).map(|_| 0))
+}
+
+/// `int rshmChanged_range(int rshmid, size_t offset, size_t len)`: as `rshmChanged`, for the
+/// bytes `[offset, offset + len)` only; 0, or -1 (EINVAL: len 0, or past the segment's end).
+#[no_mangle]
+#[allow(non_snake_case)]
+pub extern "C" fn rshmChanged_range(rshmid: c_int, offset: usize, len: usize) -> c_int {
+    entry(-1, || {
+        node()?
+            .rshm_changed_range(rshmid, offset as u64, len as u64)
+            .map(|_| 0)
+    })
 }
 
 /// `int rshm_wait_changed(int rshmid, int timeout_ms)`: 1 changed, 0 timed out, -1 error. A

@@ -1,7 +1,7 @@
 //! A node's proof of life, so that a server killed with SIGKILL is replaced without help.
 //!
 //! A server keeps three objects under keys derived from its port: its queue
-//! ([`super::queue_key`]), its change gates ([`super::gate::gate_key`]) and this *alive* set
+//! ([`super::queue_key`]), its change gates ([`super::gate::gate_keys`]) and this *alive* set
 //! ([`alive_key`], `0x52410000 + port`), one semaphore. At start the server adds 1 to it with
 //! `SEM_UNDO`. While it runs the value is 1; when it dies, however it dies, the kernel undoes
 //! the +1, and the value is 0. (The same idea as `shm_writer`'s alive semaphore.)
@@ -24,7 +24,7 @@
 //! The server that claimed the set ([`Alive::claim`]) removes it at shutdown, after its queue
 //! (dropping [`Alive`]). Nobody else ever operates on it.
 
-use super::gate::gate_key;
+use super::gate::{gate_key, gate_keys};
 use super::queue_key;
 use crate::params::{DEFAULT_MODE, RSHM_ALIVE_KEY_BASE};
 use crate::sys::msg::{msgget, MsgId};
@@ -100,7 +100,8 @@ impl Alive {
                     let mut gone = vec![format!("alive set semid {}", old.0)];
                     old.remove()
                         .map_err(|e| foreign(e, "semaphore set", key, stat.uid))?;
-                    for k in [queue_key(port), gate_key(port)] {
+                    let keys = std::iter::once(queue_key(port)).chain(gate_keys(port));
+                    for k in keys {
                         for o in ipcs::with_key(k)? {
                             ipcs::remove(&o).map_err(|e| foreign(e, o.kind.name(), k, o.uid))?;
                             gone.push(format!("{} id {} (key 0x{k:08x})", o.kind.name(), o.id));

@@ -219,6 +219,33 @@ impl Node {
         Ok((r.version, r.size))
     }
 
+    /// `rshmChanged_range(rshmid, offset, len)`: as [`Node::rshm_changed`], but the server
+    /// compares and publishes only the bytes `[offset, offset + len)` (rounded out to 8-byte
+    /// words), reading nothing else: the cost follows `len`, not the segment. Bytes written
+    /// outside the range stay unpublished until a later call covers them. EINVAL if `len` is
+    /// 0 or the range does not fit the segment.
+    pub fn rshm_changed_range(&self, rshmid: i32, offset: u64, len: u64) -> io::Result<u64> {
+        Ok(self.rshm_changed_range_wire(rshmid, offset, len)?.0)
+    }
+
+    /// As [`Node::rshm_changed_range`], and also the UPDATE frame's length (see
+    /// [`Node::rshm_changed_wire`]).
+    pub fn rshm_changed_range_wire(
+        &self,
+        rshmid: i32,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(u64, u64)> {
+        let op = Op::ChangedRange {
+            rshmid,
+            offset,
+            len,
+        };
+        let r = self.call(op, Duration::ZERO)?;
+        saw(self.port, rshmid, Seen::of(&r));
+        Ok((r.version, r.size))
+    }
+
     /// Waits until this node's replica changes (an update arrives) after what this thread
     /// last saw of it. `Ok(false)` if `timeout` passed first; `EIDRM` if it was removed.
     pub fn rshm_wait_changed(&self, rshmid: i32, timeout: Duration) -> io::Result<bool> {
@@ -261,12 +288,26 @@ impl Node {
         }
     }
 
-    /// This node's table and peers, for `client ls`.
+    /// This node's table and peers, for `client ls`: one request per page of the table
+    /// ([`RSHM_LS_PAGE`](crate::params::RSHM_LS_PAGE) rows, in rshmid order), each asking
+    /// for the rows after the last one seen. A row made or removed meanwhile may be missing
+    /// or listed, as with `ls` in a directory that changes; none is listed twice.
     pub fn ls(&self) -> io::Result<Listing> {
-        let r = self.call(Op::Ls, Duration::ZERO)?;
+        let mut r = self.call(Op::Ls { after: 0 }, Duration::ZERO)?;
+        let mut entries = std::mem::take(&mut r.entries);
+        while r.more {
+            let Some(last) = entries.last() else { break };
+            let after = last.rshmid;
+            r = self.call(Op::Ls { after }, Duration::ZERO)?;
+            // A server keeps its cursor's promise: only rows above `after`, in order.
+            entries.extend(r.entries.drain(..).filter(|e| e.rshmid > after));
+            if entries.last().is_none_or(|e| e.rshmid <= after) {
+                break;
+            }
+        }
         Ok(Listing {
             node: r.text,
-            entries: r.entries,
+            entries,
             peers: r.peers,
         })
     }

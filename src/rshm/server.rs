@@ -66,7 +66,7 @@ use super::auth::Secret;
 use super::gate::Gates;
 use super::queue_key;
 use super::table::Table;
-use crate::params::{RSHM_GATE_SEMS, RSHM_MAX_PEERS, RSHM_UNORDERED_ENV};
+use crate::params::{RSHM_MAX_PEERS, RSHM_UNORDERED_ENV};
 use crate::sys::msg::MsgId;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
@@ -156,7 +156,7 @@ impl Server {
             .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", config.listen)))?;
         let key = queue_key(port);
         let queue = alive::create_queue(port, |line| log!("{line}"))?;
-        let gates = Gates::create(port, RSHM_GATE_SEMS)?;
+        let gates = Gates::create(port)?;
         let mut table = Table::new(config.listen)?;
         let node_id = table.new_node_id();
         let shared = Arc::new(Shared {

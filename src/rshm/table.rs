@@ -28,17 +28,18 @@
 //! [`Replica`]); destroyed rows are remembered so that a late HELLO from a node that missed the
 //! removal does not bring them back.
 
-use super::diff::{diff, WORD};
+use super::diff::{Twin, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
-    RSHM_MAX_VERSION, RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION,
+    RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun, RUN_HEADER_LEN};
-use std::collections::{BTreeMap, VecDeque};
+use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Bound;
 
 /// The total order of updates: by version, then by the address of the node that made it.
 /// Versions are Lamport clocks (a node numbers its change one above the highest it has seen),
@@ -94,7 +95,7 @@ pub struct Segment {
     pub counts: BTreeMap<SocketAddrV4, u32>,
     pub replica: Replica,
     /// The contents last sent or received: what a diff compares against.
-    pub twin: Vec<u8>,
+    pub twin: Twin,
     /// Per word: the version, and the index in `origins`, of the update that last wrote it.
     wver: Vec<u64>,
     worg: Vec<u8>,
@@ -112,7 +113,7 @@ pub struct Segment {
 }
 
 /// A fresh replica and its twin, word versions and word origins, all zero.
-type Fresh = (Replica, Vec<u8>, Vec<u64>, Vec<u8>);
+type Fresh = (Replica, Twin, Vec<u64>, Vec<u8>);
 
 fn fresh(size: usize) -> io::Result<Fresh> {
     let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
@@ -123,7 +124,7 @@ fn fresh(size: usize) -> io::Result<Fresh> {
     let words = size.div_ceil(WORD);
     Ok((
         Replica { att, shmid },
-        vec![0; size],
+        Twin::zeroed(size),
         vec![0; words],
         vec![0; words],
     ))
@@ -222,56 +223,6 @@ impl Segment {
             self.wver[w] = version;
             self.worg[w] = org;
         }
-    }
-
-    /// rshmChanged here: the runs that differ from the twin, stamped one above the newest
-    /// update seen. The twin and the word stamps take the new bytes. If the runs would cost
-    /// more on the wire than the whole segment, or are more than `RSHM_MAX_RUNS`, the whole
-    /// segment is one run.
-    pub fn local_change(&mut self, me: SocketAddrV4) -> io::Result<(Stamp, Vec<Run>)> {
-        // Checked first: a version at the limit refuses the change rather than wrap (the
-        // limit is far beyond any real count; see `RSHM_MAX_VERSION`).
-        let version = self
-            .stamp
-            .version
-            .checked_add(1)
-            .filter(|v| *v <= RSHM_MAX_VERSION)
-            .ok_or_else(|| {
-                err(
-                    libc::EOVERFLOW,
-                    format!(
-                        "version {} is at the limit {RSHM_MAX_VERSION}",
-                        self.stamp.version
-                    ),
-                )
-            })?;
-        let mut live = vec![0u8; self.size];
-        self.replica.att.read_at(0, &mut live)?;
-        let stamp = Stamp {
-            version,
-            origin: me,
-        };
-        let org = self.origin_index(me)?;
-        let changed = diff(&self.twin, &live);
-        let cost: usize = changed.iter().map(|(_, len)| RUN_HEADER_LEN + len).sum();
-        // Too many runs, or more bytes than a copy: the whole segment, as one run, and every
-        // word stamped (the peers stamp every word of it, and the stamps must agree).
-        let changed = if changed.len() > RSHM_MAX_RUNS || cost > RUN_HEADER_LEN + self.size {
-            vec![(0, self.size)]
-        } else {
-            changed
-        };
-        let mut runs = Vec::with_capacity(changed.len());
-        for (off, len) in changed {
-            self.twin[off..off + len].copy_from_slice(&live[off..off + len]);
-            self.stamp_words(off, off + len, stamp.version, org);
-            runs.push(Run {
-                offset: off as u32,
-                data: live[off..off + len].to_vec(),
-            });
-        }
-        self.stamp = stamp;
-        Ok((stamp, runs))
     }
 
     /// An update from another node: each word of each run is written only if the update is
@@ -684,7 +635,8 @@ impl Table {
             let theirs = e.counts.iter().find(|(n, _)| *n == from).map_or(0, |c| c.1);
             self.set_count(e.rshmid, from, theirs);
         }
-        let listed: Vec<i32> = entries.iter().map(|e| self.resolve(e.rshmid)).collect();
+        // A set: a table of thousands of rows is looked up once per row.
+        let listed: BTreeSet<i32> = entries.iter().map(|e| self.resolve(e.rshmid)).collect();
         for row in self.rows.values_mut() {
             if !listed.contains(&row.rshmid) {
                 row.counts.insert(from, 0);
@@ -735,10 +687,17 @@ impl Table {
         self.rows.values().map(Segment::entry).collect()
     }
 
-    /// The rows as `client ls` prints them.
-    pub fn ls(&self) -> Vec<LsEntry> {
-        self.rows
-            .values()
+    /// At most `page` rows with an rshmid above `after`, as `client ls` prints them, and
+    /// whether more rows follow.
+    pub fn ls(&self, after: i32, page: usize) -> (Vec<LsEntry>, bool) {
+        let mut rows = self
+            .rows
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(_, s)| s)
+            .peekable();
+        let entries = rows
+            .by_ref()
+            .take(page)
             .map(|s| LsEntry {
                 rshmid: s.rshmid,
                 key: s.key,
@@ -750,9 +709,12 @@ impl Table {
                 version: s.stamp.version,
                 sent: s.sent,
             })
-            .collect()
+            .collect();
+        (entries, rows.peek().is_some())
     }
 }
+
+mod change;
 
 #[cfg(test)]
 mod tests;

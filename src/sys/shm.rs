@@ -272,6 +272,26 @@ unsafe fn copy_in(src: Option<*const u8>, byte: u8, dst: *mut u8, n: usize) {
     }
 }
 
+/// The size of a memory page (`sysconf(_SC_PAGESIZE)`): the unit of [`Attachment::resident`].
+pub fn page_size() -> usize {
+    // SAFETY: sysconf takes no pointers.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(1)
+}
+
+/// The swap space configured on this machine, in bytes (`sysinfo(2)`): 0 means a page of shared
+/// memory, once the kernel holds it, stays in memory until the segment is destroyed.
+pub fn swap_total() -> io::Result<u64> {
+    // SAFETY: sysinfo is plain data; all-zero is a valid value.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `si` is a valid, writable struct sysinfo for the kernel to fill.
+    cvt(unsafe { libc::sysinfo(&mut si) }, || "sysinfo".to_string())?;
+    // `c_ulong` is u64 here, u32 on 32-bit targets: the conversion is not useless there.
+    #[allow(clippy::useless_conversion)]
+    let total = u64::from(si.totalswap);
+    Ok(total.saturating_mul(u64::from(si.mem_unit)))
+}
+
 fn out_of_bounds(what: &str, offset: usize, n: usize, len: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -382,6 +402,32 @@ impl Attachment {
         }
     }
 
+    /// `mincore(2)`: which pages of `[offset, offset + len)` are resident, one `bool` per page
+    /// of [`page_size`] bytes (the last may be partly outside the range). `offset` must be a
+    /// multiple of the page size. For a shm segment "resident" means the kernel holds a page
+    /// of memory for it, whoever touched it: a page no process ever wrote or read has none,
+    /// and reads as zeros (unless it was swapped out: see [`swap_total`]).
+    pub fn resident(&self, offset: usize, len: usize) -> io::Result<Vec<bool>> {
+        self.check("mincore", offset, len)?;
+        let page = page_size();
+        if !offset.is_multiple_of(page) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("mincore: offset {offset} is not a multiple of the page size {page}"),
+            ));
+        }
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: the range is inside our mapping (checked above; the kernel rounds `len` up
+        // to whole pages, and a mapping is whole pages), the start is page-aligned (shmat maps
+        // at a page boundary, and `offset` is a multiple of the page size), and `vec` has one
+        // writable byte per page of the range. mincore reads no memory of the range.
+        let ret = unsafe { libc::mincore(self.ptr.add(offset).cast(), len, vec.as_mut_ptr()) };
+        cvt(ret, || {
+            format!("mincore(shmid={}, offset={offset}, len={len})", self.id.0)
+        })?;
+        Ok(vec.iter().map(|b| b & 1 == 1).collect())
+    }
+
     /// The 4-byte word at `offset` as an atomic, shared with every process that maps the segment.
     /// `offset` must be a multiple of 4, and the attachment read-write: a store through a
     /// read-only mapping would be a SIGSEGV (use [`load_u32`](Self::load_u32) there). Atomics in
@@ -456,6 +502,26 @@ mod tests {
 
     fn private(size: usize) -> Owner<ShmId> {
         Owner::new(shmget(IPC_PRIVATE, size, Get::Create(0o600)).unwrap())
+    }
+
+    #[test]
+    fn mincore_sees_the_pages_written_through_any_attachment() {
+        let page = page_size();
+        let shm = private(8 * page);
+        let (writer, server) = (
+            shm.attach(Access::ReadWrite).unwrap(),
+            shm.attach(Access::ReadOnly).unwrap(),
+        );
+        assert_eq!(server.resident(0, 8 * page).unwrap(), vec![false; 8]);
+        // Written through the *other* mapping: the kernel's page, not our page tables.
+        writer.write_at(3 * page + 5, &[1]).unwrap();
+        writer.write_at(7 * page, &[0]).unwrap();
+        let r = server.resident(0, 8 * page).unwrap();
+        assert_eq!(r, [false, false, false, true, false, false, false, true]);
+        assert_eq!(server.resident(3 * page, 1).unwrap(), [true]);
+        assert!(server.resident(1, page).is_err(), "not page-aligned");
+        assert!(server.resident(page, 8 * page).is_err(), "past the end");
+        assert!(swap_total().is_ok());
     }
 
     #[test]

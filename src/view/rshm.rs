@@ -25,7 +25,7 @@ use super::{liveness, sems, Section};
 use crate::params::RSHM_QUEUE_KEY_BASE;
 use crate::rshm::alive::alive_key;
 use crate::rshm::api::Node;
-use crate::rshm::gate::{gate_key, RETIRED};
+use crate::rshm::gate::{gate_key, gate_keys, RETIRED};
 use crate::sys::ipcs::{Kind, Object};
 use crate::sys::msg::MsgId;
 use crate::sys::sem::SemId;
@@ -56,7 +56,14 @@ pub fn section(q: &Object, port: u16, objs: &[Object]) -> Option<NodeView> {
         .find(|o| o.kind == Kind::Sem && o.key == alive_key(port))
         .map(|o| o.id);
     let mut claims = vec![(Kind::Msg, q.id)];
-    claims.extend(gates.map(|g| (Kind::Sem, g)));
+    // Every gate set is the node's (the first is the one shown below; more are made only when
+    // a table outgrows it, see `rshm::gate`).
+    let all_gates = gate_keys(port);
+    claims.extend(
+        objs.iter()
+            .filter(|o| o.kind == Kind::Sem && all_gates.contains(&o.key))
+            .map(|o| (Kind::Sem, o.id)),
+    );
     claims.extend(alive.map(|a| (Kind::Sem, a)));
     // Every request is answered, so at rest the last sender is the server (its last reply). A
     // dead last sender is a server that died, or a request it never answered: either way,

@@ -17,16 +17,20 @@
 //! |--------|------|------------|-----------------------------------------------------------|
 //! | 0      | 4    | magic      | `RSHQ`                                                    |
 //! | 4      | 2    | version    | u16, [`VERSION`]                                          |
-//! | 6      | 1    | op         | u8: 1 GET, 2 AT, 3 DT, 4 RMID, 5 CHANGED, 6 WAIT, 7 LS    |
+//! | 6      | 1    | op         | u8: 1 GET, 2 AT, 3 DT, 4 RMID, 5 CHANGED, 6 WAIT, 7 LS,   |
+//! |        |      |            | 8 CHANGED_RANGE                                           |
 //! | 7      | 1    | zero       | must be 0                                                 |
 //! | 8      | 4    | reply_type | i32 > 0: the `mtype` the reply is sent with (caller's tid)|
 //! | 12     | 4    | serial     | u32: echoed in the reply, so a late reply is recognised   |
 //! | 16     | 4    | pid        | i32: the caller's pid                                     |
-//! | 20     | 4    | rshmid     | i32 (AT, DT, RMID, CHANGED, WAIT)                         |
+//! | 20     | 4    | rshmid     | i32 (AT, DT, RMID, CHANGED, WAIT, CHANGED_RANGE); LS: the |
+//! |        |      |            | cursor, list rows with a higher rshmid (0: from the first)|
 //! | 24     | 4    | key        | i32 (GET)                                                 |
 //! | 28     | 4    | node       | u32 (WAIT: the node id of the server that counted `seen`) |
-//! | 32     | 8    | size       | u64 (GET; 0 = open an existing segment only)              |
-//! | 40     | 8    | seen       | u64 (WAIT: the replica's `changes` the caller has seen)   |
+//! | 32     | 8    | size       | u64 (GET; 0 = open an existing segment only);             |
+//! |        |      |            | CHANGED_RANGE: the range's offset                         |
+//! | 40     | 8    | seen       | u64 (WAIT: the replica's `changes` the caller has seen);  |
+//! |        |      |            | CHANGED_RANGE: the range's length                         |
 //! | 48     | 8    | timeout_ms | u64 (WAIT)                                                |
 //!
 //! Always [`REQUEST_LEN`] bytes.
@@ -55,9 +59,10 @@
 //! | 56     | 4     | node     | u32: this server's node id, drawn at random when it      |
 //! |        |       |          | starts: `changes` counts only for this run of the server |
 //! | 60     | 2     | n        | u16 text length, at most [`MAX_TEXT`]                    |
-//! | 62     | 2     | m        | u16 LS entry count, at most `RSHM_MAX_SEGMENTS`          |
+//! | 62     | 2     | m        | u16 LS entry count, at most `RSHM_LS_PAGE`               |
 //! | 64     | 2     | p        | u16 LS peer count, at most `RSHM_MAX_PEERS`              |
-//! | 66     | 2     | zero     |                                                          |
+//! | 66     | 2     | more     | u16, LS: 1 if the table has rows after the last entry    |
+//! |        |       |          | (ask again with that rshmid as the cursor), else 0       |
 //! | 68     | n     | text     | UTF-8: the error message, or (LS) this node's address    |
 //! | 68+n   | 48*m  | entries  | [`LsEntry`], below                                       |
 //! | ...    | 7*p   | peers    | ip u32, port u16, up u8 (1 = connected)                  |
@@ -183,7 +188,7 @@
 //! a table that already has it, gives the same result.
 
 use super::{DecodeError, Reader, Writer};
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{RSHM_LS_PAGE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The version of both formats; bumped when a layout changes (2: diffs, STATE, LS `sent`).
@@ -209,9 +214,10 @@ pub const LS_ENTRY_LEN: usize = 48;
 pub const LS_PEER_LEN: usize = 7;
 /// The longest text (an error message) in a reply or an ACK.
 pub const MAX_TEXT: usize = 256;
-/// The largest reply: it must fit one queue message (`msgmax` is 8192 by default).
+/// The largest reply: it must fit one queue message (`msgmax` is 8192 by default), so an LS
+/// reply carries one page of the table, at most `RSHM_LS_PAGE` rows.
 pub const MAX_REPLY: usize =
-    REPLY_HEADER_LEN + MAX_TEXT + RSHM_MAX_SEGMENTS * LS_ENTRY_LEN + RSHM_MAX_PEERS * LS_PEER_LEN;
+    REPLY_HEADER_LEN + MAX_TEXT + RSHM_LS_PAGE * LS_ENTRY_LEN + RSHM_MAX_PEERS * LS_PEER_LEN;
 /// A peer frame's header.
 pub const FRAME_HEADER_LEN: usize = 16;
 /// An UPDATE's fixed part: header, rshmid, version, origin, nruns.
@@ -327,7 +333,13 @@ mod tests {
                 seen: 3,
                 timeout_ms: 500,
             },
-            Op::Ls,
+            Op::Ls { after: 0 },
+            Op::Ls { after: 77 },
+            Op::ChangedRange {
+                rshmid: 9,
+                offset: 1 << 40,
+                len: u64::MAX,
+            },
         ] {
             let req = Request {
                 reply_type: 42,
@@ -344,7 +356,7 @@ mod tests {
             reply_type: 1,
             serial: 1,
             pid: 1,
-            op: Op::Ls,
+            op: Op::Ls { after: 0 },
         }
         .encode();
         bad[6] = 99;
@@ -387,6 +399,7 @@ mod tests {
                 addr: addr(7002),
                 up: true,
             }],
+            more: true,
             ..Reply::default()
         };
         let bytes = reply.encode();

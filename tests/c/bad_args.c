@@ -6,7 +6,8 @@
  *
  * Checked: RSHM_PORT that is no port (EINVAL); rshmat with addr != NULL (EINVAL); rshmdt of
  * an address not attached, or of NULL (EINVAL); rshmctl with a cmd other than IPC_RMID
- * (EINVAL); calls on an rshmid nobody has; rshm_error()'s pointer, still readable and
+ * (EINVAL); rshmChanged_range at the segment's edges and past them (EINVAL, with the reason);
+ * calls on an rshmid nobody has; rshm_error()'s pointer, still readable and
  * unchanged after a *successful* call, and readable (with the new text) after the next
  * failure; rshm_wait_changed with timeout 0 (at once) and -1 (for ever, ended by a change
  * that another thread makes). Prints one line per check; exits 0 if all passed.
@@ -71,6 +72,20 @@ int main(int argc, char **argv)
     expect("rshmat(unknown id) fails", rshmat(0x7eadbeef, NULL) == (void *)-1 && errno != 0);
     expect("rshmChanged(unknown id) fails", rshmChanged(0x7eadbeef) == -1);
     expect("rshm_wait_changed(unknown id) fails", rshm_wait_changed(0x7eadbeef, 0) == -1);
+
+    /* rshmChanged_range at the segment's edges (64 bytes) and beyond them. */
+    expect("rshmChanged_range(0, 64) publishes the whole segment", rshmChanged_range(id, 0, 64) == 0);
+    expect("rshmChanged_range(63, 1), the last byte", rshmChanged_range(id, 63, 1) == 0);
+    errno = 0;
+    expect("rshmChanged_range(64, 1) is EINVAL", rshmChanged_range(id, 64, 1) == -1 && errno == EINVAL);
+    expect("... and says why", strstr(rshm_error(), "past the end of the segment (64 bytes)") != NULL);
+    expect("rshmChanged_range(63, 2) is EINVAL", rshmChanged_range(id, 63, 2) == -1 && errno == EINVAL);
+    expect("rshmChanged_range(0, 0) is EINVAL", rshmChanged_range(id, 0, 0) == -1 && errno == EINVAL);
+    expect("... and says why", strstr(rshm_error(), "len 0") != NULL);
+    expect("rshmChanged_range(SIZE_MAX, 2) is EINVAL (overflow)",
+           rshmChanged_range(id, (size_t)-1, 2) == -1 && errno == EINVAL
+               && strstr(rshm_error(), "overflows") != NULL);
+    expect("rshmChanged_range(unknown id) fails", rshmChanged_range(0x7eadbeef, 0, 1) == -1);
 
     /* rshm_error's lifetime: like strerror's, until this thread's next failing call. */
     rshmctl(id, 999);

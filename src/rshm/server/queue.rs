@@ -14,7 +14,7 @@ use super::state::{lock, Shared, State};
 use super::sweeper::{lock_drained, sweep_queue, thread_exists};
 use super::{rshm_changed, rshmat, rshmctl, rshmdt, rshmget, wait};
 use crate::params::{
-    RSHM_BACKLOG, RSHM_DRAIN_INTERVAL, RSHM_REPLY_ROOM_WAIT, RSHM_TRACKED_REPLIES,
+    RSHM_BACKLOG, RSHM_DRAIN_INTERVAL, RSHM_LS_PAGE, RSHM_REPLY_ROOM_WAIT, RSHM_TRACKED_REPLIES,
 };
 use crate::rshm::RSHM_REQUEST_TYPE;
 use crate::sys;
@@ -88,14 +88,19 @@ pub(super) fn handle(shared: &Shared, st: &mut State, req: Request) {
         Op::At { rshmid } => rshmat::local(shared, st, req, rshmid),
         Op::Dt { rshmid } => rshmdt::local(shared, st, req, rshmid),
         Op::Rmid { rshmid } => rshmctl::local(shared, st, req, rshmid),
-        Op::Changed { rshmid } => rshm_changed::local(shared, st, req, rshmid),
+        Op::Changed { rshmid } => rshm_changed::local(shared, st, req, rshmid, None),
+        Op::ChangedRange {
+            rshmid,
+            offset,
+            len,
+        } => rshm_changed::local(shared, st, req, rshmid, Some((offset, len))),
         Op::Wait {
             rshmid,
             node,
             seen,
             timeout_ms,
         } => wait::local(shared, st, req, rshmid, (node, seen), timeout_ms),
-        Op::Ls => ls(shared, st, req),
+        Op::Ls { after } => ls(shared, st, req, after),
     }
 }
 
@@ -104,11 +109,14 @@ pub(super) fn fail(shared: &Shared, req: &Request, errno: i32, text: String) {
     reply(shared, req, &Reply::error(req, errno, text));
 }
 
-/// `client ls`: our table, and which peers are up (connected and synced by HELLO).
-fn ls(shared: &Shared, st: &mut State, req: Request) {
+/// `client ls`: one page of our table (the rows after `after`), and which peers are up
+/// (connected and synced by HELLO).
+fn ls(shared: &Shared, st: &mut State, req: Request, after: i32) {
+    let (entries, more) = st.table.ls(after, RSHM_LS_PAGE);
     let r = Reply {
         text: shared.me.to_string(),
-        entries: st.table.ls(),
+        entries,
+        more,
         peers: st
             .peers
             .iter()

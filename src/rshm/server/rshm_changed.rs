@@ -33,24 +33,39 @@ use crate::rshm::table::Stamp;
 use crate::wire::rshm::{update_len, Entry, Frame, Reply, Request, Run};
 use std::net::SocketAddrV4;
 
-/// The local server's `rshmChanged`: diff the replica against its twin, stamp it, count the
-/// change, and send the UPDATE; the reply waits for every peer's ACK.
-pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) {
+/// The local server's `rshmChanged` (`range` None) or `rshmChanged_range` (`range` the
+/// offset and length): diff the replica against its twin, over the whole segment or the
+/// range only, stamp it, count the change, and send the UPDATE; the reply waits for every
+/// peer's ACK.
+pub(super) fn local(
+    shared: &Shared,
+    st: &mut State,
+    req: Request,
+    rshmid: i32,
+    range: Option<(u64, u64)>,
+) {
     let me = shared.me;
     let fail = |errno: i32, text: String| queue::fail(shared, &req, errno, text);
+    let call = match range {
+        None => format!("rshmChanged(rshmid={rshmid})"),
+        Some((offset, len)) => {
+            format!("rshmChanged_range(rshmid={rshmid}, offset={offset}, len={len})")
+        }
+    };
     let Some(seg) = st.table.get_mut(rshmid) else {
-        return fail(
-            libc::EINVAL,
-            format!("rshmChanged(rshmid={rshmid}): no such segment"),
-        );
+        return fail(libc::EINVAL, format!("{call}: no such segment"));
     };
     // The server reads the replica through its own attachment (the seed's addr): the
     // program wrote into the same physical pages through its own mapping. Only the
     // words that differ from the twin travel (see `diff`).
     let rshmid = seg.rshmid;
-    let (stamp, runs) = match seg.local_change(me) {
+    let found = match range {
+        None => seg.local_change(me),
+        Some((offset, len)) => seg.local_change_range(me, offset, len),
+    };
+    let (stamp, runs) = match found {
         Ok(x) => x,
-        Err(e) => return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}")),
+        Err(e) => return fail(errno_text(&e), format!("{call}: {e}")),
     };
     let wire = update_len(&runs) as u64;
     seg.sent = wire;

@@ -7,7 +7,7 @@
 
 use super::{clip, get_addr, get_text, invalid, put_addr};
 use super::{REPLY_HEADER_LEN, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC, VERSION};
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_SEGMENTS};
+use crate::params::{RSHM_LS_PAGE, RSHM_MAX_PEERS};
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -25,6 +25,8 @@ pub enum Op {
     Rmid { rshmid: i32 },
     /// `rshmChanged(rshmid)`.
     Changed { rshmid: i32 },
+    /// `rshmChanged_range(rshmid, offset, len)`: only those bytes are compared and published.
+    ChangedRange { rshmid: i32, offset: u64, len: u64 },
     /// `rshm_wait_changed(rshmid, timeout)`: reply once the replica's change count exceeds
     /// `seen`, which server `node` counted (any other node id: the caller has seen nothing).
     Wait {
@@ -33,8 +35,9 @@ pub enum Op {
         seen: u64,
         timeout_ms: u64,
     },
-    /// The node's table, for `client ls`.
-    Ls,
+    /// One page of the node's table, for `client ls`: the rows with an rshmid above `after`
+    /// (0: from the first), at most `RSHM_LS_PAGE` of them.
+    Ls { after: i32 },
 }
 
 impl Op {
@@ -46,7 +49,8 @@ impl Op {
             Op::Rmid { .. } => 4,
             Op::Changed { .. } => 5,
             Op::Wait { .. } => 6,
-            Op::Ls => 7,
+            Op::Ls { .. } => 7,
+            Op::ChangedRange { .. } => 8,
         }
     }
 }
@@ -59,6 +63,11 @@ impl fmt::Display for Op {
             Op::Dt { rshmid } => write!(f, "DT rshmid={rshmid}"),
             Op::Rmid { rshmid } => write!(f, "RMID rshmid={rshmid}"),
             Op::Changed { rshmid } => write!(f, "CHANGED rshmid={rshmid}"),
+            Op::ChangedRange {
+                rshmid,
+                offset,
+                len,
+            } => write!(f, "CHANGED rshmid={rshmid} offset={offset} len={len}"),
             Op::Wait {
                 rshmid,
                 node,
@@ -68,7 +77,8 @@ impl fmt::Display for Op {
                 f,
                 "WAIT rshmid={rshmid} seen={seen}@{node:08x} timeout={timeout_ms}ms"
             ),
-            Op::Ls => write!(f, "LS"),
+            Op::Ls { after: 0 } => write!(f, "LS"),
+            Op::Ls { after } => write!(f, "LS after={after}"),
         }
     }
 }
@@ -90,13 +100,18 @@ impl Request {
             Op::Get { key, size } => (0, key, 0, size, 0, 0),
             Op::At { rshmid } | Op::Dt { rshmid } | Op::Rmid { rshmid } => (rshmid, 0, 0, 0, 0, 0),
             Op::Changed { rshmid } => (rshmid, 0, 0, 0, 0, 0),
+            Op::ChangedRange {
+                rshmid,
+                offset,
+                len,
+            } => (rshmid, 0, 0, offset, len, 0),
             Op::Wait {
                 rshmid,
                 node,
                 seen,
                 timeout_ms,
             } => (rshmid, 0, node, 0, seen, timeout_ms),
-            Op::Ls => (0, 0, 0, 0, 0, 0),
+            Op::Ls { after } => (after, 0, 0, 0, 0, 0),
         };
         let mut w = Writer::with_capacity(REQUEST_LEN);
         w.bytes(REQUEST_MAGIC).u16(VERSION).u8(self.op.code()).u8(0);
@@ -149,7 +164,12 @@ impl Request {
                 seen,
                 timeout_ms,
             },
-            7 => Op::Ls,
+            7 => Op::Ls { after: rshmid },
+            8 => Op::ChangedRange {
+                rshmid,
+                offset: size,
+                len: seen,
+            },
             other => return invalid(format!("unknown request op {other}")),
         };
         Ok(Request {
@@ -216,6 +236,8 @@ pub struct Reply {
     pub text: String,
     pub entries: Vec<LsEntry>,
     pub peers: Vec<LsPeer>,
+    /// LS: the table has rows after the last of `entries`; ask again from there.
+    pub more: bool,
 }
 
 impl Reply {
@@ -239,7 +261,7 @@ impl Reply {
 
     pub fn encode(&self) -> Vec<u8> {
         let text = clip(&self.text);
-        let entries = &self.entries[..self.entries.len().min(RSHM_MAX_SEGMENTS)];
+        let entries = &self.entries[..self.entries.len().min(RSHM_LS_PAGE)];
         let peers = &self.peers[..self.peers.len().min(RSHM_MAX_PEERS)];
         let mut w = Writer::with_capacity(REPLY_HEADER_LEN + text.len() + 40 * entries.len());
         w.bytes(REPLY_MAGIC).u16(VERSION).u8(self.op).u8(0);
@@ -260,7 +282,7 @@ impl Reply {
         w.u16(text.len() as u16)
             .u16(entries.len() as u16)
             .u16(peers.len() as u16)
-            .u16(0);
+            .u16(u16::from(self.more));
         w.bytes(text.as_bytes());
         for e in entries {
             w.i32(e.rshmid).i32(e.key).u64(e.size);
@@ -308,8 +330,8 @@ impl Reply {
         let n = usize::from(r.u16()?);
         let m = usize::from(r.u16()?);
         let p = usize::from(r.u16()?);
-        r.u16()?;
-        if m > RSHM_MAX_SEGMENTS || p > RSHM_MAX_PEERS {
+        let more = r.u16()? != 0;
+        if m > RSHM_LS_PAGE || p > RSHM_MAX_PEERS {
             return invalid(format!("reply lists {m} segments and {p} peers: too many"));
         }
         let text = get_text(&mut r, n)?;
@@ -358,6 +380,7 @@ impl Reply {
             text,
             entries,
             peers,
+            more,
         })
     }
 }
