@@ -26,6 +26,7 @@
 //! | `int rshmdt(int rshmid, void *addr)`  | `node.rshmdt(attachment)` (or drop it)      |       |
 //! | `int rshmctl(int rshmid, int cmd)`    | `node.rshmctl(rshmid, IPC_RMID)`            | IPC_RMID only |
 //! | `void rshmChanged(int rshmid)`        | `node.rshm_changed(rshmid) -> version`      | C returns `int` |
+//! | (beyond the seed)                     | `node.rshm_changed_range(rshmid, off, len)` | C: `rshmChanged_range(id, off, len)` |
 //! | (beyond the seed)                     | `node.rshm_wait_changed(rshmid, timeout)`   | C: `rshm_wait_changed(id, ms)` |
 //!
 //! # Why `rshmat` cannot return the server's address
@@ -42,7 +43,10 @@
 //! # Consistency model
 //!
 //! What RSHM guarantees, and what it does not. An *update* is what one `rshmChanged` sends:
-//! the runs of 8-byte words that differ from the segment's twin ([`diff`]).
+//! the runs of 8-byte words that differ from the segment's twin ([`diff`]). A
+//! `rshmChanged_range(id, offset, len)` is the same over those bytes only (rounded out to
+//! words): what the program wrote elsewhere is not part of that update, and stays unpublished
+//! until a later call covers it.
 //!
 //! - **The order.** Every update carries a stamp `(version, node)`: the version is a Lamport
 //!   clock (one above the highest version this node has applied for the segment), the node is

@@ -352,6 +352,28 @@ mod tests {
             assert_eq!(&bytes[..4], b"RSHQ");
             assert_eq!(Request::decode(&bytes).unwrap(), req);
         }
+        // The fields of the two ops that reuse others' slots, where the table says.
+        let range = Request {
+            reply_type: 1,
+            serial: 1,
+            pid: 1,
+            op: Op::ChangedRange {
+                rshmid: 9,
+                offset: 0x0102,
+                len: 3,
+            },
+        }
+        .encode();
+        assert_eq!(range[6], 8);
+        assert_eq!(range[20..24], 9i32.to_le_bytes());
+        assert_eq!(range[32..40], 0x0102u64.to_le_bytes());
+        assert_eq!(range[40..48], 3u64.to_le_bytes());
+        let ls = Request {
+            op: Op::Ls { after: 77 },
+            ..Request::decode(&range).unwrap()
+        }
+        .encode();
+        assert_eq!((ls[6], &ls[20..24]), (7, &77i32.to_le_bytes()[..]));
         let mut bad = Request {
             reply_type: 1,
             serial: 1,
@@ -408,7 +430,12 @@ mod tests {
             REPLY_HEADER_LEN + 14 + LS_ENTRY_LEN + LS_PEER_LEN
         );
         assert_eq!(Reply::decode(&bytes).unwrap(), reply);
+        assert_eq!(bytes[66..68], [1, 0], "more");
         const { assert!(MAX_REPLY <= 8192) };
+        // A page holds at most RSHM_LS_PAGE rows: a reply claiming more is invalid.
+        let mut many = bytes.clone();
+        many[62..64].copy_from_slice(&(RSHM_LS_PAGE as u16 + 1).to_le_bytes());
+        assert!(matches!(Reply::decode(&many), Err(DecodeError::Invalid(_))));
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //!
 //! 1. **The program** ([`crate::rshm::api::Node::rshm_changed`]) sends `Op::Changed` and
 //!    gets the new version (and, [`crate::rshm::api::Node::rshm_changed_wire`], the bytes it
-//!    cost per peer).
+//!    cost per peer); or, having written only `[offset, offset + len)`,
+//!    ([`crate::rshm::api::Node::rshm_changed_range`]) sends `Op::ChangedRange`.
 //! 2. **The local server** ([`local`]): reads the replica through its own attachment (the
-//!    seed's `addr`), diffs it against the twin ([`crate::rshm::diff`]), stamps the runs
-//!    (`Segment::local_change`), counts the change, and sends UPDATE to every peer. The reply
-//!    waits for every connected peer's ACK, or names those that did not answer.
+//!    seed's `addr`), diffs it against the twin ([`crate::rshm::diff`]) over the whole segment
+//!    or the range only, stamps the runs (`Segment::local_change`, `local_change_range`),
+//!    counts the change, and sends UPDATE to every peer. The reply waits for every connected
+//!    peer's ACK, or names those that did not answer.
 //! 3. **The remote servers** ([`remote`]): write the runs into their replica word by word,
 //!    only where the update's stamp is newer (`Segment::apply_update`), ACK, then count the
 //!    change, waking their readers.
@@ -21,7 +23,7 @@
 //! [`crate::rshm`], "Consistency model".
 //!
 //! # Format
-//! In [`crate::wire::rshm`]: `Op::Changed`, the [`Reply`] (`version`, `size` = UPDATE bytes),
+//! In [`crate::wire::rshm`]: `Op::Changed`, `Op::ChangedRange`, the [`Reply`] (`version`, `size` = UPDATE bytes),
 //! `Frame::Update { rshmid, version, origin, runs }` ([`Run`]) and `Frame::Ack`.
 
 use super::errno_text;

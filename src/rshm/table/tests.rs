@@ -210,3 +210,68 @@ fn counts_merge_per_node_and_destroy_removes_the_replica() {
     assert!(!t.insert(&e).unwrap());
     assert!(t.get(id).is_none());
 }
+
+#[test]
+fn ls_pages_by_rshmid_and_says_when_more_follow() {
+    let mut t = Table::new(node(1)).unwrap();
+    let mut ids: Vec<i32> = (0..5)
+        .map(|k| t.create(0x700 + k, 8).unwrap().rshmid)
+        .collect();
+    ids.sort();
+    let (page, more) = t.ls(0, 2);
+    assert_eq!(page.iter().map(|e| e.rshmid).collect::<Vec<_>>(), ids[..2]);
+    assert!(more);
+    let (page, more) = t.ls(ids[1], 2);
+    assert_eq!(page.iter().map(|e| e.rshmid).collect::<Vec<_>>(), ids[2..4]);
+    assert!(more);
+    let (page, more) = t.ls(ids[3], 2);
+    assert_eq!((page.len(), page[0].rshmid, more), (1, ids[4], false));
+    let (page, more) = t.ls(ids[4], 2);
+    assert!(page.is_empty() && !more);
+    assert!(t.ls(i32::MAX, 2).0.is_empty());
+}
+
+#[test]
+fn a_ranged_change_compares_and_publishes_its_range_only() {
+    let me = node(1);
+    let mut t = Table::new(me).unwrap();
+    let id = t.create(0x99, 100).unwrap().rshmid;
+    let seg = t.get_mut(id).unwrap();
+    seg.replica.att.write_at(3, &[1]).unwrap();
+    seg.replica.att.write_at(50, &[2]).unwrap();
+    seg.replica.att.write_at(99, &[3]).unwrap();
+    // Byte 50: its word, 48..56, and nothing else.
+    let (stamp, runs) = seg.local_change_range(me, 50, 1).unwrap();
+    assert_eq!(stamp.version, 1);
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].offset, runs[0].data.len()), (48, 8));
+    assert_eq!(seg.twin[48..56], [0, 0, 2, 0, 0, 0, 0, 0]);
+    assert_eq!(seg.twin[0..8], [0; 8], "byte 3 is not published");
+    // The last byte: a word cut short by the segment's end.
+    let (_, runs) = seg.local_change_range(me, 99, 1).unwrap();
+    assert_eq!(
+        (runs[0].offset, runs[0].data.clone()),
+        (96, vec![0, 0, 0, 3])
+    );
+    // Edges: refused, and nothing changes (no version used up).
+    for (offset, len) in [
+        (100, 1),
+        (99, 2),
+        (0, 0),
+        (0, 101),
+        (u64::MAX, 1),
+        (1, u64::MAX),
+    ] {
+        let e = seg.local_change_range(me, offset, len).unwrap_err();
+        assert_eq!(
+            crate::sys::errno(&e),
+            Some(libc::EINVAL),
+            "({offset}, {len})"
+        );
+    }
+    assert_eq!(seg.stamp.version, 2);
+    // The whole segment, as a range: finds byte 3, left unpublished until now.
+    let (_, runs) = seg.local_change_range(me, 0, 100).unwrap();
+    assert_eq!((runs.len(), runs[0].offset), (1, 0));
+    assert_eq!(bytes(seg), seg.twin.to_vec());
+}
