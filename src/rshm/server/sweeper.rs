@@ -110,11 +110,20 @@ pub(super) fn correct_counts(shared: &Shared, only_marked: bool) {
         .filter(|s| !s.local.is_empty() && (s.marked || !only_marked))
         .map(|s| s.rshmid)
         .collect();
+    // Asked once per pid per sweep: with thousands of segments, the same few programs hold
+    // most attaches, and each question reads /proc under the lock.
+    let known = std::cell::RefCell::new(std::collections::HashMap::new());
+    let alive = |pid: i32| {
+        *known
+            .borrow_mut()
+            .entry(pid)
+            .or_insert_with(|| sys::process::alive(pid))
+    };
     for rshmid in ids {
         let Some(seg) = st.table.get_mut(rshmid) else {
             continue;
         };
-        let (dead, count) = seg.drop_dead(me, sys::process::alive);
+        let (dead, count) = seg.drop_dead(me, alive);
         if dead.is_empty() {
             continue;
         }
