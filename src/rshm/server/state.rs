@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What to answer once the peers have acknowledged a request.
 pub(super) enum Then {
@@ -50,6 +50,8 @@ pub(super) struct Pending {
     /// An ACK's error, for a forwarded RMID.
     pub(super) status: (i32, String),
     pub(super) deadline: Instant,
+    /// How long it waits in all (the ACK timeout, longer for a large change).
+    pub(super) patience: Duration,
 }
 
 /// A program in `rshm_wait_changed` that asked through the queue (it had no gate to sleep on,

@@ -10,7 +10,9 @@ use super::{
     FRAME_HEADER_LEN, FRAME_MAGIC, MAX_BODY, RUN_HEADER_LEN, STATE_RUN_HEADER_LEN,
     UPDATE_FIXED_LEN, VERSION,
 };
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{
+    RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+};
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -103,11 +105,15 @@ pub enum Frame {
         node: SocketAddrV4,
         count: u32,
     },
-    /// A diff: the runs of bytes `origin` changed, stamped `(version, origin)`.
+    /// A diff: the runs of bytes `origin` changed, stamped `(version, origin)`. A change too
+    /// large for one frame travels as frames `part` 0, 1, 2, ..., every one but the last with
+    /// `more` set; the receiver applies (and acknowledges) the change once, at the last.
     Update {
         rshmid: i32,
         version: u64,
         origin: SocketAddrV4,
+        part: u32,
+        more: bool,
         runs: Vec<Run>,
     },
     /// "Please remove": sent to the owner by the node where `rshmctl(IPC_RMID)` was called.
@@ -148,20 +154,74 @@ pub struct StampedRun {
     pub run: Run,
 }
 
-/// One run of an UPDATE: `data` goes at `offset`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One run of an UPDATE: `data` goes at `offset` (u64: a segment may be larger than 4 GiB
+/// where the kernel's `shmmax` allows).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Run {
-    pub offset: u32,
+    pub offset: u64,
     pub data: Vec<u8>,
 }
 
-/// The bytes an UPDATE with these runs takes on the wire, header included.
+/// The bytes an UPDATE with these runs takes on the wire, header included (one frame; a
+/// change cut into several frames costs the sum of theirs, see [`update_frames`]).
 pub fn update_len(runs: &[Run]) -> usize {
     UPDATE_FIXED_LEN
         + runs
             .iter()
             .map(|r| RUN_HEADER_LEN + r.data.len())
             .sum::<usize>()
+}
+
+/// One change's runs, cut into UPDATE frames that each hold at most [`RSHM_MAX_FRAME_DATA`]
+/// run bytes and [`RSHM_MAX_RUNS`] runs: a run longer than what is left of a frame is split
+/// in several runs (cut at word boundaries, so every piece stays word-aligned). The frames are
+/// numbered from `part` 0, and all but the last say `more`. No run is empty. A run that fits
+/// is moved, not copied; a run that is cut is copied once, piece by piece.
+pub fn update_frames(
+    rshmid: i32,
+    version: u64,
+    origin: SocketAddrV4,
+    runs: Vec<Run>,
+) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut cur: Vec<Run> = Vec::new();
+    let mut room = RSHM_MAX_FRAME_DATA;
+    let frame = |frames: &Vec<Frame>, runs: Vec<Run>, more: bool| Frame::Update {
+        rshmid,
+        version,
+        origin,
+        part: frames.len() as u32,
+        more,
+        runs,
+    };
+    for run in runs {
+        let mut at = 0;
+        while at < run.data.len() {
+            if room < 8 || cur.len() == RSHM_MAX_RUNS {
+                let f = frame(&frames, std::mem::take(&mut cur), true);
+                frames.push(f);
+                room = RSHM_MAX_FRAME_DATA;
+            }
+            let left = run.data.len() - at;
+            if at == 0 && left <= room {
+                room -= left;
+                cur.push(run);
+                break;
+            }
+            // What is left of this frame, rounded down to whole words (the last piece may
+            // end mid-word, with the run).
+            let take = if left <= room { left } else { room - room % 8 };
+            cur.push(Run {
+                offset: run.offset + at as u64,
+                data: run.data[at..at + take].to_vec(),
+            });
+            at += take;
+            room -= take;
+        }
+    }
+    let last = frame(&frames, cur, false);
+    frames.push(last);
+    frames
 }
 
 impl Frame {
@@ -208,13 +268,15 @@ impl Frame {
                 rshmid,
                 version,
                 origin,
+                part,
+                more,
                 runs,
             } => {
                 w.i32(*rshmid).u64(*version);
                 put_addr(&mut w, *origin);
-                w.u32(runs.len() as u32);
+                w.u32(*part).u8(u8::from(*more)).u32(runs.len() as u32);
                 for run in runs {
-                    w.u32(run.offset)
+                    w.u64(run.offset)
                         .u32(run.data.len() as u32)
                         .bytes(&run.data);
                 }
@@ -224,7 +286,7 @@ impl Frame {
                 for r in runs {
                     w.u64(r.version);
                     put_addr(&mut w, r.origin);
-                    w.u32(r.run.offset)
+                    w.u64(r.run.offset)
                         .u32(r.run.data.len() as u32)
                         .bytes(&r.run.data);
                 }
@@ -380,31 +442,32 @@ impl Frame {
         })
     }
 
-    /// An UPDATE: runs in order, none empty, none overlapping, none past the largest segment.
+    /// An UPDATE: runs in order, none empty, none overlapping, none past the largest segment,
+    /// at most [`RSHM_MAX_FRAME_DATA`] run bytes in all.
     fn decode_update(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
         let rshmid = r.i32()?;
         let version = r.u64()?;
         let origin = get_addr(r)?;
+        let part = r.u32()?;
+        let more = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return invalid(format!("UPDATE more {other}, expected 0 or 1")),
+        };
         let n = r.u32()? as usize;
-        // Each run takes at least 9 bytes of the body: more runs than that cannot be.
+        // Each run takes at least RUN_HEADER_LEN + 1 bytes of the body: more runs cannot be.
         if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
             return invalid(format!(
                 "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
             ));
         }
         let mut runs = Vec::with_capacity(n);
-        let mut end = 0usize;
+        let (mut end, mut data) = (0u64, 0usize);
         for _ in 0..n {
-            let offset = r.u32()?;
+            let offset = r.u64()?;
             let len = r.u32()? as usize;
-            let start = offset as usize;
-            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                return invalid(format!(
-                    "run of {len} bytes at {offset}: empty, overlaps the one before, \
-                     or exceeds {RSHM_MAX_SEGMENT}"
-                ));
-            }
-            end = start + len;
+            check_run("run", offset, len, end, &mut data)?;
+            end = offset + len as u64;
             runs.push(Run {
                 offset,
                 data: r.bytes(len)?.to_vec(),
@@ -414,6 +477,8 @@ impl Frame {
             rshmid,
             version,
             origin,
+            part,
+            more,
             runs,
         })
     }
@@ -433,20 +498,14 @@ impl Frame {
             ));
         }
         let mut runs = Vec::with_capacity(n);
-        let mut end = 0usize;
+        let (mut end, mut data) = (0u64, 0usize);
         for _ in 0..n {
             let version = r.u64()?;
             let origin = get_addr(r)?;
-            let offset = r.u32()?;
+            let offset = r.u64()?;
             let len = r.u32()? as usize;
-            let start = offset as usize;
-            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                return invalid(format!(
-                    "state run of {len} bytes at {offset}: empty, overlaps the one \
-                     before, or exceeds {RSHM_MAX_SEGMENT}"
-                ));
-            }
-            end = start + len;
+            check_run("state run", offset, len, end, &mut data)?;
+            end = offset + len as u64;
             runs.push(StampedRun {
                 version,
                 origin,
@@ -458,6 +517,30 @@ impl Frame {
         }
         Ok(Frame::State { rshmid, last, runs })
     }
+}
+
+/// A run's place, checked before its bytes are copied: not empty, after the run before it
+/// (`end`), inside the largest segment, and within the frame's budget of run bytes (`data`,
+/// the bytes of the runs before it).
+fn check_run(
+    what: &str,
+    offset: u64,
+    len: usize,
+    end: u64,
+    data: &mut usize,
+) -> Result<(), DecodeError> {
+    *data += len;
+    if len == 0
+        || offset < end
+        || offset.saturating_add(len as u64) > RSHM_MAX_SEGMENT as u64
+        || *data > RSHM_MAX_FRAME_DATA
+    {
+        return invalid(format!(
+            "{what} of {len} bytes at {offset}: empty, overlaps the one before, exceeds \
+             {RSHM_MAX_SEGMENT}, or brings the frame past {RSHM_MAX_FRAME_DATA} run bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// One trace line per frame: `UPDATE rshmid=7 v=3 4096 bytes at 0`.
@@ -491,10 +574,16 @@ impl fmt::Display for Frame {
                 rshmid,
                 version,
                 origin,
+                part,
+                more,
                 runs,
             } => {
                 // The runs as offset+length, at most 8 of them: the trace shows what a diff is.
-                write!(f, "UPDATE rshmid={rshmid} v={version}@{origin} runs=[")?;
+                write!(f, "UPDATE rshmid={rshmid} v={version}@{origin}")?;
+                if *part > 0 || *more {
+                    write!(f, " part {part}{}", if *more { " more" } else { " last" })?;
+                }
+                write!(f, " runs=[")?;
                 for (i, run) in runs.iter().take(8).enumerate() {
                     let sep = if i == 0 { "" } else { " " };
                     write!(f, "{sep}{}+{}", run.offset, run.data.len())?;
