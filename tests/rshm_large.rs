@@ -65,7 +65,12 @@ fn a_64_mib_segment_is_replicated_in_bounded_frames_and_reads_back_exactly() {
     let att = a.rshmat(id).unwrap();
     let want = pattern(3, BIG);
     att.write_at(0, &want).unwrap();
+    let t = std::time::Instant::now();
     let (version, wire) = a.rshm_changed_wire(id).unwrap();
+    println!(
+        "rshm_large: a 64 MiB change to 2 peers took {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     a.rshmdt(att).unwrap();
     // 64 frames, every one bounded: 43 bytes of frame and 12 of run header each, and the
     // segment's bytes once.

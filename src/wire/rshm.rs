@@ -291,7 +291,9 @@ mod peer;
 mod queue;
 
 pub use auth::{Auth, AuthKind};
-pub use peer::{update_frames, update_len, Entry, Frame, Hello, Run, StampedRun};
+pub use peer::{
+    update_frames, update_len, update_parts, Entry, Frame, Hello, Run, StampedRun, UpdatePart,
+};
 pub use queue::{GateRef, LsEntry, LsPeer, Op, Reply, Request, SEMVMX};
 
 #[cfg(test)]
@@ -629,8 +631,16 @@ mod tests {
                 data: data.clone(),
             },
         ];
-        let frames = update_frames(7, 3, addr(9), runs);
+        let frames = update_frames(7, 3, addr(9), &runs);
         assert_eq!(frames.len(), 3);
+        for (p, f) in update_parts(&runs).iter().zip(&frames) {
+            assert_eq!(
+                p.encode(7, 3, addr(9), 1),
+                f.encode(1),
+                "borrowed and owned agree"
+            );
+            assert_eq!(p.len(), p.encode(7, 3, addr(9), 1).len());
+        }
         let mut got = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             let Frame::Update {
@@ -656,7 +666,7 @@ mod tests {
             .windows(2)
             .all(|w| w[0].offset + w[0].data.len() as u64 <= w[1].offset));
         // No runs: one empty last frame.
-        assert_eq!(update_frames(7, 3, addr(9), Vec::new()).len(), 1);
+        assert_eq!(update_frames(7, 3, addr(9), &[]).len(), 1);
         // A frame with more run bytes than RSHM_MAX_FRAME_DATA is refused.
         let over = Frame::Update {
             rshmid: 1,

@@ -11,18 +11,25 @@
 //!    cost per peer).
 //! 2. **The local server** ([`local`]): reads the replica through its own attachment (the
 //!    seed's `addr`), diffs it against the twin ([`crate::rshm::diff`]), stamps the runs
-//!    (`Segment::local_change`), counts the change, and sends UPDATE to every peer. The reply
-//!    waits for every connected peer's ACK, or names those that did not answer.
-//! 3. **The remote servers** ([`remote`]): write the runs into their replica word by word,
-//!    only where the update's stamp is newer (`Segment::apply_update`), ACK, then count the
-//!    change, waking their readers.
+//!    (`Segment::local_change`), counts the change, and sends UPDATE to every peer: one frame,
+//!    or for a change of more than `RSHM_MAX_FRAME_DATA` bytes several bounded frames, parts
+//!    of one change with one seq ([`crate::wire::rshm::update_frames`]). The reply waits for
+//!    every connected peer's ACK (longer for a large change), or names those that did not
+//!    answer.
+//! 3. **The remote servers** ([`remote_part`], [`remote`]): keep the parts of a large change
+//!    until its last (checked as they come: the same change, the next part, runs ascending
+//!    and inside the segment), then write all the runs into their replica word by word, only
+//!    where the update's stamp is newer (`Segment::apply_update`), under one hold of the
+//!    state lock; ACK once; then count the change once, waking their readers. A reader woken
+//!    by the change therefore never sees half of it.
 //!
 //! The rules (the stamp order, per-word merging, release consistency) are stated once, in
 //! [`crate::rshm`], "Consistency model".
 //!
 //! # Format
 //! In [`crate::wire::rshm`]: `Op::Changed`, the [`Reply`] (`version`, `size` = UPDATE bytes),
-//! `Frame::Update { rshmid, version, origin, runs }` ([`Run`]) and `Frame::Ack`.
+//! `Frame::Update { rshmid, version, origin, part, more, runs }` ([`Run`]) and `Frame::Ack`;
+//! "Large changes: several frames, one change" there.
 
 use super::errno_text;
 use super::peers::{await_acks_sized, broadcast_parts};
@@ -31,7 +38,7 @@ use super::state::{Shared, State, Then};
 use super::wait::{changed, seen_reply};
 use crate::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_RUNS};
 use crate::rshm::table::Stamp;
-use crate::wire::rshm::{update_frames, update_len, Entry, Frame, Reply, Request, Run};
+use crate::wire::rshm::{update_parts, Entry, Reply, Request, Run};
 use std::net::SocketAddrV4;
 
 /// The local server's `rshmChanged`: diff the replica against its twin, stamp it, count the
@@ -53,17 +60,17 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) 
         Ok(x) => x,
         Err(e) => return fail(errno_text(&e), format!("rshmChanged(rshmid={rshmid}): {e}")),
     };
-    // A large change travels as several bounded frames (`update_frames`: at most
-    // RSHM_MAX_FRAME_DATA run bytes each, long runs cut), all with one seq; each peer applies
-    // them as one change when the last arrives, and ACKs once.
+    // A large change travels as several bounded frames (`update_parts`: at most
+    // RSHM_MAX_FRAME_DATA run bytes each, long runs cut, nothing copied), all with one seq;
+    // each peer applies them as one change when the last arrives, and ACKs once.
     let changed_bytes: usize = runs.iter().map(|r| r.data.len()).sum();
-    let nruns = runs.len();
-    let frames = update_frames(rshmid, stamp.version, me, runs);
-    let wire: u64 = frames.iter().map(frame_len).sum();
+    let parts = update_parts(&runs);
+    let wire: u64 = parts.iter().map(|p| p.len() as u64).sum();
     seg.sent = wire;
     crate::trace!(
-        "rshmChanged rshmid={rshmid}: {nruns} run(s), {changed_bytes} changed bytes, {} frame(s), {wire} bytes per peer",
-        frames.len()
+        "rshmChanged rshmid={rshmid}: {} run(s), {changed_bytes} changed bytes, {} frame(s), {wire} bytes per peer",
+        runs.len(),
+        parts.len()
     );
     // Count the change (and wake local readers) and make the reply first, and write
     // the frames last: once they are written, a peer on this machine has been woken on
@@ -74,16 +81,8 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) 
         size: wire,
         ..seen_reply(st, &req, rshmid)
     };
-    let (seq, peers) = broadcast_parts(st, &frames);
+    let (seq, peers) = broadcast_parts(st, (rshmid, stamp), &parts);
     await_acks_sized(shared, st, (seq, wire), peers, req, Then::Changed(r));
-}
-
-/// An UPDATE frame's length on the wire.
-fn frame_len(f: &Frame) -> u64 {
-    match f {
-        Frame::Update { runs, .. } => update_len(runs) as u64,
-        _ => 0,
-    }
 }
 
 /// The parts of one large change that one peer is sending us, kept until its last frame

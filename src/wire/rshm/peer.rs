@@ -172,56 +172,110 @@ pub fn update_len(runs: &[Run]) -> usize {
             .sum::<usize>()
 }
 
+/// One UPDATE frame of a large change, borrowed from the change's runs: its number, whether
+/// more follow, and the pieces `(offset, bytes)` of the runs it carries. Encoded one at a time
+/// ([`UpdatePart::encode`]), so a 1 GiB change is never copied whole into frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdatePart<'a> {
+    pub part: u32,
+    pub more: bool,
+    pub runs: Vec<(u64, &'a [u8])>,
+}
+
 /// One change's runs, cut into UPDATE frames that each hold at most [`RSHM_MAX_FRAME_DATA`]
 /// run bytes and [`RSHM_MAX_RUNS`] runs: a run longer than what is left of a frame is split
-/// in several runs (cut at word boundaries, so every piece stays word-aligned). The frames are
-/// numbered from `part` 0, and all but the last say `more`. No run is empty. A run that fits
-/// is moved, not copied; a run that is cut is copied once, piece by piece.
-pub fn update_frames(
-    rshmid: i32,
-    version: u64,
-    origin: SocketAddrV4,
-    runs: Vec<Run>,
-) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    let mut cur: Vec<Run> = Vec::new();
+/// in several pieces (cut at word boundaries, so every piece stays word-aligned). The parts
+/// are numbered from 0, and all but the last say `more`; no piece is empty; nothing is copied.
+pub fn update_parts(runs: &[Run]) -> Vec<UpdatePart<'_>> {
+    let mut parts = Vec::new();
+    let mut cur: Vec<(u64, &[u8])> = Vec::new();
     let mut room = RSHM_MAX_FRAME_DATA;
-    let frame = |frames: &Vec<Frame>, runs: Vec<Run>, more: bool| Frame::Update {
-        rshmid,
-        version,
-        origin,
-        part: frames.len() as u32,
-        more,
-        runs,
-    };
     for run in runs {
         let mut at = 0;
         while at < run.data.len() {
             if room < 8 || cur.len() == RSHM_MAX_RUNS {
-                let f = frame(&frames, std::mem::take(&mut cur), true);
-                frames.push(f);
+                parts.push(UpdatePart {
+                    part: parts.len() as u32,
+                    more: true,
+                    runs: std::mem::take(&mut cur),
+                });
                 room = RSHM_MAX_FRAME_DATA;
             }
             let left = run.data.len() - at;
-            if at == 0 && left <= room {
-                room -= left;
-                cur.push(run);
-                break;
-            }
-            // What is left of this frame, rounded down to whole words (the last piece may
-            // end mid-word, with the run).
+            // What is left of this frame, rounded down to whole words (the last piece of a
+            // run may end mid-word, with the run).
             let take = if left <= room { left } else { room - room % 8 };
-            cur.push(Run {
-                offset: run.offset + at as u64,
-                data: run.data[at..at + take].to_vec(),
-            });
+            cur.push((run.offset + at as u64, &run.data[at..at + take]));
             at += take;
             room -= take;
         }
     }
-    let last = frame(&frames, cur, false);
-    frames.push(last);
-    frames
+    parts.push(UpdatePart {
+        part: parts.len() as u32,
+        more: false,
+        runs: cur,
+    });
+    parts
+}
+
+impl UpdatePart<'_> {
+    /// The frame's bytes, header included, as [`Frame::encode`] would make them.
+    pub fn encode(&self, rshmid: i32, version: u64, origin: SocketAddrV4, seq: u32) -> Vec<u8> {
+        let mut w = Writer::with_capacity(self.len());
+        w.bytes(FRAME_MAGIC).u16(VERSION).u8(5).u8(0);
+        w.u32((self.len() - FRAME_HEADER_LEN) as u32).u32(seq);
+        w.i32(rshmid).u64(version);
+        put_addr(&mut w, origin);
+        w.u32(self.part)
+            .u8(u8::from(self.more))
+            .u32(self.runs.len() as u32);
+        for (offset, data) in &self.runs {
+            w.u64(*offset).u32(data.len() as u32).bytes(data);
+        }
+        w.finish()
+    }
+
+    /// Its length on the wire, header included.
+    pub fn len(&self) -> usize {
+        UPDATE_FIXED_LEN
+            + self
+                .runs
+                .iter()
+                .map(|(_, d)| RUN_HEADER_LEN + d.len())
+                .sum::<usize>()
+    }
+
+    /// Never: a part has at least its fixed fields.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// As an owned frame (tests, and the trace).
+    pub fn to_frame(&self, rshmid: i32, version: u64, origin: SocketAddrV4) -> Frame {
+        Frame::Update {
+            rshmid,
+            version,
+            origin,
+            part: self.part,
+            more: self.more,
+            runs: self
+                .runs
+                .iter()
+                .map(|(offset, data)| Run {
+                    offset: *offset,
+                    data: data.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The frames of [`update_parts`], owned: each run piece copied.
+pub fn update_frames(rshmid: i32, version: u64, origin: SocketAddrV4, runs: &[Run]) -> Vec<Frame> {
+    update_parts(runs)
+        .iter()
+        .map(|p| p.to_frame(rshmid, version, origin))
+        .collect()
 }
 
 impl Frame {
