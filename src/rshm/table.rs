@@ -218,10 +218,17 @@ impl Segment {
     }
 
     fn stamp_words(&mut self, start: usize, end: usize, version: u64, org: u8) {
-        for w in start / WORD..end.div_ceil(WORD) {
-            self.wver[w] = version;
-            self.worg[w] = org;
-        }
+        let words = start / WORD..end.div_ceil(WORD);
+        self.wver[words.clone()].fill(version);
+        self.worg[words].fill(org);
+    }
+
+    /// Whether word `w` is older than `stamp` (the version alone decides, unless it is a tie:
+    /// the common case needs no look-up of the origin).
+    fn older(&self, w: usize, stamp: Stamp) -> bool {
+        let v = self.wver[w];
+        v < stamp.version
+            || (v == stamp.version && self.origins[usize::from(self.worg[w])] < stamp.origin)
     }
 
     /// rshmChanged here: the runs that differ from the twin, stamped one above the newest
@@ -300,7 +307,7 @@ impl Segment {
             while w * WORD < end {
                 // The longest stretch of words, from w, that this update may write.
                 let first = w;
-                while w * WORD < end && self.word_stamp(w) < stamp {
+                while w * WORD < end && self.older(w, stamp) {
                     w += 1;
                 }
                 if w > first {
@@ -313,7 +320,7 @@ impl Segment {
                     written += b - a;
                 }
                 // Skip the words that hold newer data.
-                while w * WORD < end && self.word_stamp(w) >= stamp {
+                while w * WORD < end && !self.older(w, stamp) {
                     w += 1;
                 }
             }
@@ -372,9 +379,10 @@ impl Segment {
         let scan_end = words.min(w + 8 * RSHM_MAX_FRAME_DATA / WORD);
         while w < scan_end && room >= WORD && out.len() < RSHM_MAX_RUNS {
             let stamp = self.word_stamp(w);
+            let (v, o) = (self.wver[w], self.worg[w]);
             let first = w;
             let most = first + room / WORD;
-            while w < scan_end && w < most && self.word_stamp(w) == stamp {
+            while w < scan_end && w < most && self.wver[w] == v && self.worg[w] == o {
                 w += 1;
             }
             if stamp == Stamp::ZERO {
