@@ -42,8 +42,8 @@
 //!
 //! R = (MB/s of the late joiner) / (MB/s of raw TCP). Goal: R >= 0.5. The memory the servers
 //! used (peak RSS, VmHWM, which counts the replica's shared pages they touched) is printed on
-//! the line before. Measured on the 2-core, 24 GiB lab machine: about 325 MB/s against raw
-//! TCP's 4.8 GB/s, R = 0.07, short of the goal; node A's peak RSS 4.4 GiB (replica, twin and
+//! the line before. Measured on the 2-core, 24 GiB lab machine: 260 to 325 MB/s against raw
+//! TCP's 4.3 to 4.8 GB/s, R = 0.06 to 0.07, short of the goal; node A's peak RSS 4.4 GiB (replica, twin and
 //! word stamps, 3.1 GiB, and the diff's copy of the segment), node B's 4.1 GiB (the same 3.1
 //! GiB, and the row's STATE, kept until its last frame). B spends about a third of the time
 //! receiving and two thirds applying the row as one, most of it in page faults: every page
