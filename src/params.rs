@@ -225,8 +225,16 @@ pub const RSHM_GATE_SETS: usize = (2 * RSHM_MAX_SEGMENTS).div_ceil(RSHM_GATE_SEM
 /// port` ("g", k, then the port).
 pub const RSHM_GATE_MORE_KEY_BASE: i32 = 0x6700_0000;
 
-/// The largest segment a node creates, and so the largest UPDATE frame it accepts.
+/// The largest segment a node creates: 1 GiB. The effective cap is the smaller of this and
+/// the kernel's `shmmax` (`rshmget` refuses above either, saying which). No frame grows with
+/// it: a change or a STATE of a large segment travels as frames of at most
+/// [`RSHM_MAX_FRAME_DATA`] bytes each.
 pub const RSHM_MAX_SEGMENT: usize = 1 << 30;
+
+/// The most run bytes one UPDATE or STATE frame carries (1 MiB): a larger change travels as
+/// several frames, applied as one when the last arrives; a longer run is cut into runs of at
+/// most this length. It bounds `MAX_BODY`, what one frame can make a peer buffer.
+pub const RSHM_MAX_FRAME_DATA: usize = 1 << 20;
 
 /// The most segments one group's table holds: 4096, the kernel's default SHMMNI (System V
 /// segments per machine), since every segment has a replica on every node and a group of
@@ -252,6 +260,10 @@ pub const RSHM_DEFAULT_SIZE: usize = 4096;
 
 /// How long a server waits for every connected peer to acknowledge an update.
 pub const RSHM_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A large change gets more time for its ACKs: one more second per this many bytes of its
+/// frames (64 MiB), the slowest a peer is expected to take a change in and apply it.
+pub const RSHM_ACK_BYTES_PER_SEC: u64 = 64 << 20;
 
 /// Where `rshm_server` keeps the cluster secret when `--secret` is not given, under `$HOME`.
 pub const RSHM_SECRET_DEFAULT: &str = ".config/ipclab/rshm-secret";
@@ -327,8 +339,10 @@ pub const RSHM_TOMBSTONES: usize = 1024;
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;
 
-/// The most runs in one UPDATE or STATE frame: a diff with more is sent as one run of the whole
-/// segment, and a STATE is cut into more frames. It bounds what a frame's run list can cost.
+/// The most runs in one UPDATE or STATE frame, and in one change before its long runs are cut
+/// to [`RSHM_MAX_FRAME_DATA`]: a diff with more is sent as one run of the whole segment, and a
+/// STATE is cut into more frames. It bounds what a frame's run list, and what the runs of a
+/// change being put together from several frames, can cost.
 pub const RSHM_MAX_RUNS: usize = 4096;
 
 /// Lab switch (lab/05-rshm/consistency.md): with this environment variable set to 1, a server

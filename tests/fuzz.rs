@@ -802,11 +802,13 @@ fn rshm_peer_frames() {
                 rshmid,
                 version: rng.edge(),
                 origin: addr(rng),
+                part: rng.below(3) as u32,
+                more: rng.one_in(2),
                 runs: (0..1 + rng.below(3))
                     .map(|i| {
                         let n = 1 + rng.below(32);
                         Run {
-                            offset: i as u32 * 64,
+                            offset: i as u64 * 64,
                             data: rng.bytes(n),
                         }
                     })

@@ -159,6 +159,8 @@ fn an_impostor_without_the_secret_gets_nothing_and_changes_nothing() {
             rshmid: before[0][0][0].parse().unwrap(),
             version: 1 << 62,
             origin: me,
+            part: 0,
+            more: false,
             runs: vec![Run {
                 offset: 0,
                 data: b"forged!!".to_vec(),

@@ -9,7 +9,6 @@ mod common;
 mod rshm_cluster;
 
 use common::{cmd, wait_until};
-use ipclab::params::RSHM_MAX_SEGMENT;
 use ipclab::rshm::{queue_key, Node};
 use ipclab::sys::msg::msgget;
 use ipclab::sys::shm::Get;
@@ -32,27 +31,27 @@ fn a_one_byte_change_in_a_mebibyte_costs_one_word_on_the_wire() {
     c.start(1);
     c.connected(0);
     c.connected(1);
-    let size = RSHM_MAX_SEGMENT.to_string();
+    let size = (1usize << 20).to_string();
     c.ok(0, &["write", "0x61", "hello", "--size", &size]);
     c.ok(0, &["write", "0x61", "hellp"]);
     assert_eq!(c.read(1, "0x61"), "hellp\n");
-    // ls: version 2 on both nodes, and the last update from node 0 was 54 bytes: 38 of
-    // frame and 8 of run header, and the one 8-byte word that holds the changed byte.
+    // ls: version 2 on both nodes, and the last update from node 0 was 63 bytes: 43 of
+    // frame and 12 of run header, and the one 8-byte word that holds the changed byte.
     let (r0, r1) = (c.rows(0), c.rows(1));
     assert_eq!(r0[0][6], "2", "{r0:?}");
     assert_eq!(r1[0][6], "2", "{r1:?}");
-    assert_eq!(r0[0][7], "54", "{r0:?}");
+    assert_eq!(r0[0][7], "63", "{r0:?}");
     assert_eq!(shared_columns(&r0), shared_columns(&r1));
     // The trace shows the runs and the bytes of each update.
     let log = c.log(0);
-    assert!(log.contains(" runs=[0+8] 54 bytes on the wire"), "{log}");
+    assert!(log.contains(" runs=[0+8] 63 bytes on the wire"), "{log}");
     // The API reports the same number.
     let node = Node::open(c.ports[1]).unwrap();
     let id = node.rshmget(0x61, 0).unwrap();
     let att = node.rshmat(id).unwrap();
     att.write_at(4096, &[1; 1024]).unwrap();
     let (version, wire) = node.rshm_changed_wire(id).unwrap();
-    assert_eq!((version, wire), (3, 38 + 8 + 1024));
+    assert_eq!((version, wire), (3, 43 + 12 + 1024));
     node.rshmdt(att).unwrap();
 }
 

@@ -36,7 +36,8 @@
 mod common;
 
 use ipclab::params::{
-    RSHM_LS_PAGE, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+    RSHM_LS_PAGE, RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
+    RSHM_MAX_SEGMENTS,
 };
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
@@ -127,6 +128,8 @@ impl Rng {
             MAX_BODY as u32 + 1,
             RSHM_MAX_SEGMENT as u32,
             RSHM_MAX_SEGMENT as u32 + 1,
+            RSHM_MAX_FRAME_DATA as u32,
+            RSHM_MAX_FRAME_DATA as u32 + 1,
             RSHM_MAX_SEGMENTS as u32 + 1,
             0x7fff_ffff,
             0x8000_0000,
@@ -195,25 +198,30 @@ fn hello(rng: &mut Rng) -> Hello {
     }
 }
 
-/// The runs of a diff: non-empty, ascending, never overlapping, inside the largest segment,
-/// at most `RSHM_MAX_RUNS`. Now and then one run of a whole largest segment (what a sender
-/// does when most of it changed).
+/// The runs of one frame of a diff: non-empty, ascending, never overlapping, inside the
+/// largest segment, at most `RSHM_MAX_RUNS` and `RSHM_MAX_FRAME_DATA` bytes. Now and then one
+/// run of a whole frame's bytes (a part of a large change), and sometimes runs at the top of
+/// the largest segment (offsets far above 4 GiB's u32 would not matter, but above 2^30 do).
 fn runs(rng: &mut Rng) -> Vec<Run> {
     if rng.one_in(20_000) {
         return vec![Run {
-            offset: 0,
-            data: rng.bytes(RSHM_MAX_SEGMENT),
+            offset: (RSHM_MAX_SEGMENT - RSHM_MAX_FRAME_DATA) as u64,
+            data: rng.bytes(RSHM_MAX_FRAME_DATA),
         }];
     }
     let mut runs = Vec::new();
-    let mut at = rng.below(4096);
+    let mut at = if rng.one_in(4) {
+        RSHM_MAX_SEGMENT - 1 - rng.below(8192)
+    } else {
+        rng.below(4096)
+    };
     for _ in 0..rng.len(6).min(RSHM_MAX_RUNS) {
         let len = 1 + rng.len(64);
         if at + len > RSHM_MAX_SEGMENT {
             break;
         }
         runs.push(Run {
-            offset: at as u32,
+            offset: at as u64,
             data: rng.bytes(len),
         });
         at += len + rng.below(256);
@@ -237,6 +245,8 @@ fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
             rshmid,
             version: rng.next(),
             origin: rng.addr(),
+            part: if rng.one_in(2) { 0 } else { rng.u32() },
+            more: rng.one_in(2),
             runs: runs(rng),
         },
         5 => Frame::Rmid { rshmid },
@@ -865,28 +875,41 @@ fn lengths_over_the_limit_are_refused_before_anything_is_allocated() {
         rshmid: 1,
         version: 1,
         origin: "127.0.0.1:1".parse().unwrap(),
+        part: 0,
+        more: false,
         runs: vec![Run {
             offset: 0,
             data: vec![1, 2, 3],
         }],
     }
     .encode(1);
-    // The number of runs, then the first run's length.
-    for at in [FRAME_HEADER_LEN + 18, FRAME_HEADER_LEN + 26] {
+    // The number of runs (body offset 23, after rshmid, version, origin, part and more), then
+    // the first run's length (35, after its u64 offset).
+    for at in [FRAME_HEADER_LEN + 23, FRAME_HEADER_LEN + 35] {
         let mut lie = update.clone();
         put_u32(&mut lie, at, u32::MAX);
         let (r, u) = measure(|| Frame::decode(&lie));
         assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
         assert!(u.largest < 256, "{u:?}");
     }
+    // A run longer than a frame may carry, and one that starts past the largest segment (or
+    // whose end would overflow a u64): refused before its bytes are copied.
+    let mut lie = update.clone();
     put_u32(
-        &mut update,
-        FRAME_HEADER_LEN + 26,
-        RSHM_MAX_SEGMENT as u32 + 1,
+        &mut lie,
+        FRAME_HEADER_LEN + 35,
+        RSHM_MAX_FRAME_DATA as u32 + 1,
     );
-    let (r, u) = measure(|| Frame::decode(&update));
+    let (r, u) = measure(|| Frame::decode(&lie));
     assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
     assert!(u.largest < 256, "{u:?}");
+    for offset in [RSHM_MAX_SEGMENT as u64 - 2, u64::MAX - 1] {
+        let at = FRAME_HEADER_LEN + 27;
+        update[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+        let (r, u) = measure(|| Frame::decode(&update));
+        assert!(matches!(r, Err(DecodeError::Invalid(_))), "{offset}: {r:?}");
+        assert!(u.largest < 256, "{u:?}");
+    }
 }
 
 #[test]
@@ -896,6 +919,8 @@ fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
             rshmid: 1,
             version: 1,
             origin: "127.0.0.1:1".parse().unwrap(),
+            part: 0,
+            more: false,
             runs,
         }
         .encode(1)
@@ -904,7 +929,7 @@ fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
     let tiny = update(
         (0..RSHM_MAX_RUNS)
             .map(|i| Run {
-                offset: 2 * i as u32,
+                offset: 2 * i as u64,
                 data: vec![1],
             })
             .collect(),
@@ -919,7 +944,7 @@ fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
     // One run more, or an empty run: invalid, before the list is allocated.
     let mut more = tiny.clone();
     let n = (RSHM_MAX_RUNS + 1) as u32;
-    put_u32(&mut more, FRAME_HEADER_LEN + 18, n);
+    put_u32(&mut more, FRAME_HEADER_LEN + 23, n);
     let (r, u) = measure(|| Frame::decode(&more));
     assert!(matches!(r, Err(DecodeError::Invalid(_))), "{r:?}");
     assert!(u.largest < 256, "{u:?}");
@@ -931,15 +956,18 @@ fn the_costliest_frames_allocate_in_proportion_to_what_was_sent() {
         Frame::decode(&empty),
         Err(DecodeError::Invalid(_))
     ));
-    // The largest body there is: one run of the whole largest segment.
+    // The most run bytes a frame may carry, as one run (a part of a large change), at the
+    // top of the largest segment: whatever the segment's size, a frame costs this at most.
     let whole = update(vec![Run {
-        offset: 0,
-        data: vec![7; RSHM_MAX_SEGMENT],
+        offset: (RSHM_MAX_SEGMENT - RSHM_MAX_FRAME_DATA) as u64,
+        data: vec![7; RSHM_MAX_FRAME_DATA],
     }]);
     let (r, u) = measure(|| Frame::decode(&whole));
-    assert!(r.is_ok());
-    println!("rshm_fuzz: an UPDATE of one {RSHM_MAX_SEGMENT}-byte run allocates {u:?}");
-    assert!(u.total <= RSHM_MAX_SEGMENT + 4096, "{u:?}");
+    assert!(r.is_ok(), "{r:?}");
+    println!("rshm_fuzz: an UPDATE of one {RSHM_MAX_FRAME_DATA}-byte run allocates {u:?}");
+    assert!(u.total <= RSHM_MAX_FRAME_DATA + 4096, "{u:?}");
+    // MAX_BODY no longer grows with the largest segment: about one frame's run bytes.
+    const { assert!(MAX_BODY < 2 * RSHM_MAX_FRAME_DATA) };
     // Whatever the frame, a decode stays within a few times the largest body, the ceiling
     // that the header check puts on what a peer can send.
     for u in [measure(|| Frame::decode(&tiny)).1, u] {

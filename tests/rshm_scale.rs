@@ -13,6 +13,7 @@ use common::wait_until;
 use ipclab::rshm::gate::gate_keys;
 use ipclab::rshm::Node;
 use ipclab::sys::{errno, ipcs};
+use ipclab::wire::rshm::{RUN_HEADER_LEN, UPDATE_FIXED_LEN};
 use rshm_cluster::{Cluster, LIMIT};
 use std::time::Duration;
 
@@ -58,8 +59,8 @@ fn a_ranged_change_is_replicated_exactly_and_bytes_outside_it_stay_unpublished()
         [0; 14],
         "after the range: not published"
     );
-    // Rounded out to words: 30000..30024, three words, one run (38 + 8 + 24 bytes).
-    assert_eq!(wire, 38 + 8 + 24);
+    // Rounded out to words: 30000..30024, three words, one run (frame, run header, 24 bytes).
+    assert_eq!(wire as usize, UPDATE_FIXED_LEN + RUN_HEADER_LEN + 24);
     // A ranged call that covers a byte written long ago publishes it now; the rest stays.
     let v2 = a.rshm_changed_range(id, 60_000, 1).unwrap();
     assert!(v2 > v1);
@@ -68,8 +69,8 @@ fn a_ranged_change_is_replicated_exactly_and_bytes_outside_it_stay_unpublished()
     // The whole call finds everything still unpublished, and only that.
     let (_, wire) = a.rshm_changed_wire(id).unwrap();
     assert_eq!(
-        wire,
-        38 + (8 + 24) + (8 + 8),
+        wire as usize,
+        UPDATE_FIXED_LEN + (RUN_HEADER_LEN + 24) + (RUN_HEADER_LEN + 8),
         "two runs: words 8..32 and 60008..60016"
     );
     assert_eq!(bytes(&pb, 0, size), bytes(&pa, 0, size), "now every byte");
@@ -79,7 +80,7 @@ fn a_ranged_change_is_replicated_exactly_and_bytes_outside_it_stay_unpublished()
     assert_eq!(bytes(&pa, size - 1, 1), [0xee]);
     // A range with nothing changed in it is a change of nothing: a new version, no run.
     let (_, wire) = a.rshm_changed_range_wire(id, 0, 8).unwrap();
-    assert_eq!(wire, 38);
+    assert_eq!(wire as usize, UPDATE_FIXED_LEN);
 }
 
 #[test]
@@ -129,7 +130,7 @@ fn the_whole_call_still_finds_every_change_in_a_large_segment() {
     pa.write_at(700 * 4096, &[2; 4096]).unwrap();
     let (_, wire) = a.rshm_changed_wire(id).unwrap();
     assert!(
-        wire < 38 + 2 * 8 + 100 + 4096 + 16,
+        (wire as usize) < UPDATE_FIXED_LEN + 2 * RUN_HEADER_LEN + 100 + 4096 + 16,
         "a diff, not the segment: {wire}"
     );
     assert_eq!(bytes(&pb, 4096, 200), bytes(&pa, 4096, 200));
@@ -149,7 +150,7 @@ fn the_whole_call_still_finds_every_change_in_a_large_segment() {
     assert_eq!(bytes(&pb, 0, size), bytes(&pa, 0, size));
     // Nothing changed: nothing sent.
     let (_, wire) = a.rshm_changed_wire(id).unwrap();
-    assert_eq!(wire, 38);
+    assert_eq!(wire as usize, UPDATE_FIXED_LEN);
 }
 
 #[test]

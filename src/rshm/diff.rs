@@ -10,7 +10,7 @@
 //! For each segment the server keeps a *twin*: a private copy of the contents as they were last
 //! sent to, or received from, the other nodes. On rshmChanged it compares the replica with the
 //! twin, 8-byte word by 8-byte word, and sends only the *runs* of words that differ, each as
-//! (offset, length, bytes). A 1-byte change in a 1 MiB segment costs one word, a 54-byte frame,
+//! (offset, length, bytes). A 1-byte change in a 1 MiB segment costs one word, a 63-byte frame,
 //! instead of a megabyte.
 //!
 //! Two cheap tricks keep the comparison fast: whole blocks are compared first (a `memcmp` the

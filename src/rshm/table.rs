@@ -30,8 +30,8 @@
 
 use super::diff::{Twin, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION,
-    RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
+    RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION, RSHM_TOMBSTONES,
 };
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
@@ -219,10 +219,17 @@ impl Segment {
     }
 
     fn stamp_words(&mut self, start: usize, end: usize, version: u64, org: u8) {
-        for w in start / WORD..end.div_ceil(WORD) {
-            self.wver[w] = version;
-            self.worg[w] = org;
-        }
+        let words = start / WORD..end.div_ceil(WORD);
+        self.wver[words.clone()].fill(version);
+        self.worg[words].fill(org);
+    }
+
+    /// Whether word `w` is older than `stamp` (the version alone decides, unless it is a tie:
+    /// the common case needs no look-up of the origin).
+    fn older(&self, w: usize, stamp: Stamp) -> bool {
+        let v = self.wver[w];
+        v < stamp.version
+            || (v == stamp.version && self.origins[usize::from(self.worg[w])] < stamp.origin)
     }
 
     /// An update from another node: each word of each run is written only if the update is
@@ -230,11 +237,7 @@ impl Segment {
     /// overwrites newer data. Returns the number of bytes written.
     pub fn apply_update(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
         check_version(stamp.version)?;
-        if let Some(r) = runs.iter().find(|r| {
-            (r.offset as usize)
-                .checked_add(r.data.len())
-                .is_none_or(|end| end > self.size)
-        }) {
+        if let Some(r) = runs.iter().find(|r| !self.holds(r)) {
             return Err(err(
                 libc::EINVAL,
                 format!(
@@ -248,12 +251,14 @@ impl Segment {
         let org = self.origin_index(stamp.origin)?;
         let mut written = 0;
         for run in runs {
-            let (start, end) = (run.offset as usize, run.offset as usize + run.data.len());
+            // Inside the segment (checked above), so the offset fits a usize.
+            let start = run.offset as usize;
+            let end = start + run.data.len();
             let mut w = start / WORD;
             while w * WORD < end {
                 // The longest stretch of words, from w, that this update may write.
                 let first = w;
-                while w * WORD < end && self.word_stamp(w) < stamp {
+                while w * WORD < end && self.older(w, stamp) {
                     w += 1;
                 }
                 if w > first {
@@ -266,7 +271,7 @@ impl Segment {
                     written += b - a;
                 }
                 // Skip the words that hold newer data.
-                while w * WORD < end && self.word_stamp(w) >= stamp {
+                while w * WORD < end && !self.older(w, stamp) {
                     w += 1;
                 }
             }
@@ -281,12 +286,16 @@ impl Segment {
     pub fn apply_unordered(&mut self, stamp: Stamp, runs: &[Run]) -> io::Result<usize> {
         check_version(stamp.version)?;
         let org = self.origin_index(stamp.origin)?;
+        if let Some(r) = runs.iter().find(|r| !self.holds(r)) {
+            let at = r.offset;
+            return Err(err(
+                libc::EINVAL,
+                format!("run at {at} outside the segment"),
+            ));
+        }
         let mut written = 0;
         for run in runs {
             let (a, b) = (run.offset as usize, run.offset as usize + run.data.len());
-            if b > self.size {
-                return Err(err(libc::EINVAL, format!("run at {a} outside the segment")));
-            }
             self.replica.att.write_at(a, &run.data)?;
             self.twin[a..b].copy_from_slice(&run.data);
             self.stamp_words(a, b, stamp.version, org);
@@ -296,38 +305,71 @@ impl Segment {
         Ok(written)
     }
 
-    /// The contents as a STATE carries them: the twin (what was last published), cut into
-    /// runs of consecutive words written by the same update, each with that update's stamp.
-    /// Words never written are zeros on every node, and are left out.
-    pub fn state_runs(&self) -> Vec<StampedRun> {
+    /// Whether `run` lies inside the segment (its end computed without overflow).
+    fn holds(&self, run: &Run) -> bool {
+        run.offset
+            .checked_add(run.data.len() as u64)
+            .is_some_and(|end| end <= self.size as u64)
+    }
+
+    /// One STATE frame's worth of the contents, from byte `from` (a multiple of 8): the twin
+    /// (what was last published), cut into runs of consecutive words written by the same
+    /// update, each with that update's stamp, until `RSHM_MAX_FRAME_DATA` bytes or
+    /// `RSHM_MAX_RUNS` runs. Words never written are zeros on every node, and are left out.
+    /// Returns the runs and where the next chunk starts (the segment's size: done).
+    ///
+    /// Only this chunk is copied, never the whole segment: the caller holds the state lock
+    /// for one chunk at a time (see `hello::stream_states`).
+    pub fn state_chunk(&self, from: usize) -> (Vec<StampedRun>, usize) {
         let mut out = Vec::new();
         let words = self.wver.len();
-        let mut w = 0;
-        while w < words {
+        let mut w = from / WORD;
+        let mut room = RSHM_MAX_FRAME_DATA;
+        // Words never written cost no bytes, but their stamps are still read: stop after a
+        // few chunks' worth of words, so that one hold of the lock stays short either way.
+        let scan_end = words.min(w + 8 * RSHM_MAX_FRAME_DATA / WORD);
+        while w < scan_end && room >= WORD && out.len() < RSHM_MAX_RUNS {
             let stamp = self.word_stamp(w);
+            let (v, o) = (self.wver[w], self.worg[w]);
             let first = w;
-            while w < words && self.word_stamp(w) == stamp {
+            let most = first + room / WORD;
+            while w < scan_end && w < most && self.wver[w] == v && self.worg[w] == o {
                 w += 1;
             }
             if stamp == Stamp::ZERO {
                 continue;
             }
             let (a, b) = (first * WORD, (w * WORD).min(self.size));
+            room -= b - a;
             out.push(StampedRun {
                 version: stamp.version,
                 origin: stamp.origin,
                 run: Run {
-                    offset: a as u32,
+                    offset: a as u64,
                     data: self.twin[a..b].to_vec(),
                 },
             });
+        }
+        (out, (w * WORD).min(self.size))
+    }
+
+    /// The whole contents as STATE runs, chunk after chunk (tests; a server streams chunks).
+    #[cfg(test)]
+    pub fn state_runs(&self) -> Vec<StampedRun> {
+        let (mut out, mut at) = (Vec::new(), 0);
+        while at < self.size {
+            let (runs, next) = self.state_chunk(at);
+            out.extend(runs);
+            at = next;
         }
         out
     }
 
     /// A STATE from a peer (HELLO exchange): each run applied as an update with its own stamp,
     /// so word by word the newer bytes win, exactly as if the updates had arrived one by one.
-    /// Returns the number of bytes written.
+    /// Returns the number of bytes written. The caller passes a whole row's STATE at once (all
+    /// its frames, put together), under one hold of the state lock: a reader sees the row
+    /// before it or after it, never half of it.
     pub fn apply_state(&mut self, runs: &[StampedRun]) -> io::Result<usize> {
         let mut written = 0;
         for r in runs {

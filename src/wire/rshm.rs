@@ -136,8 +136,10 @@
 //! | HELLO_REPLY | as HELLO                                                              |
 //! | NEW         | one `Entry`                                                           |
 //! | COUNT       | rshmid i32, addr (the node), count u32 (its attaches, absolute)       |
-//! | UPDATE      | rshmid i32, version u64, addr (origin), nruns u32, then each run:     |
-//! |             | offset u32, len u32, len bytes (runs ascending, never overlapping)    |
+//! | UPDATE      | rshmid i32, version u64, addr (origin), part u32 (0, 1, ... within   |
+//! |             | one change), more u8 (1: more frames of this change follow), nruns    |
+//! |             | u32, then each run: offset u64, len u32, len bytes (runs ascending,   |
+//! |             | never overlapping, at most `RSHM_MAX_FRAME_DATA` bytes in all)        |
 //! | RMID        | rshmid i32                                                            |
 //! | MARK        | rshmid i32                                                            |
 //! | DESTROY     | rshmid i32                                                            |
@@ -146,26 +148,43 @@
 //! |             | a race for the NEW's key (see `crate::rshm` on concurrent rshmget)    |
 //! | BYE         | empty                                                                 |
 //! | STATE       | rshmid i32, last u8 (1: the row's last STATE), nruns u32, then each   |
-//! |             | run: version u64, addr (origin), offset u32, len u32, len bytes (runs |
-//! |             | ascending, never overlapping): the contents, each run with the stamp  |
-//! |             | of the update that wrote it. Sent after a HELLO_REPLY, for every row  |
-//! |             | (one or more frames each, the last with `last` 1); words never written|
-//! |             | are zeros everywhere and are not sent.                                |
+//! |             | run: version u64, addr (origin), offset u64, len u32, len bytes (runs |
+//! |             | ascending, never overlapping, at most `RSHM_MAX_FRAME_DATA` bytes in  |
+//! |             | all): the contents, each run with the stamp of the update that wrote  |
+//! |             | it. Sent after a HELLO_REPLY, for every row (one or more frames each, |
+//! |             | the last with `last` 1); words never written are zeros everywhere and |
+//! |             | are not sent.                                                         |
 //!
 //! An UPDATE is a *diff*: only the runs of bytes that changed since the last update (see
-//! `crate::rshm::diff`). Its fixed part is 38 bytes with the header, and each run costs 8 bytes
-//! plus its bytes, so a 1-byte change (one 8-byte word) is a 54-byte frame. The decoder checks,
-//! before it allocates, that there are at most `RSHM_MAX_RUNS` runs, and that every run is
-//! non-empty, lies inside [`RSHM_MAX_SEGMENT`] and follows the one before it: so the runs of
-//! one frame never add up to more than the largest segment, plus a bounded list of runs.
+//! `crate::rshm::diff`). Its fixed part is 43 bytes with the header, and each run costs 12
+//! bytes plus its bytes, so a 1-byte change (one 8-byte word) is a 63-byte frame. The decoder
+//! checks, before it allocates, that there are at most `RSHM_MAX_RUNS` runs, and that every run
+//! is non-empty, lies inside `RSHM_MAX_SEGMENT`, follows the one before it, and that the
+//! runs add up to at most `RSHM_MAX_FRAME_DATA` bytes.
+//!
+//! # Large changes: several frames, one change
+//! A change with more than `RSHM_MAX_FRAME_DATA` bytes of runs (or more runs than one frame
+//! holds) travels as UPDATE frames `part` 0, 1, 2, ..., all with the same rshmid, version,
+//! origin and seq, every one but the last with `more` 1 ([`update_frames`]; a long run is cut
+//! in several). The receiver keeps the parts of one change (at most one per connection, at most
+//! the segment's size plus `RSHM_MAX_RUNS` and the cut runs' headers), checks that they
+//! continue each other (same change, next part, runs still ascending and inside the segment),
+//! and applies them as one change under one hold of its state lock when the last arrives; it
+//! ACKs that last frame only. A part that does not continue the change is refused with an ACK
+//! that says why, and the change is dropped. STATE is cut the same way (`last` ends a row),
+//! and a row's STATE is applied as one, too.
 //!
 //! # What a frame costs
-//! A peer can announce at most [`MAX_BODY`] bytes (the whole largest segment and its run
-//! headers), and nothing is allocated before that check. Receiving a frame then costs its body
-//! in the reader's buffer plus the decoded copy of its runs: a small constant times the largest
-//! segment at worst, and always in proportion to the bytes that actually arrived, never to a
-//! length a peer merely claims. `tests/rshm_fuzz.rs` measures this with a counting allocator.
-//! The decoders are lenient in one way: reserved bytes documented as zero are not checked.
+//! A peer can announce at most [`MAX_BODY`] bytes (one frame's worth of run bytes,
+//! `RSHM_MAX_FRAME_DATA`, plus the headers of `RSHM_MAX_RUNS` runs; or the fullest HELLO table
+//! if that were larger), whatever the size of the segment, and nothing is allocated before that
+//! check. Receiving a frame then costs its body in the reader's buffer plus the decoded copy of
+//! its runs: a small constant times `RSHM_MAX_FRAME_DATA` at worst, and always in proportion to
+//! the bytes that actually arrived, never to a length a peer merely claims. The parts of one
+//! large change, kept until its last frame, cost at most the segment's size (plus bounded run
+//! headers), and only for a segment that exists here. `tests/rshm_fuzz.rs` measures this with
+//! a counting allocator. The decoders are lenient in one way: reserved bytes documented as zero
+//! are not checked.
 //!
 //! # Decoding entry points
 //! [`Request::decode`], [`Reply::decode`], [`Frame::decode_header`] and [`Frame::decode`]:
@@ -188,11 +207,14 @@
 //! a table that already has it, gives the same result.
 
 use super::{DecodeError, Reader, Writer};
-use crate::params::{RSHM_LS_PAGE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{
+    RSHM_LS_PAGE, RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENTS,
+};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// The version of both formats; bumped when a layout changes (2: diffs, STATE, LS `sent`).
-pub const VERSION: u16 = 3;
+/// The version of both formats; bumped when a layout changes (2: diffs, STATE, LS `sent`;
+/// 4: UPDATE in several frames, `part` and `more`, and u64 run offsets).
+pub const VERSION: u16 = 4;
 /// Magic of a queue request, a queue reply and a peer frame.
 pub const REQUEST_MAGIC: &[u8; 4] = b"RSHQ";
 pub const REPLY_MAGIC: &[u8; 4] = b"RSHR";
@@ -220,22 +242,24 @@ pub const MAX_REPLY: usize =
     REPLY_HEADER_LEN + MAX_TEXT + RSHM_LS_PAGE * LS_ENTRY_LEN + RSHM_MAX_PEERS * LS_PEER_LEN;
 /// A peer frame's header.
 pub const FRAME_HEADER_LEN: usize = 16;
-/// An UPDATE's fixed part: header, rshmid, version, origin, nruns.
-pub const UPDATE_FIXED_LEN: usize = FRAME_HEADER_LEN + 22;
+/// An UPDATE's fixed part: header, rshmid, version, origin, part, more, nruns.
+pub const UPDATE_FIXED_LEN: usize = FRAME_HEADER_LEN + 27;
 /// A STATE body's fixed part: rshmid, last, nruns.
 pub const STATE_FIXED_LEN: usize = 9;
 /// What each run adds to a STATE besides its bytes: its stamp, offset and length.
-pub const STATE_RUN_HEADER_LEN: usize = 22;
+pub const STATE_RUN_HEADER_LEN: usize = 26;
 /// What each run adds to an UPDATE besides its bytes: offset and length.
-pub const RUN_HEADER_LEN: usize = 8;
-/// The largest body a frame may announce: an UPDATE (or STATE) of the whole largest segment,
-/// or a HELLO with the fullest table, whichever is larger. (A sender whose diff would be
-/// larger than one run of the whole segment sends that one run instead.)
+pub const RUN_HEADER_LEN: usize = 12;
+/// The largest body a frame may announce, whatever the segment's size: a STATE frame (the
+/// larger of the two run formats) with `RSHM_MAX_RUNS` run headers and `RSHM_MAX_FRAME_DATA`
+/// run bytes, or a HELLO with the fullest table, whichever is larger. With 4096 segments of
+/// 17 counts each the table is about 0.8 MiB, below the STATE frame (about 1.1 MiB), so a
+/// HELLO always fits one frame.
 pub const MAX_BODY: usize = {
-    let update = STATE_FIXED_LEN + STATE_RUN_HEADER_LEN + RSHM_MAX_SEGMENT;
+    let state = STATE_FIXED_LEN + RSHM_MAX_RUNS * STATE_RUN_HEADER_LEN + RSHM_MAX_FRAME_DATA;
     let hello = 14 + RSHM_MAX_SEGMENTS * (32 + 10 * (RSHM_MAX_PEERS + 1));
-    if update > hello {
-        update
+    if state > hello {
+        state
     } else {
         hello
     }
@@ -275,12 +299,15 @@ mod peer;
 mod queue;
 
 pub use auth::{Auth, AuthKind};
-pub use peer::{update_len, Entry, Frame, Hello, Run, StampedRun};
+pub use peer::{
+    update_frames, update_len, update_parts, Entry, Frame, Hello, Run, StampedRun, UpdatePart,
+};
 pub use queue::{GateRef, LsEntry, LsPeer, Op, Reply, Request, SEMVMX};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::RSHM_MAX_SEGMENT;
 
     #[test]
     fn auth_messages_round_trip_and_bytes_are_as_documented() {
@@ -486,6 +513,8 @@ mod tests {
                 rshmid: 5,
                 version: 9,
                 origin: addr(7003),
+                part: 2,
+                more: true,
                 runs: vec![
                     Run {
                         offset: 0,
@@ -552,17 +581,20 @@ mod tests {
             rshmid: 1,
             version: 2,
             origin: addr(0x0102),
+            part: 0,
+            more: false,
             runs: runs.clone(),
         }
         .encode(3);
         assert_eq!(
             upd,
             [
-                b'R', b'S', b'H', b'P', 3, 0, 5, 0, 31, 0, 0, 0, 3, 0, 0, 0, // header
+                b'R', b'S', b'H', b'P', 4, 0, 5, 0, 40, 0, 0, 0, 3, 0, 0, 0, // header
                 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, // rshmid, version
                 1, 0, 0, 127, 2, 1, // origin 127.0.0.1:258
+                0, 0, 0, 0, 0, // part 0, no more
                 1, 0, 0, 0, // one run
-                8, 0, 0, 0, 1, 0, 0, 0, 0xee // offset, len, data
+                8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0xee // offset u64, len, data
             ]
         );
         assert_eq!(upd.len(), update_len(&runs));
@@ -601,19 +633,97 @@ mod tests {
             rshmid: 1,
             version: 1,
             origin: addr(1),
+            part: 0,
+            more: false,
             runs: two,
         }
         .encode(0);
+        assert!(Frame::decode(&good).is_ok());
+        // The second run's offset is at 59..67: 43 fixed bytes, then 12 + 4 of the first run.
         let mut upd = good.clone();
-        upd[50..54].copy_from_slice(&(RSHM_MAX_SEGMENT as u32).to_le_bytes());
+        upd[59..67].copy_from_slice(&(RSHM_MAX_SEGMENT as u64).to_le_bytes());
         assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
-        // Runs that overlap (the second starts inside the first), and a run count the body
-        // cannot hold.
         let mut upd = good.clone();
-        upd[50..54].copy_from_slice(&2u32.to_le_bytes());
+        upd[59..67].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
+        // Runs that overlap (the second starts inside the first), a run count the body
+        // cannot hold, and a `more` that is neither 0 nor 1.
+        let mut upd = good.clone();
+        upd[59..67].copy_from_slice(&2u64.to_le_bytes());
+        assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
+        let mut upd = good.clone();
+        upd[39..43].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
         let mut upd = good;
-        upd[34..38].copy_from_slice(&u32::MAX.to_le_bytes());
+        upd[38] = 2;
         assert!(matches!(Frame::decode(&upd), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_large_change_is_cut_into_bounded_frames_that_add_up_to_it() {
+        let big = RSHM_MAX_FRAME_DATA * 5 / 2 + 3; // two and a half frames, mid-word end
+        let data: Vec<u8> = (0..big).map(|i| (i % 251) as u8).collect();
+        let runs = vec![
+            Run {
+                offset: 16,
+                data: vec![1; 8],
+            },
+            Run {
+                offset: 64,
+                data: data.clone(),
+            },
+        ];
+        let frames = update_frames(7, 3, addr(9), &runs);
+        assert_eq!(frames.len(), 3);
+        for (p, f) in update_parts(&runs).iter().zip(&frames) {
+            assert_eq!(
+                p.encode(7, 3, addr(9), 1),
+                f.encode(1),
+                "borrowed and owned agree"
+            );
+            assert_eq!(p.len(), p.encode(7, 3, addr(9), 1).len());
+        }
+        let mut got = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let Frame::Update {
+                part, more, runs, ..
+            } = f
+            else {
+                panic!("not an UPDATE")
+            };
+            assert_eq!((*part as usize, *more), (i, i < 2));
+            let bytes = f.encode(1);
+            assert!(bytes.len() <= FRAME_HEADER_LEN + MAX_BODY);
+            assert_eq!(&Frame::decode(&bytes).unwrap().1, f);
+            for r in runs {
+                assert_eq!(r.offset % 8, 0, "cut at word boundaries");
+                assert!(!r.data.is_empty());
+                got.push(r.clone());
+            }
+        }
+        assert_eq!(got[0].offset, 16);
+        let rest: Vec<u8> = got[1..].iter().flat_map(|r| r.data.clone()).collect();
+        assert_eq!(rest, data, "the pieces are the run, in order");
+        assert!(got
+            .windows(2)
+            .all(|w| w[0].offset + w[0].data.len() as u64 <= w[1].offset));
+        // No runs: one empty last frame.
+        assert_eq!(update_frames(7, 3, addr(9), &[]).len(), 1);
+        // A frame with more run bytes than RSHM_MAX_FRAME_DATA is refused.
+        let over = Frame::Update {
+            rshmid: 1,
+            version: 1,
+            origin: addr(1),
+            part: 0,
+            more: false,
+            runs: vec![Run {
+                offset: 0,
+                data: vec![0; RSHM_MAX_FRAME_DATA + 1],
+            }],
+        };
+        assert!(matches!(
+            Frame::decode(&over.encode(0)),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 }

@@ -103,6 +103,8 @@ pub(super) fn serve_peer(
         return Ok(());
     };
     s.set_read_timeout(None)?;
+    // The parts of a large change this peer is sending, until its last (one at a time).
+    let mut parts = rshm_changed::Parts::default();
     loop {
         let (seq, frame) = match read_frame(&mut rd, &mut buf) {
             Ok(f) => f,
@@ -121,7 +123,10 @@ pub(super) fn serve_peer(
             }
             return Ok(());
         }
-        let ((status, text, winner), written) = apply(shared, peer, frame);
+        // A part of a large change is kept, not answered: the change's last part is.
+        let Some(((status, text, winner), written)) = apply(shared, peer, &mut parts, frame) else {
+            continue;
+        };
         let ack = Frame::Ack {
             status,
             text,
@@ -146,12 +151,14 @@ pub(super) fn serve_peer(
 /// One request from a peer, under the lock: routed to its call's remote-server role, one
 /// function per frame. Returns `(0, "", None)` or an errno and why; and, for a NEW that lost
 /// a race for its key, the row that won. Then, for an UPDATE that wrote into a replica, its
-/// rshmid: the caller counts the change once the ACK is on its way.
+/// rshmid: the caller counts the change once the ACK is on its way. `None` for a part of a
+/// large change that is not its last: kept in `parts`, answered with the last.
 fn apply(
     shared: &Shared,
     peer: SocketAddrV4,
+    parts: &mut rshm_changed::Parts,
     frame: Frame,
-) -> ((i32, String, Option<Entry>), Option<i32>) {
+) -> rshm_changed::Outcome {
     let mut st = lock(shared);
     let st = &mut *st;
     let answer = match frame {
@@ -159,10 +166,13 @@ fn apply(
             rshmid,
             version,
             origin,
+            part,
+            more,
             runs,
         } => {
             let stamp = Stamp { version, origin };
-            return rshm_changed::remote(shared, st, peer, rshmid, stamp, &runs);
+            let change = (rshmid, stamp);
+            return rshm_changed::remote_part(shared, st, peer, parts, change, part, more, runs);
         }
         Frame::New(e) => rshmget::remote(st, &e),
         Frame::Count {
@@ -175,7 +185,7 @@ fn apply(
         Frame::Destroy { rshmid } => rshmctl::remote_destroy(shared, st, rshmid),
         other => (libc::EPROTO, format!("unexpected {other}"), None),
     };
-    (answer, None)
+    Some((answer, None))
 }
 
 /// The ACK of a frame about a segment we do not have.

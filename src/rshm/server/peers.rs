@@ -13,17 +13,93 @@
 use super::queue::reply;
 use super::rshmget::adopt;
 use super::state::{lock, Pending, Shared, State, Then};
-use crate::params::RSHM_ACK_TIMEOUT;
-use crate::wire::rshm::{Entry, Frame, Op, Reply, Request, FRAME_HEADER_LEN};
+use crate::params::{RSHM_ACK_BYTES_PER_SEC, RSHM_ACK_TIMEOUT};
+use crate::rshm::table::Stamp;
+use crate::wire::rshm::{Entry, Frame, Op, Reply, Request, UpdatePart, FRAME_HEADER_LEN};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Writes `frame` to every connected peer. Returns the seq and the peers it reached; a peer
 /// whose write fails is dropped (its dialer reconnects).
 pub(super) fn broadcast(st: &mut State, frame: &Frame) -> (u32, Vec<SocketAddrV4>) {
     let all: Vec<SocketAddrV4> = st.peers.iter().map(|p| p.addr).collect();
     send_to(st, frame, &all)
+}
+
+/// Writes the frames of one change (an UPDATE in one or several parts) to every connected
+/// peer, all with one seq: the peers ACK the last part only. Each frame is encoded when its
+/// turn comes, straight from the change's runs, so only one frame's bytes are in memory at a
+/// time, and none if no peer is connected. A peer whose write fails is dropped (and the parts
+/// it got are dropped with its connection).
+pub(super) fn broadcast_parts(
+    st: &mut State,
+    (rshmid, stamp): (i32, Stamp),
+    parts: &[UpdatePart<'_>],
+) -> (u32, Vec<SocketAddrV4>) {
+    let seq = st.next_seq;
+    st.next_seq = st.next_seq.wrapping_add(1).max(1);
+    let mut reached: Vec<SocketAddrV4> = st
+        .peers
+        .iter()
+        .filter(|p| p.out.is_some())
+        .map(|p| p.addr)
+        .collect();
+    for part in parts {
+        if reached.is_empty() {
+            break; // nobody to send the rest to (or to encode it for)
+        }
+        let bytes = part.encode(rshmid, stamp.version, stamp.origin, seq);
+        for p in st.peers.iter_mut().filter(|p| reached.contains(&p.addr)) {
+            let Some(s) = p.out.as_mut() else { continue };
+            crate::trace!(
+                "tcp -> {} #{seq} {}",
+                p.addr,
+                part_line(rshmid, stamp, part)
+            );
+            if let Err(e) = s.write_all(&bytes) {
+                log!(
+                    "peer {}: write failed: {e}; dropping the connection",
+                    p.addr
+                );
+                let _ = s.shutdown(Shutdown::Both);
+                p.out = None;
+            }
+        }
+        reached.retain(|a| st.peers.iter().any(|p| p.addr == *a && p.out.is_some()));
+    }
+    (seq, reached)
+}
+
+/// The trace line of one part, as `Frame`'s Display shows an UPDATE (without copying its runs).
+fn part_line(rshmid: i32, stamp: Stamp, part: &UpdatePart<'_>) -> String {
+    let runs: Vec<String> = part
+        .runs
+        .iter()
+        .take(8)
+        .map(|(off, d)| format!("{off}+{}", d.len()))
+        .collect();
+    let more = if part.runs.len() > 8 {
+        format!(" ...{} more", part.runs.len() - 8)
+    } else {
+        String::new()
+    };
+    let which = if part.part > 0 || part.more {
+        format!(
+            " part {}{}",
+            part.part,
+            if part.more { " more" } else { " last" }
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "UPDATE rshmid={rshmid} v={}@{}{which} runs=[{}{more}] {} bytes on the wire",
+        stamp.version,
+        stamp.origin,
+        runs.join(" "),
+        part.len()
+    )
 }
 
 /// Writes `frame` to those of `targets` that are connected.
@@ -63,13 +139,28 @@ pub(super) fn await_acks(
     req: Request,
     then: Then,
 ) {
+    await_acks_sized(shared, st, (seq, 0), peers, req, then);
+}
+
+/// As [`await_acks`], for frames of `bytes` in all: a large change gets one more second per
+/// `RSHM_ACK_BYTES_PER_SEC` (the peers must take it in and apply it before they answer).
+pub(super) fn await_acks_sized(
+    shared: &Shared,
+    st: &mut State,
+    (seq, bytes): (u32, u64),
+    peers: Vec<SocketAddrV4>,
+    req: Request,
+    then: Then,
+) {
+    let patience = RSHM_ACK_TIMEOUT + Duration::from_secs(bytes / RSHM_ACK_BYTES_PER_SEC);
     let p = Pending {
         req,
         then,
         waiting: peers,
         failures: Vec::new(),
         status: (0, String::new()),
-        deadline: Instant::now() + RSHM_ACK_TIMEOUT,
+        deadline: Instant::now() + patience,
+        patience,
     };
     if p.waiting.is_empty() {
         let mut p = p;
@@ -152,6 +243,9 @@ pub(super) fn on_ack(
     let Some(p) = st.pending.get_mut(&seq) else {
         return; // a frame nobody waits for (a MARK, a DESTROY), or one that timed out
     };
+    if !p.waiting.contains(&peer) {
+        return; // a second answer to one frame (a refused part, then its later parts)
+    }
     p.waiting.retain(|a| *a != peer);
     if status != 0 {
         p.failures.push(format!("peer {peer} refused: {text}"));

@@ -25,6 +25,7 @@ use super::state::{Shared, State, Then};
 use super::wait::retire_gate;
 use crate::params::RSHM_MAX_SEGMENT;
 use crate::rshm::table::Adopted;
+use crate::sys;
 use crate::wire::rshm::{Entry, Frame, Reply, Request};
 use std::io;
 
@@ -58,8 +59,17 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
     if size > RSHM_MAX_SEGMENT as u64 {
         return fail(
             libc::EINVAL,
-            format!("rshmget(key=0x{key:08x}, size={size}): larger than {RSHM_MAX_SEGMENT} bytes"),
+            format!("rshmget(key=0x{key:08x}, size={size}): larger than {RSHM_MAX_SEGMENT} bytes (RSHM_MAX_SEGMENT)"),
         );
+    }
+    // The other cap: the kernel's own largest segment (every node's replica is one).
+    if let Ok(shmmax) = sys::kernel_limit("shmmax") {
+        if size > shmmax {
+            return fail(
+                libc::EINVAL,
+                format!("rshmget(key=0x{key:08x}, size={size}): larger than the kernel's shmmax, {shmmax} bytes (/proc/sys/kernel/shmmax)"),
+            );
+        }
     }
     let entry = match st.table.create(key, size as usize) {
         Ok(seg) => seg.entry(),

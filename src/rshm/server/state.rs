@@ -5,7 +5,10 @@
 //!   the waits and the change gates. Take it with [`lock`]; every field of [`State`] is behind it.
 //! - Frames to peers are written while it is held, so every peer sees our frames in the order
 //!   our table changed. (A write can block only while a peer's socket buffer is full, and gives
-//!   up after `RSHM_WRITE_TIMEOUT`, dropping that peer.)
+//!   up after `RSHM_WRITE_TIMEOUT`, dropping that peer.) The one exception is the STATE that
+//!   answers a HELLO, on the connection that HELLO came in on: it is written one bounded chunk
+//!   per hold of the lock, the lock released between chunks, so that a large segment's
+//!   transfer never stalls the node (why that is consistent: `hello::stream_states`).
 //! - Replies to programs are sent with `IPC_NOWAIT`, so a full queue never blocks a server
 //!   thread ([`super::queue::reply`]).
 //! - Three small mutexes beside it, never held while taking `state`: `sent` (the replies we
@@ -26,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What to answer once the peers have acknowledged a request.
 pub(super) enum Then {
@@ -50,6 +53,8 @@ pub(super) struct Pending {
     /// An ACK's error, for a forwarded RMID.
     pub(super) status: (i32, String),
     pub(super) deadline: Instant,
+    /// How long it waits in all (the ACK timeout, longer for a large change).
+    pub(super) patience: Duration,
 }
 
 /// A program in `rshm_wait_changed` that asked through the queue (it had no gate to sleep on,

@@ -14,8 +14,7 @@ use super::queue::{lock_sent, reply};
 use super::rshmctl::destroy_if_done;
 use super::state::{lock, Shared};
 use crate::params::{
-    RSHM_ACK_TIMEOUT, RSHM_DRAIN_INTERVAL, RSHM_REPLY_ROOM_WAIT, RSHM_REPLY_UNREAD,
-    RSHM_SWEEP_INTERVAL,
+    RSHM_DRAIN_INTERVAL, RSHM_REPLY_ROOM_WAIT, RSHM_REPLY_UNREAD, RSHM_SWEEP_INTERVAL,
 };
 use crate::rshm::RSHM_REQUEST_TYPE;
 use crate::sys;
@@ -62,7 +61,7 @@ pub(super) fn sweep_loop(shared: &Shared) {
             for peer in std::mem::take(&mut p.waiting) {
                 p.failures.push(format!(
                     "peer {peer} did not acknowledge within {} ms",
-                    RSHM_ACK_TIMEOUT.as_millis()
+                    p.patience.as_millis()
                 ));
             }
             settle(&st, &mut p);

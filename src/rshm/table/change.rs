@@ -147,7 +147,7 @@ impl Segment {
             self.twin[off..off + len].copy_from_slice(&data);
             self.stamp_words(off, off + len, stamp.version, org);
             runs.push(Run {
-                offset: off as u32,
+                offset: off as u64,
                 data,
             });
         }

@@ -40,7 +40,7 @@ fn versions_from_peers_are_checked_and_never_overflow() {
     assert_eq!(bytes(seg), vec![0; 16]);
     // A run whose end would overflow, or leave the segment: refused.
     let far = [Run {
-        offset: u32::MAX,
+        offset: u64::MAX - 4,
         data: vec![1; 8],
     }];
     assert!(seg
@@ -274,4 +274,71 @@ fn a_ranged_change_compares_and_publishes_its_range_only() {
     let (_, runs) = seg.local_change_range(me, 0, 100).unwrap();
     assert_eq!((runs.len(), runs[0].offset), (1, 0));
     assert_eq!(bytes(seg), seg.twin.to_vec());
+}
+
+#[test]
+fn a_large_state_travels_in_bounded_chunks_that_rebuild_it_exactly() {
+    let (a, b) = (node(1), node(2));
+    let size = 3 * RSHM_MAX_FRAME_DATA + 12; // not a whole number of chunks, nor of words
+    let mut ta = Table::new(a).unwrap();
+    let id = ta.create(0x97, size).unwrap().rshmid;
+    let e = ta.get(id).unwrap().entry();
+    let sa = ta.get_mut(id).unwrap();
+    let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+    sa.replica.att.write_at(0, &pattern).unwrap();
+    sa.local_change(a).unwrap();
+    // A second writer's word in the middle: a run of its own, with its own stamp.
+    sa.apply_update(
+        Stamp {
+            version: 9,
+            origin: b,
+        },
+        &[Run {
+            offset: 2 * RSHM_MAX_FRAME_DATA as u64 + 8,
+            data: vec![0xee; 8],
+        }],
+    )
+    .unwrap();
+    let mut tb = Table::new(b).unwrap();
+    tb.adopt(&e).unwrap();
+    let (mut at, mut chunks, mut all) = (0, 0, Vec::new());
+    while at < size {
+        let (runs, next) = ta.get(id).unwrap().state_chunk(at);
+        assert!(next > at && next <= size);
+        let bytes: usize = runs.iter().map(|r| r.run.data.len()).sum();
+        assert!(bytes <= RSHM_MAX_FRAME_DATA && runs.len() <= RSHM_MAX_RUNS);
+        all.extend(runs);
+        at = next;
+        chunks += 1;
+    }
+    assert_eq!(chunks, 4);
+    let sb = tb.get_mut(id).unwrap();
+    assert_eq!(sb.apply_state(&all).unwrap(), size);
+    let mut want = pattern;
+    want[2 * RSHM_MAX_FRAME_DATA + 8..2 * RSHM_MAX_FRAME_DATA + 16].fill(0xee);
+    assert_eq!(bytes(sb), want);
+    assert_eq!(sb.stamp, ta.get(id).unwrap().stamp);
+    // A run whose offset is past a u32 (a segment above 4 GiB) is refused here, not wrapped.
+    let far = [Run {
+        offset: 1 << 32,
+        data: vec![1; 8],
+    }];
+    assert!(sb
+        .apply_update(
+            Stamp {
+                version: 10,
+                origin: b
+            },
+            &far
+        )
+        .is_err());
+    assert!(sb
+        .apply_unordered(
+            Stamp {
+                version: 10,
+                origin: b
+            },
+            &far
+        )
+        .is_err());
 }

@@ -10,7 +10,9 @@ use super::{
     FRAME_HEADER_LEN, FRAME_MAGIC, MAX_BODY, RUN_HEADER_LEN, STATE_RUN_HEADER_LEN,
     UPDATE_FIXED_LEN, VERSION,
 };
-use crate::params::{RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS};
+use crate::params::{
+    RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+};
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -103,11 +105,15 @@ pub enum Frame {
         node: SocketAddrV4,
         count: u32,
     },
-    /// A diff: the runs of bytes `origin` changed, stamped `(version, origin)`.
+    /// A diff: the runs of bytes `origin` changed, stamped `(version, origin)`. A change too
+    /// large for one frame travels as frames `part` 0, 1, 2, ..., every one but the last with
+    /// `more` set; the receiver applies (and acknowledges) the change once, at the last.
     Update {
         rshmid: i32,
         version: u64,
         origin: SocketAddrV4,
+        part: u32,
+        more: bool,
         runs: Vec<Run>,
     },
     /// "Please remove": sent to the owner by the node where `rshmctl(IPC_RMID)` was called.
@@ -148,20 +154,128 @@ pub struct StampedRun {
     pub run: Run,
 }
 
-/// One run of an UPDATE: `data` goes at `offset`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One run of an UPDATE: `data` goes at `offset` (u64: a segment may be larger than 4 GiB
+/// where the kernel's `shmmax` allows).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Run {
-    pub offset: u32,
+    pub offset: u64,
     pub data: Vec<u8>,
 }
 
-/// The bytes an UPDATE with these runs takes on the wire, header included.
+/// The bytes an UPDATE with these runs takes on the wire, header included (one frame; a
+/// change cut into several frames costs the sum of theirs, see [`update_frames`]).
 pub fn update_len(runs: &[Run]) -> usize {
     UPDATE_FIXED_LEN
         + runs
             .iter()
             .map(|r| RUN_HEADER_LEN + r.data.len())
             .sum::<usize>()
+}
+
+/// One UPDATE frame of a large change, borrowed from the change's runs: its number, whether
+/// more follow, and the pieces `(offset, bytes)` of the runs it carries. Encoded one at a time
+/// ([`UpdatePart::encode`]), so a 1 GiB change is never copied whole into frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdatePart<'a> {
+    pub part: u32,
+    pub more: bool,
+    pub runs: Vec<(u64, &'a [u8])>,
+}
+
+/// One change's runs, cut into UPDATE frames that each hold at most [`RSHM_MAX_FRAME_DATA`]
+/// run bytes and [`RSHM_MAX_RUNS`] runs: a run longer than what is left of a frame is split
+/// in several pieces (cut at word boundaries, so every piece stays word-aligned). The parts
+/// are numbered from 0, and all but the last say `more`; no piece is empty; nothing is copied.
+pub fn update_parts(runs: &[Run]) -> Vec<UpdatePart<'_>> {
+    let mut parts = Vec::new();
+    let mut cur: Vec<(u64, &[u8])> = Vec::new();
+    let mut room = RSHM_MAX_FRAME_DATA;
+    for run in runs {
+        let mut at = 0;
+        while at < run.data.len() {
+            if room < 8 || cur.len() == RSHM_MAX_RUNS {
+                parts.push(UpdatePart {
+                    part: parts.len() as u32,
+                    more: true,
+                    runs: std::mem::take(&mut cur),
+                });
+                room = RSHM_MAX_FRAME_DATA;
+            }
+            let left = run.data.len() - at;
+            // What is left of this frame, rounded down to whole words (the last piece of a
+            // run may end mid-word, with the run).
+            let take = if left <= room { left } else { room - room % 8 };
+            cur.push((run.offset + at as u64, &run.data[at..at + take]));
+            at += take;
+            room -= take;
+        }
+    }
+    parts.push(UpdatePart {
+        part: parts.len() as u32,
+        more: false,
+        runs: cur,
+    });
+    parts
+}
+
+impl UpdatePart<'_> {
+    /// The frame's bytes, header included, as [`Frame::encode`] would make them.
+    pub fn encode(&self, rshmid: i32, version: u64, origin: SocketAddrV4, seq: u32) -> Vec<u8> {
+        let mut w = Writer::with_capacity(self.len());
+        w.bytes(FRAME_MAGIC).u16(VERSION).u8(5).u8(0);
+        w.u32((self.len() - FRAME_HEADER_LEN) as u32).u32(seq);
+        w.i32(rshmid).u64(version);
+        put_addr(&mut w, origin);
+        w.u32(self.part)
+            .u8(u8::from(self.more))
+            .u32(self.runs.len() as u32);
+        for (offset, data) in &self.runs {
+            w.u64(*offset).u32(data.len() as u32).bytes(data);
+        }
+        w.finish()
+    }
+
+    /// Its length on the wire, header included.
+    pub fn len(&self) -> usize {
+        UPDATE_FIXED_LEN
+            + self
+                .runs
+                .iter()
+                .map(|(_, d)| RUN_HEADER_LEN + d.len())
+                .sum::<usize>()
+    }
+
+    /// Never: a part has at least its fixed fields.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// As an owned frame (tests, and the trace).
+    pub fn to_frame(&self, rshmid: i32, version: u64, origin: SocketAddrV4) -> Frame {
+        Frame::Update {
+            rshmid,
+            version,
+            origin,
+            part: self.part,
+            more: self.more,
+            runs: self
+                .runs
+                .iter()
+                .map(|(offset, data)| Run {
+                    offset: *offset,
+                    data: data.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The frames of [`update_parts`], owned: each run piece copied.
+pub fn update_frames(rshmid: i32, version: u64, origin: SocketAddrV4, runs: &[Run]) -> Vec<Frame> {
+    update_parts(runs)
+        .iter()
+        .map(|p| p.to_frame(rshmid, version, origin))
+        .collect()
 }
 
 impl Frame {
@@ -208,13 +322,15 @@ impl Frame {
                 rshmid,
                 version,
                 origin,
+                part,
+                more,
                 runs,
             } => {
                 w.i32(*rshmid).u64(*version);
                 put_addr(&mut w, *origin);
-                w.u32(runs.len() as u32);
+                w.u32(*part).u8(u8::from(*more)).u32(runs.len() as u32);
                 for run in runs {
-                    w.u32(run.offset)
+                    w.u64(run.offset)
                         .u32(run.data.len() as u32)
                         .bytes(&run.data);
                 }
@@ -224,7 +340,7 @@ impl Frame {
                 for r in runs {
                     w.u64(r.version);
                     put_addr(&mut w, r.origin);
-                    w.u32(r.run.offset)
+                    w.u64(r.run.offset)
                         .u32(r.run.data.len() as u32)
                         .bytes(&r.run.data);
                 }
@@ -380,31 +496,32 @@ impl Frame {
         })
     }
 
-    /// An UPDATE: runs in order, none empty, none overlapping, none past the largest segment.
+    /// An UPDATE: runs in order, none empty, none overlapping, none past the largest segment,
+    /// at most [`RSHM_MAX_FRAME_DATA`] run bytes in all.
     fn decode_update(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
         let rshmid = r.i32()?;
         let version = r.u64()?;
         let origin = get_addr(r)?;
+        let part = r.u32()?;
+        let more = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return invalid(format!("UPDATE more {other}, expected 0 or 1")),
+        };
         let n = r.u32()? as usize;
-        // Each run takes at least 9 bytes of the body: more runs than that cannot be.
+        // Each run takes at least RUN_HEADER_LEN + 1 bytes of the body: more runs cannot be.
         if n > RSHM_MAX_RUNS || n > r.remaining() / (RUN_HEADER_LEN + 1) {
             return invalid(format!(
                 "update of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
             ));
         }
         let mut runs = Vec::with_capacity(n);
-        let mut end = 0usize;
+        let (mut end, mut data) = (0u64, 0usize);
         for _ in 0..n {
-            let offset = r.u32()?;
+            let offset = r.u64()?;
             let len = r.u32()? as usize;
-            let start = offset as usize;
-            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                return invalid(format!(
-                    "run of {len} bytes at {offset}: empty, overlaps the one before, \
-                     or exceeds {RSHM_MAX_SEGMENT}"
-                ));
-            }
-            end = start + len;
+            check_run("run", offset, len, end, &mut data)?;
+            end = offset + len as u64;
             runs.push(Run {
                 offset,
                 data: r.bytes(len)?.to_vec(),
@@ -414,6 +531,8 @@ impl Frame {
             rshmid,
             version,
             origin,
+            part,
+            more,
             runs,
         })
     }
@@ -433,20 +552,14 @@ impl Frame {
             ));
         }
         let mut runs = Vec::with_capacity(n);
-        let mut end = 0usize;
+        let (mut end, mut data) = (0u64, 0usize);
         for _ in 0..n {
             let version = r.u64()?;
             let origin = get_addr(r)?;
-            let offset = r.u32()?;
+            let offset = r.u64()?;
             let len = r.u32()? as usize;
-            let start = offset as usize;
-            if len == 0 || start < end || start.saturating_add(len) > RSHM_MAX_SEGMENT {
-                return invalid(format!(
-                    "state run of {len} bytes at {offset}: empty, overlaps the one \
-                     before, or exceeds {RSHM_MAX_SEGMENT}"
-                ));
-            }
-            end = start + len;
+            check_run("state run", offset, len, end, &mut data)?;
+            end = offset + len as u64;
             runs.push(StampedRun {
                 version,
                 origin,
@@ -458,6 +571,30 @@ impl Frame {
         }
         Ok(Frame::State { rshmid, last, runs })
     }
+}
+
+/// A run's place, checked before its bytes are copied: not empty, after the run before it
+/// (`end`), inside the largest segment, and within the frame's budget of run bytes (`data`,
+/// the bytes of the runs before it).
+fn check_run(
+    what: &str,
+    offset: u64,
+    len: usize,
+    end: u64,
+    data: &mut usize,
+) -> Result<(), DecodeError> {
+    *data += len;
+    if len == 0
+        || offset < end
+        || offset.saturating_add(len as u64) > RSHM_MAX_SEGMENT as u64
+        || *data > RSHM_MAX_FRAME_DATA
+    {
+        return invalid(format!(
+            "{what} of {len} bytes at {offset}: empty, overlaps the one before, exceeds \
+             {RSHM_MAX_SEGMENT}, or brings the frame past {RSHM_MAX_FRAME_DATA} run bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// One trace line per frame: `UPDATE rshmid=7 v=3 4096 bytes at 0`.
@@ -491,10 +628,16 @@ impl fmt::Display for Frame {
                 rshmid,
                 version,
                 origin,
+                part,
+                more,
                 runs,
             } => {
                 // The runs as offset+length, at most 8 of them: the trace shows what a diff is.
-                write!(f, "UPDATE rshmid={rshmid} v={version}@{origin} runs=[")?;
+                write!(f, "UPDATE rshmid={rshmid} v={version}@{origin}")?;
+                if *part > 0 || *more {
+                    write!(f, " part {part}{}", if *more { " more" } else { " last" })?;
+                }
+                write!(f, " runs=[")?;
                 for (i, run) in runs.iter().take(8).enumerate() {
                     let sep = if i == 0 { "" } else { " " };
                     write!(f, "{sep}{}+{}", run.offset, run.data.len())?;
