@@ -19,7 +19,9 @@
 //!   next `$ `, are its output: stdout and stderr together, as a terminal shows them. Text
 //!   before the first `$ ` is an error: a transcript shows only what a person types and sees.
 //!   Another terminal's prompt (`A$ `, `(terminal 1) $ `) may only appear in a skipped block.
-//!   Job-control lines an interactive shell adds (`[1] 4242`) are not shown.
+//!   Job-control lines an interactive shell adds (`[1] 4242`, `[2]+ Done`) are not shown;
+//!   as in an interactive shell, a job that ended is out of the job table before the next
+//!   command, so that job numbers (`kill %2`) are the ones a person at a terminal has.
 //! - In the output, runs of spaces match any run of spaces, and these stand for what varies:
 //!   `[PID]`, `[ID]` and `[PORT]` (digits), `[N]` (a number such as `-1.25`), `[KEY]` (`0x`
 //!   and eight hex digits), `[USER]` and `[PATH]` (a word without spaces), `...` inside a
@@ -30,8 +32,16 @@
 //!   it on purpose (a second terminal, Ctrl-C, an interactive prompt); the test prints WHY.
 //! - Fenced `sh` blocks are the demo's setup, run in the same shell as they come, except
 //!   lines starting with `cargo ` or `export PATH=` (this test run already built the programs
-//!   and put them first on `PATH`), and a line `NAMEPORT=...` (a name ending in `PORT`), which
-//!   gets a free port instead: the uid-derived port of the demo is the same for every run.
+//!   and put them first on `PATH`), and two kinds of lines that get another value:
+//!   - `NAMEPORT=...` (a name ending in `PORT`) gets a free port: the uid-derived port of the
+//!     demo is the same for every run. The port after it is free too (for `$((PORT + 1))`),
+//!     and each such line gets a higher port than the line before, as the demo's own ports
+//!     are, so that what is listed by port (a node's peers) comes in the documented order.
+//!   - `ROOT=$PWD` (the project directory, remembered before `cd "$(mktemp -d)"`) gets a
+//!     directory that stands for the project: its `include` and `lab`, and, as
+//!     `target/release/libipclab.a`, the static library of this `cargo test` build (which
+//!     builds no `target/release`), so that a demo's `cc ... "$ROOT"/target/release/libipclab.a`
+//!     links the library of the programs it runs with.
 //!
 //! # How a demo runs
 //!
@@ -71,6 +81,9 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 const BACKGROUND_LIMIT: Duration = Duration::from_secs(10);
 /// Set in every process a run starts, to find them all (daemons too) when it ends.
 const RUN_ENV: &str = "IPCLAB_TRANSCRIPT_RUN";
+/// The key bases that programs add a port to: dipc's mailboxes, and rshm's queue, change
+/// gates and alive set. A run's objects under these keys of its ports are its own.
+const PORT_KEY_BASES: [Key; 4] = [0x4450_0000, 0x5253_0000, 0x5247_0000, 0x5241_0000];
 
 #[test]
 fn lab01_demo() {
@@ -407,6 +420,8 @@ struct Run {
     stdin: Option<ChildStdin>,
     out: Shared,
     ports: Vec<u16>,
+    /// The directory that `ROOT=$PWD` gets, made when a setup line asks for it.
+    root: Option<PathBuf>,
     /// Where the next command's output begins in `out`.
     pos: usize,
     before: HashSet<(ipcs::Kind, i32)>,
@@ -476,6 +491,7 @@ impl Run {
             stdin,
             out,
             ports: Vec::new(),
+            root: None,
             pos: 0,
             before,
         };
@@ -504,9 +520,11 @@ impl Run {
         let start = self.pos;
         let marker = format!("\x1eipclab-transcript-{n}\x1e\n");
         let quoted = command.replace('\'', r"'\''");
-        // `$?` survives the marker, so that `echo $?` in the next command works.
+        // `$?` survives the marker, so that `echo $?` in the next command works. `jobs` takes
+        // the jobs that ended out of the table, as an interactive shell does before its next
+        // prompt: a non-interactive one may keep one as `Done`, and number the next job after it.
         let sent = self.send(&format!(
-            "eval '{quoted}' </dev/null\n__rc=$?; printf '\\036ipclab-transcript-{n}\\036\\n'; (exit $__rc)\n"
+            "eval '{quoted}' </dev/null\n__rc=$?; jobs >/dev/null; printf '\\036ipclab-transcript-{n}\\036\\n'; (exit $__rc)\n"
         ));
         if !sent {
             return Err("the shell is gone".into());
@@ -607,9 +625,8 @@ impl Run {
             }
         }
         for &p in &self.ports {
-            for base in [0x4450_0000, 0x5253_0000, 0x5247_0000] {
+            for base in PORT_KEY_BASES {
                 keys.insert(base | Key::from(p));
-                keys.insert(base + Key::from(p));
             }
         }
         ipcs::list()
@@ -679,6 +696,33 @@ impl Run {
             let _ = ipcs::remove(&o);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(root) = self.root.take() {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
+    /// The directory that stands for the project (see the header, `ROOT=$PWD`): outside the
+    /// scratch directory, whose files give the run's `ftok` keys.
+    fn root(&mut self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        let root = self.dir.with_file_name(format!(
+            "{}-root",
+            self.dir.file_name().unwrap().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("target/release")).expect("create the project stand-in");
+        let project = common::project_dir();
+        for (link, target) in [
+            ("include", project.join("include")),
+            ("lab", project.join("lab")),
+            ("target/release/libipclab.a", static_lib()),
+        ] {
+            std::os::unix::fs::symlink(target, root.join(link)).expect("symlink into ROOT");
+        }
+        self.root = Some(root.clone());
+        root
     }
 }
 
@@ -709,24 +753,62 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The static library of this build: `cargo test` leaves it in target/debug/deps with a hash
+/// in its name (the newest is this build's); `cargo build` also puts one in target/debug.
+fn static_lib() -> PathBuf {
+    let bin = common::bin_dir();
+    let deps = std::fs::read_dir(bin.join("deps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("libipclab-") && n.ends_with(".a")
+        });
+    std::iter::once(bin.join("libipclab.a"))
+        .chain(deps)
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .expect("libipclab.a (crate-type staticlib) was not built")
+}
+
+/// Whether `port` and the one after it are free, with no object under their keys (a demo may
+/// use $((PORT + 1)) for a second server).
+fn port_free(port: u16) -> bool {
+    port < u16::MAX
+        && [port, port + 1].iter().all(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && PORT_KEY_BASES.iter().all(|b| {
+                    ipcs::with_key(b | Key::from(p))
+                        .expect("read /proc/sysvipc")
+                        .is_empty()
+                })
+        })
+}
+
 /// The setup line as the test runs it: `None` to leave it out.
 fn setup_line(line: &str, run: &mut Run) -> Option<String> {
     let t = line.trim_start();
     if t.starts_with("cargo ") || t.starts_with("export PATH=") {
         return None;
     }
+    if t == "ROOT=$PWD" {
+        return Some(format!("ROOT='{}'", run.root().display()));
+    }
     if let Some((name, _)) = t.split_once('=') {
         if name.ends_with("PORT") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            // The port and the one after it are free, with no object under their keys: a demo
-            // may use $((PORT + 1)) for a second server.
-            let port = loop {
-                let p = common::free_port(|p| 0x4450_0000 | Key::from(p));
-                if p < u16::MAX
-                    && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-                    && !run.ports.contains(&p)
-                {
-                    break p;
-                }
+            // The first at random; each next one above the last (see the header).
+            let port = match run.ports.iter().max() {
+                None => loop {
+                    let p = common::free_port(|p| 0x4450_0000 | Key::from(p));
+                    if port_free(p) {
+                        break p;
+                    }
+                },
+                Some(&last) => (last + 1..u16::MAX)
+                    .find(|&p| port_free(p))
+                    .expect("a free port above the last"),
             };
             run.ports.extend([port, port + 1]);
             return Some(format!("{name}={port}"));
