@@ -12,7 +12,8 @@
 //!   `mtype`, and a serial number that a late reply (to a call that already gave up) does not
 //!   match.
 //! - **Never a hang.** A reply is awaited until a deadline ([`RSHM_REPLY_TIMEOUT`]); a server
-//!   that died, or whose queue was removed, is an error naming the port.
+//!   that died, or whose queue was removed, is an error naming the port. An rshmChanged may
+//!   move up to a gigabyte, so its deadline grows with the bytes it may send.
 //! - **No sleep on the fast path.** The reply usually comes after one TCP round trip, tens of
 //!   microseconds; the wait first spins (yielding the CPU) for [`RSHM_SPIN`], then sleeps in
 //!   `msgrcv` itself ([`msg_wait::recv_until`]), which the kernel ends the moment the reply is
@@ -25,7 +26,9 @@
 
 use super::gate::{self, Woke};
 use super::{port_from_env, queue_key, IPC_RMID, RSHM_REQUEST_TYPE};
-use crate::params::{RSHM_REPLY_TIMEOUT, RSHM_SEND_PATIENCE, RSHM_SPIN};
+use crate::params::{
+    RSHM_ACK_BYTES_PER_SEC, RSHM_MAX_SEGMENT, RSHM_REPLY_TIMEOUT, RSHM_SEND_PATIENCE, RSHM_SPIN,
+};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::shm::{Access, Attachment, Get, ShmId};
 use crate::sys::{self, msg_wait, process};
@@ -44,6 +47,9 @@ struct Seen {
     node: u32,
     changes: u64,
     gate: Option<GateRef>,
+    /// The segment's size, from this thread's rshmat (0: not attached here): what an
+    /// rshmChanged of it may cost (see [`change_patience`]).
+    size: u64,
 }
 
 impl Seen {
@@ -53,8 +59,18 @@ impl Seen {
             node: r.node,
             changes: r.changes,
             gate: r.gate,
+            size: 0,
         }
     }
+}
+
+/// How much longer than a plain call an rshmChanged of `bytes` may take: the server diffs
+/// them, sends them, and waits for the peers to take them in, allowing one second per
+/// `RSHM_ACK_BYTES_PER_SEC` for that wait; twice that covers its own work too. A 4 KiB change
+/// adds nothing; a whole 1 GiB segment adds 32 s, so that a slow but working change is not
+/// taken for a dead server.
+fn change_patience(bytes: u64) -> Duration {
+    Duration::from_secs(2 * (bytes / RSHM_ACK_BYTES_PER_SEC))
 }
 
 /// What one thread has seen, and in which process: a child made by `fork` inherits the
@@ -110,7 +126,10 @@ fn saw(port: u16, rshmid: i32, new: Seen) {
         let s = m.entry((port, rshmid)).or_default();
         // A newer count, or one from a server that restarted since (a count of its own).
         if new.node != s.node || new.changes >= s.changes {
-            *s = new;
+            *s = Seen {
+                size: new.size.max(s.size),
+                ..new
+            };
         }
     });
 }
@@ -176,7 +195,14 @@ impl Node {
                 return Err(e);
             }
         };
-        saw(self.port, rshmid, Seen::of(&r));
+        saw(
+            self.port,
+            rshmid,
+            Seen {
+                size: r.size,
+                ..Seen::of(&r)
+            },
+        );
         Ok(RshmAttachment {
             node: *self,
             rshmid,
@@ -214,7 +240,12 @@ impl Node {
     /// As [`Node::rshm_changed`], and also returns the length of the UPDATE frame the server
     /// sent to each peer: the bytes this change cost on the wire (a diff: see `rshm::diff`).
     pub fn rshm_changed_wire(&self, rshmid: i32) -> io::Result<(u64, u64)> {
-        let r = self.call(Op::Changed { rshmid }, Duration::ZERO)?;
+        // The whole segment may travel: as long as this thread knows it to be, or the largest.
+        let size = match seen(self.port, rshmid).size {
+            0 => RSHM_MAX_SEGMENT as u64,
+            n => n,
+        };
+        let r = self.call(Op::Changed { rshmid }, change_patience(size))?;
         saw(self.port, rshmid, Seen::of(&r));
         Ok((r.version, r.size))
     }
@@ -241,7 +272,7 @@ impl Node {
             offset,
             len,
         };
-        let r = self.call(op, Duration::ZERO)?;
+        let r = self.call(op, change_patience(len))?;
         saw(self.port, rshmid, Seen::of(&r));
         Ok((r.version, r.size))
     }
