@@ -194,6 +194,12 @@ impl std::fmt::Display for AuthError {
                 "authentication failed: it does not know our cluster secret"
             ),
             AuthError::Garbage(why) => write!(f, "authentication failed: {why}"),
+            // read_exact's own text for a close ("failed to fill whole buffer") says nothing
+            // to a student: say who did what.
+            AuthError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => write!(
+                f,
+                "authentication did not finish: the other end closed the connection"
+            ),
             AuthError::Io(e) => write!(f, "authentication did not finish: {e}"),
         }
     }

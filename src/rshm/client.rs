@@ -67,7 +67,7 @@ pub fn format_ls(l: &Listing) -> String {
     for e in &l.entries {
         let _ = writeln!(
             out,
-            "{:<11} 0x{:08x} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8} {}",
+            "{:<11} 0x{:08x} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8}{}",
             e.rshmid,
             e.key,
             e.size,
@@ -76,7 +76,8 @@ pub fn format_ls(l: &Listing) -> String {
             e.shmid,
             e.version,
             e.sent,
-            if e.marked { "dest" } else { "" }
+            // No trailing blank on a row without a status: scripts split on whitespace.
+            if e.marked { " dest" } else { "" }
         );
     }
     out

@@ -36,7 +36,15 @@ pub(super) fn dial_loop(shared: &Shared, peer: SocketAddrV4) {
                     Ok(()) => "closed by the peer".to_string(),
                     Err(Refused(e)) => {
                         if !announced_refused {
-                            log!("peer {peer}: {e}; not connecting (same --secret on both nodes?), retrying with backoff");
+                            // Only a wrong MAC or a close after our proof points at the secret;
+                            // a reset is a peer dying or restarting.
+                            let hint = match &e {
+                                AuthError::Io(io) if io.kind() != io::ErrorKind::UnexpectedEof => {
+                                    ""
+                                }
+                                _ => " (same --secret on both nodes?)",
+                            };
+                            log!("peer {peer}: {e}; not connecting{hint}, retrying with backoff");
                             announced_refused = true;
                         }
                         crate::trace!("peer {peer}: {e}; next try in {} ms", backoff.as_millis());
