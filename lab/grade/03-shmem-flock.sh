@@ -14,8 +14,9 @@
 #
 # What is graded (behaviour -> check, points):
 #   write then read between processes: read prints the whole segment, exactly;
-#     --text up to the first NUL; a shorter write keeps the rest; binary stdin;
-#     the key file's own content is left alone                               -> round-trip-exact-bytes (3)
+#     --text up to the first NUL (not the last); a shorter write keeps the rest;
+#     binary stdin, also from a pipe that delivers it in pieces; the segment is
+#     0600; the key file's own content is left alone                          -> round-trip-exact-bytes (3)
 #   the seed's sizes: N-1 and N bytes fit an N-byte segment, N+1 is refused and
 #     changes nothing; opening it as N-1 or N+1 fails naming both sizes; 0 fails -> size-boundaries (3)
 #   without --size nothing is ever created                                  -> open-never-creates (1)
@@ -77,6 +78,25 @@ check_round_trip() {
     T write "$k" <rt.bin || fail "a binary write from stdin failed"
     T read "$k" >rt.out
     same rt.out rt.bin "read after a 64-byte binary write"
+    [ "$(modes_with_key "$(ftok_key "$k" "$PROJ")" | tr '\n' ' ')" = "shm 600 " ] ||
+        fail "the segment's mode is '$(modes_with_key "$(ftok_key "$k" "$PROJ")" | tr '\n' ' ')', expected 'shm 600'"
+    # stdin from a pipe whose writer pauses: the data is all of stdin, not the first read(2).
+    { printf 'one,'; sleep 0.3; printf 'two,'; sleep 0.3; printf 'three'; } | T write "$k" ||
+        fail "a write from a slow pipe failed"
+    T read "$k" | head -c 13 >rt.out
+    printf 'one,two,three' >rt.want
+    same rt.out rt.want "the first 13 bytes after writing 'one,two,three' through a pipe in three pieces"
+    # --text stops at the first NUL, even with text after it.
+    local kt
+    kt=$(key_file text)
+    printf 'ab\0cd' | T write "$kt" --size 8 || fail "write --size 8 from stdin failed"
+    T read "$kt" --text >rt.out || fail "read --text failed"
+    printf 'ab\n' >rt.want
+    same rt.out rt.want "read --text of 'ab\\0cd\\0\\0\\0'"
+    T read "$kt" >rt.out
+    printf 'ab\0cd\0\0\0' >rt.want
+    same rt.out rt.want "read of 'ab\\0cd' in an 8-byte segment"
+    T delete "$kt" >/dev/null
     # The key file is only a name: opening the segment never changes its content.
     local kc
     kc=$(key_file content)

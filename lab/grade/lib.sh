@@ -162,6 +162,15 @@ check() {
     GRADE_RESULTS+=("{\"name\": $(json_string "$name"), \"score\": $got, \"max_score\": $points, \"output\": $(json_string "$out")}")
 }
 
+# modes_with_key KEY: one line "kind perms" per object alive with that key (decimal key), perms
+# as /proc/sysvipc prints them (octal digits, "600"), sorted: "sem 600" then "shm 600".
+modes_with_key() {
+    local kind
+    for kind in shm sem msg; do
+        awk -v k="$1" -v kind="$kind" 'NR > 1 && $1 == k { print kind, $3 }' "/proc/sysvipc/$kind"
+    done | sort
+}
+
 # check_no_leaks: the last check of every grader: nothing with one of the grader's keys is left.
 check_no_leaks() {
     local left
