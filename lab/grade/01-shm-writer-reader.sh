@@ -26,8 +26,8 @@
 #   the reader attaches read-only, the writer read-write                       -> reader-attaches-read-only (1)
 #   a new writer or a reader removes a killed writer's orphans and says so     -> orphans-removed (2)
 #   a reader of the wrong mode and a second reader are refused                 -> wrong-mode-second-reader (2)
-#   -i and --mode reach the kernel objects (key, permissions of both, size);
-#     without --mode both objects are 0600                                     -> proj-id-and-mode (1)
+#   -i/--proj-id, -m/--mode and -s/--size (both spellings) reach the kernel
+#     objects (key, permissions of both, size); without --mode both are 0600  -> proj-id-and-mode (1)
 #   usage errors exit 2 on stderr (unknown flags, WORDs with --stream or to the
 #     reader, --size with --stream, --slots/--slot-size without it, bad
 #     numbers); --help on stdout exits 0; a missing key path names ftok        -> usage (1)
@@ -159,7 +159,7 @@ check_size_boundaries() {
     kf=$(key_for sb)
     for n in 999 1000; do
         head -c "$n" /dev/urandom >sb.in
-        message_via_stdin sb sb.in "$kf" --size 1000
+        message_via_stdin sb sb.in "$kf" -s 1000
         same sb.out sb.in "$n bytes with --size 1000"
     done
     head -c 1001 /dev/urandom >sb.in
@@ -205,11 +205,11 @@ check_timeout() {
     grep -q "^shm_reader: timed out" to.err || fail "shm_reader said: $(cat to.err)"
     [ ! -s to.out ] || fail "a lonely shm_reader printed something on stdout"
     start=$(date +%s%N)
-    timeout 10 "$W" -k "$kf" --timeout 1 nobody reads >/dev/null 2>to.err
+    timeout 10 "$W" -k "$kf" -t 1 nobody reads >/dev/null 2>to.err
     rc=$?
     ms=$((($(date +%s%N) - start) / 1000000))
-    [ "$rc" = 1 ] || fail "a lonely shm_writer --timeout 1 exited $rc, expected 1"
-    ((ms >= 900 && ms < 4000)) || fail "a lonely shm_writer --timeout 1 gave up after $ms ms"
+    [ "$rc" = 1 ] || fail "a lonely shm_writer -t 1 exited $rc, expected 1"
+    ((ms >= 900 && ms < 4000)) || fail "a lonely shm_writer -t 1 gave up after $ms ms"
     grep -q "shm_writer: timed out" to.err || fail "shm_writer said: $(cat to.err)"
     nothing_on "$kf"
     timeout 10 "$W" -k "$kf" --stream --timeout 1 </dev/null >/dev/null 2>to.err
@@ -488,14 +488,30 @@ check_proj_id_and_mode() {
     exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
     nothing_on "$kf" 7
     # Without --mode, both objects are 0600: nobody else on the machine may read or post.
-    kf=$(key_for pmd)
-    key=$(ftok_key "$kf" 65)
-    "$W" -k "$kf" y >/dev/null 2>/dev/null &
+    # (And the other spelling of each flag: --proj-id for the writer, -i for the reader.)
+    kf=$(key_for pmd 9)
+    key=$(ftok_key "$kf" 9)
+    "$W" -k "$kf" --proj-id 9 y >/dev/null 2>/dev/null &
     w=$!
     track_pid "$w"
-    wait_for 5 writer_up "$kf" || fail "shm_writer made no segment and semaphore set"
+    wait_for 5 bash -c "awk -v k=$key 'NR > 1 && \$1 == k' /proc/sysvipc/sem | grep -q ." || fail "no semaphore set with the key of ftok(-k, 9) for --proj-id 9"
+    wait_for 5 bash -c "awk -v k=$key 'NR > 1 && \$1 == k' /proc/sysvipc/shm | grep -q ." || fail "no segment with the key of ftok(-k, 9) for --proj-id 9"
     line=$(modes_with_key "$key" | tr '\n' ' ')
     [ "$line" = "sem 600 shm 600 " ] || fail "without --mode the objects' modes are '$line', expected 600 for both"
+    timeout 10 "$R" -k "$kf" -i 9 >pm.out 2>/dev/null || fail "shm_reader -i 9 exited $?"
+    printf 'y\n' >pm.want
+    same pm.out pm.want "shm_reader -i 9"
+    exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
+    nothing_on "$kf" 9
+    # -m and -s, the short spellings.
+    kf=$(key_for pms)
+    key=$(ftok_key "$kf" 65)
+    "$W" -k "$kf" -m 604 -s 10 hi >/dev/null 2>/dev/null &
+    w=$!
+    track_pid "$w"
+    wait_for 5 writer_up "$kf" || fail "shm_writer -m 604 -s 10 made no segment and semaphore set"
+    line="$(modes_with_key "$key" | tr '\n' ' ')$(awk -v k="$key" 'NR > 1 && $1 == k { print $4 }' /proc/sysvipc/shm)"
+    [ "$line" = "sem 604 shm 604 74" ] || fail "-m 604 -s 10: modes and size '$line', expected 'sem 604 shm 604 74'"
     timeout 10 "$R" -k "$kf" >/dev/null 2>&1 || fail "shm_reader exited $?"
     exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
     nothing_on "$kf"

@@ -8,7 +8,8 @@
 # failing check leaves behind. Output lines are compared whole, field values included.
 #
 # What is graded (behaviour -> check, points):
-#   the start line names the key, channels and the device's own pid          -> start-line (1)
+#   the start line names the key, channels and the device's own pid; -i
+#     reaches the key of the device, its clients and detach                   -> start-line (1)
 #   set prints ok; get prints the channel's exact line; reset zeroes          -> set-get (2)
 #   channels 0 and N-1 work, N is refused (get, set, watch), at N=2 and 256;
 #     --channels 0 and 257 are usage errors                                    -> channel-boundaries (3)
@@ -105,6 +106,25 @@ start_line() {
     [ "${BASH_REMATCH[2]}" = "$DEV_PID" ] || fail "the pid printed is not the device's ($DEV_PID): $line"
     [ -n "$(objects_with_key "$KEY")" ] || fail "no object on the key the device printed"
     stop_device
+    # -i: the device, its clients and detach all use ftok(-k, -i).
+    local key7
+    key7=$(ftok_key "$KF" 7)
+    track_key "$key7"
+    "$BIN/device" -k "$KF" -i 7 --ramp 0 >"$KF.out7" 2>&1 &
+    DEV_PID=$!
+    track_pid "$DEV_PID"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out7" || fail "device -i 7 did not start: $(cat "$KF.out7")"
+    line=$(grep -m 1 '^device: key' "$KF.out7")
+    [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\  ]] && [ "$((16#${BASH_REMATCH[1]}))" = "$(((key7 + 4294967296) % 4294967296))" ] ||
+        fail "device -i 7 printed '$line', not the key ftok(-k, 7)"
+    [ -n "$(objects_with_key "$key7")" ] || fail "device -i 7 made no object with the key ftok(-k, 7)"
+    [ -z "$(objects_with_key "$KEY")" ] || fail "device -i 7 made objects with the key of -i 68"
+    expect ok set 0 1 -i 7
+    expect "channel=0 setpoint=1.000 readback=1.000 status=ok" get 0 --proj-id 7
+    timeout 10 "$BIN/detach" -k "$KF" -i 7 --stat >sl.stat 2>&1 || fail "detach -i 7 --stat failed: $(cat sl.stat)"
+    grep -q "^  shm_cpid    $DEV_PID " sl.stat || fail "detach -i 7 --stat does not show device $DEV_PID: $(grep cpid sl.stat)"
+    stop_device
+    [ -z "$(objects_with_key "$key7")" ] || fail "device -i 7 left objects"
 }
 
 set_get() {

@@ -13,20 +13,23 @@
 #
 # What is graded (behaviour -> check, points):
 #   dipc daemonizes (its own session, stdio on /dev/null, cwd /): its line names
-#     the port and the daemon's pid, which created a 0600 segment and a
+#     the port and the daemon's pid, which created a 0600 segment and a 0600
 #     semaphore set under 0x4450PPPP                                          -> starts-as-daemon (2)
 #   every row of the protocol table, byte for byte                            -> protocol-rows (3)
 #   mailboxes 0 and k-1 work, k is refused (k = 4 and k = 1)                  -> mailbox-boundaries (3)
 #   the size limit is min(mailbox, packet), both ways: limit-1 and limit bytes
-#     of any byte value are stored exactly, limit+1 is refused and discarded  -> size-limit (3)
-#   one-shot and interactive clients print exactly the replies                -> one-shot-and-interactive-client (2)
+#     of any byte value are stored exactly, limit+1 is refused and discarded;
+#     the line form too: lines of limit-1 and limit bytes fit, limit+1 not    -> size-limit (3)
+#   one-shot and interactive clients print exactly the replies; a one-shot
+#     write of several words stores them joined by single spaces             -> one-shot-and-interactive-client (2)
 #   bad input with intact framing: err, the connection goes on               -> bad-input-keeps-serving (2)
 #   ipcrm of its set under a running daemon: it says so in its log, exits,
 #     and leaves nothing on its key                                          -> objects-removed-under-it (2)
 #   lost framing: err, then the server closes                                 -> framing-loss-closes (2)
 #   pipelined requests and byte-by-byte requests get the same replies         -> pipelined-equals-split (1)
 #   a stalled client holds no lock; a disconnect mid-payload changes nothing  -> stalled-writer-holds-no-lock (2)
-#   --idle-timeout closes a silent client                                     -> idle-timeout (1)
+#   --idle-timeout closes a silent client, and only a silent one: a client
+#     that talks more often stays, however long it stays                     -> idle-timeout (1)
 #   a writer gets in under 16 looping readers of 8 MiB (their holds overlap);
 #     a reader under 8 looping writers                                        -> writer-not-starved (2), reader-not-starved (2)
 #   no read returns a torn message (two writers, distinct full-size patterns) -> no-torn-reads (3)
@@ -143,6 +146,8 @@ check_starts_as_daemon() {
     [ "$n" = 2 ] || fail "expected a segment and a semaphore set under key 0x4450xxxx, found $n objects"
     [ "$(shm_field "$PORT" 5)" = "$PID" ] || fail "the segment's creator is pid $(shm_field "$PORT" 5), not the daemon $PID"
     [ "$(shm_field "$PORT" 3)" = 600 ] || fail "the segment's mode is $(shm_field "$PORT" 3), expected 600"
+    [ "$(modes_with_key "$(port_key "$PORT")" | tr '\n' ' ')" = "sem 600 shm 600 " ] ||
+        fail "the objects' modes are '$(modes_with_key "$(port_key "$PORT")" | tr '\n' ' ')', expected 600 for the segment and the set"
     sid=$(sed 's/^.*) //' "/proc/$PID/stat" | awk '{print $4}')
     [ "$sid" = "$PID" ] || fail "the daemon is not a session leader (setsid): session $sid"
     local fd
@@ -208,6 +213,20 @@ size_edges() {
     } >"$IPCLAB_WORK/want"
     cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
         fail "$((n + 1)) bytes (limit $n): got [$(head -c 80 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')], expected an err line, then the box unchanged"
+    # The line form has the same limit: its line, without the newline, is the message.
+    head -c $((n + 1)) /dev/zero | tr '\0' L >"$IPCLAB_WORK/line"
+    for len in $((n - 1)) "$n"; do
+        { printf 'w 1\n'; head -c "$len" "$IPCLAB_WORK/line"; printf '\nr 1\nq\n'; } >"$IPCLAB_WORK/req"
+        talk_file "$IPCLAB_WORK/req"
+        { printf 'ok %d\nok %d\n' "$len" "$len"; head -c "$len" "$IPCLAB_WORK/line"; printf 'bye\n'; } >"$IPCLAB_WORK/want"
+        cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
+            fail "a line of $len bytes (limit $n) with 'w 1': got [$(head -c 40 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')]... ($(stat -c %s "$IPCLAB_WORK/talk.got") bytes, expected $(stat -c %s "$IPCLAB_WORK/want"))"
+    done
+    { printf 'w 1\n'; cat "$IPCLAB_WORK/line"; printf '\nr 1\nq\n'; } >"$IPCLAB_WORK/req"
+    talk_file "$IPCLAB_WORK/req"
+    { printf 'err message line longer than %d bytes\nok %d\n' "$n" "$n"; head -c "$n" "$IPCLAB_WORK/line"; printf 'bye\n'; } >"$IPCLAB_WORK/want"
+    cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
+        fail "a line of $((n + 1)) bytes (limit $n): got [$(head -c 80 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')], expected an err line, then the box unchanged"
 }
 
 check_size_limit() {
@@ -234,6 +253,12 @@ check_one_shot_client() {
     "$C" "$PORT" r 1 >"$IPCLAB_WORK/c.out" || fail "dipc_client r exited $?"
     printf 'text\n' >"$IPCLAB_WORK/c.want"
     cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client $PORT r 1 printed '$(cat "$IPCLAB_WORK/c.out")', expected 'text'"
+    "$C" "$PORT" w 0 two words >"$IPCLAB_WORK/c.out" || fail "dipc_client w 0 two words exited $?"
+    printf 'ok 9\n' >"$IPCLAB_WORK/c.want"
+    cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client $PORT w 0 two words printed '$(cat "$IPCLAB_WORK/c.out")', expected 'ok 9'"
+    "$C" "$PORT" r 0 >"$IPCLAB_WORK/c.out" || fail "dipc_client r exited $?"
+    printf 'two words\n' >"$IPCLAB_WORK/c.want"
+    cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "after 'w 0 two words', dipc_client $PORT r 0 printed '$(cat "$IPCLAB_WORK/c.out")', expected 'two words'"
     "$C" "$PORT" r 2 >"$IPCLAB_WORK/c.out" || fail "dipc_client r of an empty box exited $?"
     printf '\n' >"$IPCLAB_WORK/c.want"
     cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client r of an empty box printed '$(cat "$IPCLAB_WORK/c.out")'"
@@ -320,6 +345,19 @@ check_idle_timeout() {
     cmp -s "$IPCLAB_WORK/idle.got" "$IPCLAB_WORK/idle.want" || fail "a silent client got '$(cat "$IPCLAB_WORK/idle.got")', expected 'err idle timeout; closing'"
     ((SECONDS - start <= 6)) || fail "--idle-timeout 1 closed the client after $((SECONDS - start)) s"
     expect_talk 'r 2\nq\n' 'ok 0\nbye\n'
+    # A client that sends a request every 0.3 s for 2.4 s is never idle for 1 s.
+    exec 4<>"/dev/tcp/127.0.0.1/$PORT"
+    local i
+    for ((i = 0; i < 8; i++)); do
+        printf 'r 2\n' >&4
+        sleep 0.3
+    done
+    printf 'q\n' >&4
+    timeout 10 cat <&4 >"$IPCLAB_WORK/idle.got"
+    exec 4<&-
+    { for ((i = 0; i < 8; i++)); do printf 'ok 0\n'; done; printf 'bye\n'; } >"$IPCLAB_WORK/idle.want"
+    cmp -s "$IPCLAB_WORK/idle.got" "$IPCLAB_WORK/idle.want" ||
+        fail "--idle-timeout 1: a client talking every 0.3 s for 2.4 s got [$(tr '\n' '|' <"$IPCLAB_WORK/idle.got")], expected 8 'ok 0' and 'bye'"
     stop_server
 }
 
