@@ -521,7 +521,7 @@ check_second_server_refused() {
 
 check_dipcrm_reports_and_exits_1_when_nothing() {
     start_server
-    local out rc=0 shmid semid k
+    local out rc=0 shmid k
     shmid=$(shm_field "$PORT" 2)
     k=$(printf '0x%08x' "$(port_key "$PORT")")
     out=$(timeout 15 "$RM" "$PORT") || fail "dipcrm exited $?"

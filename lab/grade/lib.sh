@@ -26,6 +26,7 @@
 # the checks whose names match), and every key and pid a check creates is tracked (lab/common.sh), so
 # nothing outlives the grader, whatever the student's code does. See lab/grade/README.md.
 
+# shellcheck shell=bash
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 GRADE_PASSED=0
