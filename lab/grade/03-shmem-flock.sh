@@ -29,7 +29,8 @@
 #     update                                                                 -> atomic-increment (4)
 #   a LOCK_EX or LOCK_SH holder killed by SIGKILL blocks nobody               -> killed-holder-blocks-nobody (2)
 #   delete removes the segment; the next open makes a new, zeroed one         -> delete (2)
-#   usage errors exit 2, runtime errors 1, with the program's prefix          -> usage (1)
+#   usage errors exit 2, runtime errors 1, with the program's prefix, on
+#     stderr (stdout stays empty; also in the checks above)                  -> usage (1)
 #   nothing is left on any key the grader used                                -> no-leaks (1)
 
 source "$(dirname "$0")/lib.sh"
@@ -58,6 +59,12 @@ same() {
 
 # zeros N: N NUL bytes on stdout.
 zeros() { head -c "$1" /dev/zero; }
+
+# quiet_stdout WHAT: the failed command before printed nothing on stdout (err.stdout): errors
+# go to stderr, so that `shmem_tool read | prog` never feeds an error message to prog.
+quiet_stdout() {
+    [ ! -s "$IPCLAB_WORK/err.stdout" ] || fail "$1: the error went to stdout: $(head -c 200 "$IPCLAB_WORK/err.stdout")"
+}
 
 check_round_trip() {
     local k i
@@ -125,22 +132,27 @@ check_size_boundaries() {
     done
     cp sz.in sz.before
     head -c 65 /dev/zero | tr '\0' y >sz.big
-    if err=$(T write "$k" <sz.big 2>&1); then fail "65 bytes into 64 succeeded"; fi
+    if err=$(T write "$k" <sz.big 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "65 bytes into 64 succeeded"; fi
+    quiet_stdout "65 bytes into 64"
     [[ $err == "shmem_tool: shmem write: 65 bytes do not fit the 64-byte segment" ]] ||
         fail "65 bytes from stdin said: $err"
-    T write "$k" "$(printf 'y%.0s' {1..65})" 2>/dev/null
+    T write "$k" "$(printf 'y%.0s' {1..65})" >"$IPCLAB_WORK/err.stdout" 2>sz.err
     rc=$?
     [ "$rc" = 1 ] || fail "65 bytes of words into 64 exited $rc, expected 1"
+    quiet_stdout "65 bytes of words into 64"
+    grep -q "^shmem_tool: shmem write: 65 bytes do not fit the 64-byte segment" sz.err || fail "65 bytes of words into 64 said on stderr: $(cat sz.err)"
     T read "$k" >sz.out
     same sz.out sz.before "the segment after a refused 65-byte write"
     for n in 63 65 128; do
-        if err=$(T read "$k" --size "$n" 2>&1); then fail "opening a 64-byte segment as $n succeeded"; fi
+        if err=$(T read "$k" --size "$n" 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "opening a 64-byte segment as $n succeeded"; fi
+        quiet_stdout "opening a 64-byte segment as $n"
         [[ $err == "shmem_tool: shmem open $k: the segment of key 0x"*" has 64 bytes, not $n" ]] ||
             fail "opening 64 bytes as $n said: $err"
     done
     T stat "$k" --size 64 >sz.stat || fail "opening with the right size failed"
     grep -q " size=64 attaches=1 created=no$" sz.stat || fail "stat said: $(cat sz.stat)"
-    if err=$(T stat "$(key_file zero)" --size 0 2>&1); then fail "--size 0 succeeded"; fi
+    if err=$(T stat "$(key_file zero)" --size 0 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "--size 0 succeeded"; fi
+    quiet_stdout "--size 0"
     [[ $err == *"size must be at least 1 byte" ]] || fail "--size 0 said: $err"
     T write "$(key_file one)" --size 1 z || fail "a 1-byte segment was refused"
     T read "$IPCLAB_WORK/one" >sz.out
@@ -157,7 +169,8 @@ check_open_never_creates() {
     k=$(key_file nc)
     key=$(ftok_key "$k" "$PROJ")
     for cmd in read stat incr hammer delete; do
-        if err=$(T $cmd "$k" 2>&1); then fail "$cmd without --size on a new key file succeeded"; fi
+        if err=$(T $cmd "$k" 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "$cmd without --size on a new key file succeeded"; fi
+        quiet_stdout "$cmd without --size on a new key file"
         [[ $err == "shmem_tool: shmem open $k: no segment with key 0x"* ]] || fail "$cmd without a segment said: $err"
         [ -z "$(objects_with_key "$key")" ] || fail "$cmd without --size created a segment"
     done
@@ -323,7 +336,8 @@ check_delete() {
     [[ $out =~ ^deleted\ key=0x([0-9a-f]{8})\ shmid=[0-9]+$ ]] || fail "delete printed '$out'"
     [ "$((16#${BASH_REMATCH[1]}))" = "$(((key + 4294967296) % 4294967296))" ] || fail "delete named another key: $out"
     [ -z "$(objects_with_key "$key")" ] || fail "the segment is still there after delete"
-    if out=$(T read "$k" 2>&1); then fail "read after delete succeeded"; fi
+    if out=$(T read "$k" 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "read after delete succeeded"; fi
+    quiet_stdout "read after delete"
     [[ $out == "shmem_tool: shmem open $k: no segment with key"* ]] || fail "read after delete said: $out"
     T stat "$k" --size 16 >del.stat || fail "reopening after delete failed"
     grep -q "created=yes$" del.stat || fail "the open after delete did not create a new segment: $(cat del.stat)"
@@ -342,6 +356,7 @@ check_usage() {
         rc=$?
         [ "$rc" = 2 ] || fail "shmem_tool $args exited $rc, expected 2"
         grep -q "^shmem_tool: " us.err || fail "shmem_tool $args said: $(cat us.err)"
+        [ ! -s us.out ] || fail "shmem_tool $args printed on stdout: $(head -c 200 us.out)"
     done
     T --help >us.out 2>&1 || fail "--help failed"
     grep -q "^Usage: shmem_tool COMMAND KEYFILE" us.out || fail "--help printed no usage"

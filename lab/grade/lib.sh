@@ -93,9 +93,13 @@ grade_init() {
 }
 
 # fail WHY: end the check that calls it, with WHY on its FAIL line. Checks run in a subshell
-# (see check), so the exit leaves the check, never the grader.
+# (see check), so the exit leaves the check, never the grader. WHY is printed as one line (a
+# program's stderr quoted in it may have several: "usage: ... | Try --help"), so that the FAIL
+# line, which shows the last line a check printed, shows all of it.
 fail() {
-    echo "$*"
+    local why="$*"
+    why=${why%$'\n'}
+    echo "${why//$'\n'/ | }"
     exit 1
 }
 
