@@ -16,7 +16,8 @@
 #     default 4096 from stdin: 4096 ok, 4097 refused; --size above the
 #     default from stdin: N ok, N+1 refused (the limit is --size, not 4096)    -> size-boundaries (3)
 #   alone, each side gives up after --timeout: exit 1, a message, nothing left -> timeout (2)
-#   --stream is byte exact at the slot and ring edges, in both start orders    -> stream-byte-exact (4)
+#   --stream is byte exact at the slot and ring edges, in both start orders,
+#     also through the smallest ring (--slots 1, --slot-size 1)                -> stream-byte-exact (4)
 #   a stream that pauses (no input, a stopped reader) longer than --timeout
 #     goes on: the timeout is only for the peer to show up                     -> slow-peer-patience (2)
 #   a peer killed with SIGKILL mid-stream: the survivor exits 1 within 5 s and
@@ -231,6 +232,12 @@ check_stream() {
         head -c "$n" /dev/urandom >st.in
         stream_one "$kf" "$n" $((i++ % 2))
     done
+    # The smallest ring: one slot, of one byte (every byte is a block of its own), and one slot
+    # of the default size.
+    head -c 1000 /dev/urandom >st.in
+    stream_one "$kf" 1000 1 --slots 1 --slot-size 1
+    head -c 300000 /dev/urandom >st.in
+    stream_one "$kf" 300000 0 --slots 1
     printf 'text without a final newline' >st.in
     stream_one "$kf" text 0
     nothing_on "$kf"

@@ -40,7 +40,8 @@
 #   dipcrm stops the server, says what it removed; exit 1 when nothing       -> dipcrm (2)
 #   dipcrm SIGKILLs a server that does not stop                               -> dipcrm-kills-a-stuck-server (1)
 #   a SIGKILLed server's objects are recycled with a notice, or removed       -> orphans (2)
-#   bad arguments exit 2, a port in use exits 1, nothing left                 -> bad-arguments (1)
+#   bad arguments exit 2 (each number just out of its range too), a port in
+#     use exits 1, nothing left                                               -> bad-arguments (1)
 #   nothing is left on any key the grader used                                -> no-leaks (1)
 source "$(dirname "$0")/lib.sh"
 grade_args "$@"
@@ -591,10 +592,14 @@ check_orphans_recycled_and_removed() {
 check_bad_arguments() {
     local rc
     PORT=$(free_port 0x44500000)
-    for args in "0 1 $PORT 1" "x 1 $PORT 1" "4 1 $PORT" "100000 1 $PORT 1"; do
+    # Each number at the edge of its range: mailboxes, mailbox_kB, port, packet_kB, the timeout.
+    for args in "0 1 $PORT 1" "x 1 $PORT 1" "4 1 $PORT" "100000 1 $PORT 1" "4 0 $PORT 1" \
+        "4 1 $PORT 0" "4 1 0 1" "4 1 65536 1" "4 1 $PORT 65537" "--idle-timeout 0 4 1 $PORT 1"; do
         rc=0
         # shellcheck disable=SC2086
         timeout 10 "$D" $args >/dev/null 2>&1 || rc=$?
+        # A daemon that should not have started is stopped before the check fails.
+        [ "$rc" != 0 ] || timeout 15 "$RM" "$PORT" >/dev/null 2>&1
         [ "$rc" = 2 ] || fail "dipc $args exited $rc, expected 2"
     done
     nothing_left
