@@ -252,7 +252,7 @@ second_device() {
 killed_client() {
     start_device victim --ramp 0
     # Freeze the device, so that the client takes the slot, posts its command and waits.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     "$BIN/device_client" -k "$KF" set 0 7 --timeout 60 >/dev/null 2>&1 &
     local v=$!
     track_pid "$v"
@@ -265,7 +265,7 @@ killed_client() {
     expect "channel=1 setpoint=3.000 readback=3.000 status=ok" get 1
     expect "channel=0 setpoint=7.000 readback=7.000 status=ok" get 0
     # And once more while the device runs: a client killed while it waits for the reply.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     "$BIN/device_client" -k "$KF" get 1 --timeout 60 >/dev/null 2>&1 &
     v=$!
     track_pid "$v"
@@ -276,7 +276,7 @@ killed_client() {
     expect ok set 2 4
     expect "channel=2 setpoint=4.000 readback=4.000 status=ok" get 2
     # A frozen device: a bounded client times out with exit 1.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     local start ms
     start=$(date +%s%N)
     refused 1 "device_client: get: timed out" get 0 --timeout 0.5
@@ -390,7 +390,7 @@ detach_stat() {
     # Each value under its own name: freeze a device (no ticks for 10 s, so it is not frozen
     # holding the lock), and a client takes the slot and posts its command.
     start_device stat2 --period 10000 --ramp 0
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     "$BIN/device_client" -k "$KF" set 0 2 --timeout 30 >/dev/null 2>st.cerr &
     c=$!
     track_pid "$c"

@@ -563,7 +563,7 @@ check_dipcrm_reports_and_exits_1_when_nothing() {
 
 check_dipcrm_kills_stuck() {
     start_server
-    kill -STOP "$PID"
+    freeze "$PID" || fail "the server did not stop on SIGSTOP"
     local out
     out=$(timeout 20 "$RM" "$PORT") || fail "dipcrm on a stopped server exited $?"
     grep -qx "pid $PID did not exit within 5 s; sent SIGKILL" <<<"$out" || fail "dipcrm did not SIGKILL the stopped server: $out"

@@ -176,6 +176,25 @@ modes_with_key() {
     done | sort
 }
 
+# freeze PID: SIGSTOP, and wait (up to 5 s) until every thread of PID has stopped. kill returns
+# before the target has taken the signal: until it runs, a process asleep in semop is still
+# queued on its semaphore, and a post in that moment is taken *for* it (it then stops holding
+# what it took). Checks that freeze a process and then look at semaphore values need the wait.
+freeze() {
+    kill -STOP "$1" 2>/dev/null || return 1
+    wait_for 5 all_stopped "$1"
+}
+
+# all_stopped PID: every thread of PID is stopped (state T), none running or asleep.
+all_stopped() {
+    local st t
+    for t in /proc/"$1"/task/*/stat; do
+        st=$(sed 's/^.*) //' "$t" 2>/dev/null | cut -c1) || return 1
+        [ "$st" = T ] || [ "$st" = t ] || return 1
+    done
+    [ -d "/proc/$1/task" ]
+}
+
 # check_no_leaks: the last check of every grader: nothing with one of the grader's keys is left.
 check_no_leaks() {
     local left
