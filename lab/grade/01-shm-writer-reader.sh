@@ -311,7 +311,7 @@ check_slow_peer() {
     WPID=$!
     track_pid "$WPID"
     exec 7>slow.fifo
-    "$R" --stream -k "$kf" --timeout 1 >slow.out 2>slow.err 7>&- &
+    "$R" --stream -k "$kf" -t 1 >slow.out 2>slow.err 7>&- &
     RPID=$!
     track_pid "$RPID"
     head -c 20000 /dev/urandom >slow.in
@@ -319,7 +319,7 @@ check_slow_peer() {
     wait_for 10 size_at_least slow.out 10000 || fail "the first 10000 bytes did not arrive: $(cat slow.werr slow.err)"
     sleep 2
     kill -0 "$WPID" 2>/dev/null || fail "shm_writer --timeout 1 gave up while its input paused 2 s: $(cat slow.werr)"
-    kill -0 "$RPID" 2>/dev/null || fail "shm_reader --timeout 1 gave up while its writer paused 2 s: $(cat slow.err)"
+    kill -0 "$RPID" 2>/dev/null || fail "shm_reader -t 1 gave up while its writer paused 2 s: $(cat slow.err)"
     kill -STOP "$RPID"
     tail -c +10001 slow.in >&7
     sleep 2
