@@ -252,8 +252,10 @@ check_no_torn_processes() {
     local k i out
     k=$(key_file torn)
     T stat "$k" --size $TORN_SIZE >/dev/null || fail "creating the segment failed"
+    # 6000 copies of 64 KiB each way keep every process busy long enough (a few tenths of a
+    # second) that the three surely overlap, also when one starts late on a loaded machine.
     for i in 1 2 3; do
-        T hammer "$k" --writers 1 --readers 1 --count 1500 --first-writer $((i * 10)) >"torn.$i" 2>&1 &
+        T hammer "$k" --writers 1 --readers 1 --count 6000 --first-writer $((i * 10)) >"torn.$i" 2>&1 &
     done
     wait
     for i in 1 2 3; do
@@ -261,7 +263,7 @@ check_no_torn_processes() {
         # Readers go on until they have seen a write, so changes >= 1.
         [[ $out =~ ^reads=([0-9]+)\ writes=([0-9]+)\ torn=0\ changes=[1-9][0-9]*$ ]] ||
             fail "hammer process $i: $(tr '\n' ' ' <"torn.$i")"
-        ((BASH_REMATCH[1] >= 1500 && BASH_REMATCH[2] >= 1500)) || fail "hammer process $i did too little: $out"
+        ((BASH_REMATCH[1] >= 6000 && BASH_REMATCH[2] >= 6000)) || fail "hammer process $i did too little: $out"
     done
     T delete "$k" >/dev/null || fail "delete failed"
 }
@@ -284,15 +286,19 @@ check_atomic_increment() {
     T incr "$k" --size 16 >in.first || fail "incr --size 16 failed"
     printf 'counter=1\n' >in.want
     same in.first in.want "the first incr"
-    for i in 1 2 3 4; do T incr "$k" --count 400 >"in.$i" 2>&1 & done
-    T incr "$k" --count 200 --threads 4 >in.t 2>&1 || fail "incr with threads failed: $(cat in.t)"
+    # An increment takes about a microsecond: 100000 of them keep each process busy for a tenth
+    # of a second or more, so that the four surely overlap (with 400 each, a process could be
+    # done before the next one has started, and an update that takes two locks, or none, went
+    # through unnoticed).
+    for i in 1 2 3 4; do T incr "$k" --count 100000 >"in.$i" 2>&1 & done
+    T incr "$k" --count 25000 --threads 4 >in.t 2>&1 || fail "incr with threads failed: $(cat in.t)"
     wait
     T incr "$k" --count 0 >in.last || fail "incr --count 0 failed"
-    printf 'counter=2401\n' >in.want
-    same in.last in.want "the counter after 1 + 4*400 + 4*200 racing increments"
+    printf 'counter=500001\n' >in.want
+    same in.last in.want "the counter after 1 + 4*100000 + 4*25000 racing increments"
     # The counter is a little-endian u64 in the first 8 bytes; the rest is left alone.
     T read "$k" | head -c 8 | od -An -tu8 | tr -d ' ' >in.raw
-    printf '2401\n' >in.want
+    printf '500001\n' >in.want
     same in.raw in.want "the first 8 bytes as a little-endian u64"
     if T incr "$(key_file small)" --size 7 >/dev/null 2>&1; then fail "incr on a 7-byte segment succeeded"; fi
     T delete "$IPCLAB_WORK/small" >/dev/null
