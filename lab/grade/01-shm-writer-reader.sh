@@ -10,11 +10,16 @@
 # What is graded (behaviour -> check, points):
 #   the writer first with WORDs; the reader prints them and "\n"; both exit 0  -> round-trip (2)
 #   the reader first and waits; the writer sends stdin                         -> reader-first (2)
-#   a message is the exact bytes: binary, no final newline, empty              -> message-exact-bytes (3)
+#   a message is the exact bytes: binary, no final newline, empty, and stdin
+#     from a pipe that delivers it in pieces (read to its end, not once)       -> message-exact-bytes (3)
 #   --size N holds N-1 and N bytes; N+1 is refused (exit 1, nothing created);
-#     default 4096 from stdin: 4096 ok, 4097 refused                           -> size-boundaries (3)
+#     default 4096 from stdin: 4096 ok, 4097 refused; --size above the
+#     default from stdin: N ok, N+1 refused (the limit is --size, not 4096)    -> size-boundaries (3)
 #   alone, each side gives up after --timeout: exit 1, a message, nothing left -> timeout (2)
-#   --stream is byte exact at the slot and ring edges, in both start orders    -> stream-byte-exact (4)
+#   --stream is byte exact at the slot and ring edges, in both start orders,
+#     also through the smallest ring (--slots 1, --slot-size 1)                -> stream-byte-exact (4)
+#   a stream that pauses (no input, a stopped reader) longer than --timeout
+#     goes on: the timeout is only for the peer to show up                     -> slow-peer-patience (2)
 #   a peer killed with SIGKILL mid-stream: the survivor exits 1 within 5 s and
 #     nothing is left (the reader removes a dead writer's objects)             -> peer-death (3)
 #   SIGTERM/SIGINT to the program itself, writer or reader, waiting or mid-
@@ -22,9 +27,11 @@
 #   the reader attaches read-only, the writer read-write                       -> reader-attaches-read-only (1)
 #   a new writer or a reader removes a killed writer's orphans and says so     -> orphans-removed (2)
 #   a reader of the wrong mode and a second reader are refused                 -> wrong-mode-second-reader (2)
-#   -i and --mode reach the kernel objects (key, permissions, size)            -> proj-id-and-mode (1)
-#   usage errors exit 2 on stderr; --help on stdout exits 0; a missing key
-#     path is a runtime error naming ftok                                      -> usage (1)
+#   -i/--proj-id, -m/--mode and -s/--size (both spellings) reach the kernel
+#     objects (key, permissions of both, size); without --mode both are 0600  -> proj-id-and-mode (1)
+#   usage errors exit 2 on stderr (unknown flags, WORDs with --stream or to the
+#     reader, --size with --stream, --slots/--slot-size without it, bad
+#     numbers); --help on stdout exits 0; a missing key path names ftok        -> usage (1)
 #   nothing is left on any key the grader used                                 -> no-leaks (1)
 source "$(dirname "$0")/lib.sh"
 grade_args "$@"
@@ -135,6 +142,16 @@ check_exact_bytes() {
     : >eb.empty
     message_via_stdin eb eb.empty "$kf"
     same eb.out eb.empty "an empty message"
+    # stdin from a pipe whose writer pauses: read(2) returns the first piece alone, and the
+    # message is everything up to end of file, not what the first read got.
+    bg_reader eb -k "$kf"
+    sleep 0.1
+    { printf 'first piece, '; sleep 0.3; printf 'second piece, '; sleep 0.3; printf 'last\n'; } |
+        timeout 10 "$W" -k "$kf" >/dev/null 2>eb.werr || fail "a message from a slow pipe: shm_writer exited $?: $(cat eb.werr)"
+    exit_within "$RPID" 10 || fail "shm_reader still running after the writer finished"
+    [ "$RC" = 0 ] || fail "shm_reader exited $RC: $(cat eb.err)"
+    printf 'first piece, second piece, last\n' >eb.pieces
+    same eb.out eb.pieces "a message piped in three pieces, 0.3 s apart"
     nothing_on "$kf"
 }
 
@@ -143,7 +160,7 @@ check_size_boundaries() {
     kf=$(key_for sb)
     for n in 999 1000; do
         head -c "$n" /dev/urandom >sb.in
-        message_via_stdin sb sb.in "$kf" --size 1000
+        message_via_stdin sb sb.in "$kf" -s 1000
         same sb.out sb.in "$n bytes with --size 1000"
     done
     head -c 1001 /dev/urandom >sb.in
@@ -165,6 +182,16 @@ check_size_boundaries() {
     [ "$rc" = 1 ] || fail "4097 bytes on stdin with the default size: exit $rc, expected 1"
     grep -q "^shm_writer: message too large" sb.err || fail "4097 bytes said: $(cat sb.err)"
     nothing_on "$kf"
+    # --size above the default: stdin is limited by --size, not by 4096.
+    head -c 6000 /dev/urandom >sb.in
+    message_via_stdin sb sb.in "$kf" --size 6000
+    same sb.out sb.in "6000 bytes from stdin with --size 6000"
+    head -c 6001 /dev/urandom >sb.in
+    timeout 10 "$W" -k "$kf" --size 6000 --timeout 2 <sb.in >/dev/null 2>sb.err
+    rc=$?
+    [ "$rc" = 1 ] || fail "6001 bytes on stdin with --size 6000: exit $rc, expected 1"
+    grep -q "^shm_writer: message too large" sb.err || fail "6001 bytes with --size 6000 said: $(cat sb.err)"
+    nothing_on "$kf"
 }
 
 check_timeout() {
@@ -179,11 +206,11 @@ check_timeout() {
     grep -q "^shm_reader: timed out" to.err || fail "shm_reader said: $(cat to.err)"
     [ ! -s to.out ] || fail "a lonely shm_reader printed something on stdout"
     start=$(date +%s%N)
-    timeout 10 "$W" -k "$kf" --timeout 1 nobody reads >/dev/null 2>to.err
+    timeout 10 "$W" -k "$kf" -t 1 nobody reads >/dev/null 2>to.err
     rc=$?
     ms=$((($(date +%s%N) - start) / 1000000))
-    [ "$rc" = 1 ] || fail "a lonely shm_writer --timeout 1 exited $rc, expected 1"
-    ((ms >= 900 && ms < 4000)) || fail "a lonely shm_writer --timeout 1 gave up after $ms ms"
+    [ "$rc" = 1 ] || fail "a lonely shm_writer -t 1 exited $rc, expected 1"
+    ((ms >= 900 && ms < 4000)) || fail "a lonely shm_writer -t 1 gave up after $ms ms"
     grep -q "shm_writer: timed out" to.err || fail "shm_writer said: $(cat to.err)"
     nothing_on "$kf"
     timeout 10 "$W" -k "$kf" --stream --timeout 1 </dev/null >/dev/null 2>to.err
@@ -205,6 +232,12 @@ check_stream() {
         head -c "$n" /dev/urandom >st.in
         stream_one "$kf" "$n" $((i++ % 2))
     done
+    # The smallest ring: one slot, of one byte (every byte is a block of its own), and one slot
+    # of the default size.
+    head -c 1000 /dev/urandom >st.in
+    stream_one "$kf" 1000 1 --slots 1 --slot-size 1
+    head -c 300000 /dev/urandom >st.in
+    stream_one "$kf" 300000 0 --slots 1
     printf 'text without a final newline' >st.in
     stream_one "$kf" text 0
     nothing_on "$kf"
@@ -264,6 +297,41 @@ check_peer_death() {
     [ "$RC" = 1 ] || fail "shm_writer exited $RC after its reader was killed mid-stream, expected 1"
     exec 7>&-
     nothing_on "$KF"
+}
+
+# Once both are there, neither gives up on a slow peer: --timeout is only for the other side to
+# show up. A stream with --timeout 1 on both sides pauses 2 s with no input (the writer waits on
+# stdin, the reader on a full slot), then its reader is stopped for 2 s while the ring is full
+# (the writer waits for an empty slot); both must go on and deliver every byte.
+check_slow_peer() {
+    local kf
+    kf=$(key_for slow)
+    mkfifo slow.fifo
+    "$W" --stream -k "$kf" --timeout 1 --slots 2 --slot-size 4096 <slow.fifo 2>slow.werr &
+    WPID=$!
+    track_pid "$WPID"
+    exec 7>slow.fifo
+    "$R" --stream -k "$kf" -t 1 >slow.out 2>slow.err 7>&- &
+    RPID=$!
+    track_pid "$RPID"
+    head -c 20000 /dev/urandom >slow.in
+    head -c 10000 slow.in >&7
+    wait_for 10 size_at_least slow.out 10000 || fail "the first 10000 bytes did not arrive: $(cat slow.werr slow.err)"
+    sleep 2
+    kill -0 "$WPID" 2>/dev/null || fail "shm_writer --timeout 1 gave up while its input paused 2 s: $(cat slow.werr)"
+    kill -0 "$RPID" 2>/dev/null || fail "shm_reader -t 1 gave up while its writer paused 2 s: $(cat slow.err)"
+    kill -STOP "$RPID"
+    tail -c +10001 slow.in >&7
+    sleep 2
+    kill -CONT "$RPID"
+    kill -0 "$WPID" 2>/dev/null || fail "shm_writer --timeout 1 gave up while its reader was stopped 2 s: $(cat slow.werr)"
+    exec 7>&-
+    exit_within "$WPID" 10 || fail "shm_writer did not finish after its input ended"
+    [ "$RC" = 0 ] || fail "shm_writer exited $RC after a slow stream: $(cat slow.werr)"
+    exit_within "$RPID" 10 || fail "shm_reader did not finish"
+    [ "$RC" = 0 ] || fail "shm_reader exited $RC after a slow stream: $(cat slow.err)"
+    same slow.out slow.in "a stream with pauses"
+    nothing_on "$kf"
 }
 
 # The reader owns nothing and attaches read-only: its mapping of the segment is r--s, the
@@ -418,18 +486,51 @@ check_proj_id_and_mode() {
         fail "no segment with the key of ftok(-k, 7)"
     line=$(awk -v k="$key" 'NR > 1 && $1 == k { print $3, $4 }' /proc/sysvipc/shm)
     [ "$line" = "640 164" ] || fail "--mode 640 --size 100: the segment has perms and size '$line', expected '640 164' (64-byte header)"
+    wait_for 5 bash -c "awk -v k=$key 'NR > 1 && \$1 == k' /proc/sysvipc/sem | grep -q ." || fail "no semaphore set with the key of ftok(-k, 7)"
+    line=$(modes_with_key "$key" | tr '\n' ' ')
+    [ "$line" = "sem 640 shm 640 " ] || fail "--mode 640: the objects' modes are '$line', expected 640 for both"
     timeout 10 "$R" -k "$kf" --proj-id 7 >pm.out 2>/dev/null || fail "shm_reader --proj-id 7 exited $?"
     printf 'x\n' >pm.want
     same pm.out pm.want "shm_reader --proj-id 7"
     exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
     nothing_on "$kf" 7
+    # Without --mode, both objects are 0600: nobody else on the machine may read or post.
+    # (And the other spelling of each flag: --proj-id for the writer, -i for the reader.)
+    kf=$(key_for pmd 9)
+    key=$(ftok_key "$kf" 9)
+    "$W" -k "$kf" --proj-id 9 y >/dev/null 2>/dev/null &
+    w=$!
+    track_pid "$w"
+    wait_for 5 bash -c "awk -v k=$key 'NR > 1 && \$1 == k' /proc/sysvipc/sem | grep -q ." || fail "no semaphore set with the key of ftok(-k, 9) for --proj-id 9"
+    wait_for 5 bash -c "awk -v k=$key 'NR > 1 && \$1 == k' /proc/sysvipc/shm | grep -q ." || fail "no segment with the key of ftok(-k, 9) for --proj-id 9"
+    line=$(modes_with_key "$key" | tr '\n' ' ')
+    [ "$line" = "sem 600 shm 600 " ] || fail "without --mode the objects' modes are '$line', expected 600 for both"
+    timeout 10 "$R" -k "$kf" -i 9 >pm.out 2>/dev/null || fail "shm_reader -i 9 exited $?"
+    printf 'y\n' >pm.want
+    same pm.out pm.want "shm_reader -i 9"
+    exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
+    nothing_on "$kf" 9
+    # -m and -s, the short spellings.
+    kf=$(key_for pms)
+    key=$(ftok_key "$kf" 65)
+    "$W" -k "$kf" -m 604 -s 10 hi >/dev/null 2>/dev/null &
+    w=$!
+    track_pid "$w"
+    wait_for 5 writer_up "$kf" || fail "shm_writer -m 604 -s 10 made no segment and semaphore set"
+    line="$(modes_with_key "$key" | tr '\n' ' ')$(awk -v k="$key" 'NR > 1 && $1 == k { print $4 }' /proc/sysvipc/shm)"
+    [ "$line" = "sem 604 shm 604 74" ] || fail "-m 604 -s 10: modes and size '$line', expected 'sem 604 shm 604 74'"
+    timeout 10 "$R" -k "$kf" >/dev/null 2>&1 || fail "shm_reader exited $?"
+    exit_within "$w" 5 && [ "$RC" = 0 ] || fail "the writer did not exit 0"
+    nothing_on "$kf"
 }
 
 check_usage() {
     local kf args rc prog
     kf=$(key_for us)
     for args in "shm_writer --bogus" "shm_writer --stream word" "shm_writer --size 0 x" \
-        "shm_reader --bogus" "shm_reader --timeout x"; do
+        "shm_writer --stream --size 100" "shm_writer --slots 2 x" "shm_writer --slot-size 4096 x" \
+        "shm_writer --stream --slots 0" "shm_writer --timeout x y" "shm_writer -i 0 x" \
+        "shm_reader --bogus" "shm_reader --timeout x" "shm_reader word"; do
         prog=${args%% *}
         # shellcheck disable=SC2086
         timeout 10 "$BIN/$prog" -k "$kf" ${args#* } >us.out 2>us.err </dev/null
@@ -458,6 +559,7 @@ check message-exact-bytes 3 check_exact_bytes
 check size-boundaries 3 check_size_boundaries
 check timeout 2 check_timeout
 check stream-byte-exact 4 check_stream
+check slow-peer-patience 2 check_slow_peer
 check peer-death 3 check_peer_death
 check signals-clean-up 4 check_signals
 check reader-attaches-read-only 1 check_reader_read_only

@@ -8,7 +8,8 @@
 # failing check leaves behind. Output lines are compared whole, field values included.
 #
 # What is graded (behaviour -> check, points):
-#   the start line names the key, channels and the device's own pid          -> start-line (1)
+#   the start line names the key, channels and the device's own pid; -i
+#     reaches the key of the device, its clients and detach                   -> start-line (1)
 #   set prints ok; get prints the channel's exact line; reset zeroes          -> set-get (2)
 #   channels 0 and N-1 work, N is refused (get, set, watch), at N=2 and 256;
 #     --channels 0 and 257 are usage errors                                    -> channel-boundaries (3)
@@ -20,15 +21,19 @@
 #   a second device on the key is refused and disturbs nothing                -> second-device-refused (1)
 #   a client killed by SIGKILL in the middle of a command: the next commands
 #     work (SEM_UNDO gives the slot back; a stale reply fools nobody)         -> killed-client-mid-command (3)
-#   a device killed by SIGKILL: a waiting watcher says so within seconds      -> device-death (2)
-#   detach --stat prints shmid_ds values: size, creator, last pid, attach
-#     count, atime/dtime/ctime, the semaphore values and the machine's limits -> detach-stat-values (3)
+#   a device killed by SIGKILL: a waiting watcher says so within seconds;
+#     detach clears what it left, and so does a new device on the key, which
+#     says it recycled the dead device's objects and then serves              -> device-death (2)
+#   detach --stat prints shmid_ds values: size, mode 0600 (both objects),
+#     creator, last pid, attach count, atime/dtime/ctime, the machine's
+#     limits, and each semaphore's value under its name, at rest and while a
+#     command waits for a frozen device (slot=0 cmd=1)                        -> detach-stat-values (3)
 #   detach removes the objects; the device exits 0, its watcher exits 1      -> detach-removal (2)
 #   SIGTERM and SIGINT to the device itself: exit 0, "signal N: removed",
 #     nothing left on its key, a waiting watcher learns it stopped            -> signal-cleanup (3)
 #   Ctrl-C ends a watch quietly (exit 130), the device none the worse         -> watch-ctrl-c (1)
 #   no torn channel: with --ramp 0 every watched line has readback=setpoint  -> no-torn-channel (1)
-#   usage errors exit 2                                                       -> usage (1)
+#   usage errors exit 2, also --period and --ramp out of range               -> usage (1)
 #   nothing is left on any key the grader used                                -> no-leaks (1)
 
 source "$(dirname "$0")/lib.sh"
@@ -101,6 +106,25 @@ start_line() {
     [ "${BASH_REMATCH[2]}" = "$DEV_PID" ] || fail "the pid printed is not the device's ($DEV_PID): $line"
     [ -n "$(objects_with_key "$KEY")" ] || fail "no object on the key the device printed"
     stop_device
+    # -i: the device, its clients and detach all use ftok(-k, -i).
+    local key7
+    key7=$(ftok_key "$KF" 7)
+    track_key "$key7"
+    "$BIN/device" -k "$KF" -i 7 --ramp 0 >"$KF.out7" 2>&1 &
+    DEV_PID=$!
+    track_pid "$DEV_PID"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out7" || fail "device -i 7 did not start: $(cat "$KF.out7")"
+    line=$(grep -m 1 '^device: key' "$KF.out7")
+    [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\  ]] && [ "$((16#${BASH_REMATCH[1]}))" = "$(((key7 + 4294967296) % 4294967296))" ] ||
+        fail "device -i 7 printed '$line', not the key ftok(-k, 7)"
+    [ -n "$(objects_with_key "$key7")" ] || fail "device -i 7 made no object with the key ftok(-k, 7)"
+    [ -z "$(objects_with_key "$KEY")" ] || fail "device -i 7 made objects with the key of -i 68"
+    expect ok set 0 1 -i 7
+    expect "channel=0 setpoint=1.000 readback=1.000 status=ok" get 0 --proj-id 7
+    timeout 10 "$BIN/detach" -k "$KF" -i 7 --stat >sl.stat 2>&1 || fail "detach -i 7 --stat failed: $(cat sl.stat)"
+    grep -q "^  shm_cpid    $DEV_PID " sl.stat || fail "detach -i 7 --stat does not show device $DEV_PID: $(grep cpid sl.stat)"
+    stop_device
+    [ -z "$(objects_with_key "$key7")" ] || fail "device -i 7 left objects"
 }
 
 set_get() {
@@ -228,7 +252,7 @@ second_device() {
 killed_client() {
     start_device victim --ramp 0
     # Freeze the device, so that the client takes the slot, posts its command and waits.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     "$BIN/device_client" -k "$KF" set 0 7 --timeout 60 >/dev/null 2>&1 &
     local v=$!
     track_pid "$v"
@@ -241,7 +265,7 @@ killed_client() {
     expect "channel=1 setpoint=3.000 readback=3.000 status=ok" get 1
     expect "channel=0 setpoint=7.000 readback=7.000 status=ok" get 0
     # And once more while the device runs: a client killed while it waits for the reply.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     "$BIN/device_client" -k "$KF" get 1 --timeout 60 >/dev/null 2>&1 &
     v=$!
     track_pid "$v"
@@ -252,7 +276,7 @@ killed_client() {
     expect ok set 2 4
     expect "channel=2 setpoint=4.000 readback=4.000 status=ok" get 2
     # A frozen device: a bounded client times out with exit 1.
-    kill -STOP "$DEV_PID"
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
     local start ms
     start=$(date +%s%N)
     refused 1 "device_client: get: timed out" get 0 --timeout 0.5
@@ -283,6 +307,26 @@ device_death() {
     [ -n "$(objects_with_key "$KEY")" ] || fail "a device killed by SIGKILL cannot have removed its objects"
     "$BIN/detach" -k "$KF" >/dev/null || fail "detach could not remove the dead device's objects"
     nothing_left
+    # Killed again: a new device on the same key recycles what the dead one left, says so, and
+    # serves.
+    local old
+    "$BIN/device" -k "$KF" >"$KF.out2" 2>&1 &
+    old=$!
+    track_pid "$old"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out2" || fail "device did not start again: $(cat "$KF.out2")"
+    kill -KILL "$old"
+    exit_within "$old" 5
+    "$BIN/device" -k "$KF" --ramp 0 >"$KF.out3" 2>&1 &
+    DEV_PID=$!
+    track_pid "$DEV_PID"
+    wait_for 10 grep -q '^device: key 0x' "$KF.out3" ||
+        fail "a device on the key of one killed by SIGKILL did not start: $(tr '\n' ' ' <"$KF.out3")"
+    grep -q "^device: recycling the objects of a device (pid $old) that is gone: removed shmid [0-9]* and semid [0-9]*" "$KF.out3" ||
+        fail "the new device did not say it recycled the objects of pid $old: $(tr '\n' ' ' <"$KF.out3")"
+    expect ok set 0 6
+    expect "channel=0 setpoint=6.000 readback=6.000 status=ok" get 0
+    stop_device
+    nothing_left
 }
 
 # stat_line NAME: the value part of the detach --stat line NAME.
@@ -301,6 +345,9 @@ detach_stat() {
     sleep 1.1 # so that a client's attach time differs from the device's
     timeout 10 "$BIN/detach" -k "$KF" --stat >st.out 2>st.err || fail "detach --stat failed: $(cat st.err)"
     grep -q "^segment key 0x[0-9a-f]\{8\} shmid [0-9]" st.out || fail "no 'segment key ... shmid' line"
+    [[ "$(stat_line shm_perm)" =~ ^uid\ $(id -u)\ mode\ 0600$ ]] || fail "shm_perm is '$(stat_line shm_perm)', expected 'uid $(id -u) mode 0600'"
+    [ "$(modes_with_key "$KEY" | tr '\n' ' ')" = "sem 600 shm 600 " ] ||
+        fail "the device's objects have modes '$(modes_with_key "$KEY" | tr '\n' ' ')', expected 600 for both"
     [ "$(stat_line shm_segsz)" = "224 bytes" ] || fail "shm_segsz for 4 channels is '$(stat_line shm_segsz)', expected '224 bytes' (40+24+32+4*32)"
     [ "$(stat_line shm_cpid)" = "$DEV_PID (creator, alive)" ] || fail "shm_cpid is '$(stat_line shm_cpid)', expected '$DEV_PID (creator, alive)'"
     [ "$(stat_line shm_nattch)" = 1 ] || fail "shm_nattch with only the device attached is '$(stat_line shm_nattch)', expected 1"
@@ -338,6 +385,23 @@ detach_stat() {
     [ "$(stat_line shm_atime)" != "$(stat_line shm_ctime)" ] || fail "shm_atime did not move when the watcher attached (it equals shm_ctime)"
     kill -TERM "$w"
     exit_within "$w" 5
+    stop_device
+    nothing_left
+    # Each value under its own name: freeze a device (no ticks for 10 s, so it is not frozen
+    # holding the lock), and a client takes the slot and posts its command.
+    start_device stat2 --period 10000 --ramp 0
+    freeze "$DEV_PID" || fail "the device did not stop on SIGSTOP"
+    "$BIN/device_client" -k "$KF" set 0 2 --timeout 30 >/dev/null 2>st.cerr &
+    c=$!
+    track_pid "$c"
+    wait_for 5 bash -c "'$BIN/detach' -k '$KF' --stat 2>/dev/null | grep -q '^semaphores .* cmd=1 '" ||
+        fail "while a command waits for a frozen device: $(timeout 10 "$BIN/detach" -k "$KF" --stat 2>&1 | grep '^semaphores')"
+    timeout 10 "$BIN/detach" -k "$KF" --stat >st.out 2>st.err || fail "detach --stat failed"
+    grep -q "^semaphores semid [0-9]* nsems 5 .*: lock=1 slot=0 cmd=1 done=0 update=1$" st.out ||
+        fail "while a command waits for a frozen device the semaphore line is '$(grep '^semaphores' st.out)', expected lock=1 slot=0 cmd=1 done=0 update=1"
+    kill -CONT "$DEV_PID"
+    exit_within "$c" 10 || fail "the waiting client did not finish once the device went on"
+    [ "$RC" = 0 ] || fail "the waiting client exited $RC: $(cat st.cerr)"
     stop_device
     nothing_left
 }
@@ -423,9 +487,14 @@ usage() {
         [ "$rc" = 2 ] || fail "device_client $args exited $rc, expected 2"
         grep -q "^device_client: " u.err || fail "device_client $args said: $(cat u.err)"
     done
-    timeout 10 "$BIN/device" -k "$KF" --bogus >/dev/null 2>&1
-    rc=$?
-    [ "$rc" = 2 ] || fail "device --bogus exited $rc, expected 2"
+    for args in "--bogus" "--ramp -1" "--ramp nan" "--period 0" "--period 10001" "--channels x"; do
+        # shellcheck disable=SC2086
+        timeout 10 "$BIN/device" -k "$KF" $args >/dev/null 2>u.err
+        rc=$?
+        [ "$rc" = 2 ] || fail "device $args exited $rc, expected 2"
+        grep -q "^device: " u.err || fail "device $args said: $(cat u.err)"
+    done
+    [ -z "$(objects_with_key "$(ftok_key "$KF" "$PROJ")")" ] || fail "a refused device left objects"
     timeout 10 "$BIN/detach" -k "$KF" --bogus >/dev/null 2>&1
     rc=$?
     [ "$rc" = 2 ] || fail "detach --bogus exited $rc, expected 2"

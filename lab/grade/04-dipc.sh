@@ -13,20 +13,24 @@
 #
 # What is graded (behaviour -> check, points):
 #   dipc daemonizes (its own session, stdio on /dev/null, cwd /): its line names
-#     the port and the daemon's pid, which created a 0600 segment and a
+#     the port and the daemon's pid, which created a 0600 segment and a 0600
 #     semaphore set under 0x4450PPPP                                          -> starts-as-daemon (2)
-#   every row of the protocol table, byte for byte                            -> protocol-rows (3)
+#   every row of the protocol table, byte for byte; after q (and after lost
+#     framing) the server closes the connection                               -> protocol-rows (3)
 #   mailboxes 0 and k-1 work, k is refused (k = 4 and k = 1)                  -> mailbox-boundaries (3)
 #   the size limit is min(mailbox, packet), both ways: limit-1 and limit bytes
-#     of any byte value are stored exactly, limit+1 is refused and discarded  -> size-limit (3)
-#   one-shot and interactive clients print exactly the replies                -> one-shot-and-interactive-client (2)
+#     of any byte value are stored exactly, limit+1 is refused and discarded;
+#     the line form too: lines of limit-1 and limit bytes fit, limit+1 not    -> size-limit (3)
+#   one-shot and interactive clients print exactly the replies; a one-shot
+#     write of several words stores them joined by single spaces             -> one-shot-and-interactive-client (2)
 #   bad input with intact framing: err, the connection goes on               -> bad-input-keeps-serving (2)
 #   ipcrm of its set under a running daemon: it says so in its log, exits,
 #     and leaves nothing on its key                                          -> objects-removed-under-it (2)
 #   lost framing: err, then the server closes                                 -> framing-loss-closes (2)
 #   pipelined requests and byte-by-byte requests get the same replies         -> pipelined-equals-split (1)
 #   a stalled client holds no lock; a disconnect mid-payload changes nothing  -> stalled-writer-holds-no-lock (2)
-#   --idle-timeout closes a silent client                                     -> idle-timeout (1)
+#   --idle-timeout closes a silent client, and only a silent one: a client
+#     that talks more often (every 0.25 s, for longer than the timeout) stays -> idle-timeout (1)
 #   a writer gets in under 16 looping readers of 8 MiB (their holds overlap);
 #     a reader under 8 looping writers                                        -> writer-not-starved (2), reader-not-starved (2)
 #   no read returns a torn message (two writers, distinct full-size patterns) -> no-torn-reads (3)
@@ -36,7 +40,8 @@
 #   dipcrm stops the server, says what it removed; exit 1 when nothing       -> dipcrm (2)
 #   dipcrm SIGKILLs a server that does not stop                               -> dipcrm-kills-a-stuck-server (1)
 #   a SIGKILLed server's objects are recycled with a notice, or removed       -> orphans (2)
-#   bad arguments exit 2, a port in use exits 1, nothing left                 -> bad-arguments (1)
+#   bad arguments exit 2 (each number just out of its range too), a port in
+#     use exits 1, nothing left                                               -> bad-arguments (1)
 #   nothing is left on any key the grader used                                -> no-leaks (1)
 source "$(dirname "$0")/lib.sh"
 grade_args "$@"
@@ -90,29 +95,43 @@ nothing_left() {
 }
 
 # talk FORMAT: sends printf FORMAT on one connection; prints all the server sent until it closed.
+# Every conversation of the grader ends with q or with lost framing, after which the server
+# must close: if it has not within 5 s, talk.open is left for server_closed to report.
 talk() {
+    rm -f "$IPCLAB_WORK/talk.open"
     exec 3<>"/dev/tcp/127.0.0.1/$PORT" || return 1
     # shellcheck disable=SC2059
     printf "$1" >&3
     timeout 5 cat <&3
+    [ $? != 124 ] || : >"$IPCLAB_WORK/talk.open"
     exec 3<&-
 }
 
-# expect_talk FORMAT WANT: talk, and compare the bytes with printf WANT (files and cmp).
+# server_closed WHAT: the last talk (or talk_file) saw the server close the connection.
+server_closed() {
+    [ ! -e "$IPCLAB_WORK/talk.open" ] || fail "the server did not close the connection within 5 s after $1"
+}
+
+# expect_talk FORMAT WANT: talk, and compare the bytes with printf WANT (files and cmp); the
+# server must have closed the connection.
 expect_talk() {
     talk "$1" >"$IPCLAB_WORK/talk.got"
+    server_closed "'$1'"
     # shellcheck disable=SC2059
     printf "$2" >"$IPCLAB_WORK/talk.want"
     cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/talk.want" ||
         fail "sent '$1': got [$(od -An -c "$IPCLAB_WORK/talk.got" | tr -s ' \n' ' ' | head -c 300)], expected [$(od -An -c "$IPCLAB_WORK/talk.want" | tr -s ' \n' ' ' | head -c 300)]"
 }
 
-# talk_file FILE: sends FILE's bytes on one connection; the reply in talk.got.
+# talk_file FILE: sends FILE's bytes on one connection (ending with q); the reply in talk.got.
+# The server must close the connection after the q.
 talk_file() {
     exec 3<>"/dev/tcp/127.0.0.1/$PORT" || return 1
     cat "$1" >&3
     timeout 10 cat <&3 >"$IPCLAB_WORK/talk.got"
+    local rc=$?
     exec 3<&-
+    [ "$rc" != 124 ] || fail "the server did not close the connection within 10 s after a q"
 }
 
 # shm_field PORT COLUMN: a column of the port's segment in /proc/sysvipc/shm (3 perms, 5 cpid).
@@ -143,6 +162,8 @@ check_starts_as_daemon() {
     [ "$n" = 2 ] || fail "expected a segment and a semaphore set under key 0x4450xxxx, found $n objects"
     [ "$(shm_field "$PORT" 5)" = "$PID" ] || fail "the segment's creator is pid $(shm_field "$PORT" 5), not the daemon $PID"
     [ "$(shm_field "$PORT" 3)" = 600 ] || fail "the segment's mode is $(shm_field "$PORT" 3), expected 600"
+    [ "$(modes_with_key "$(port_key "$PORT")" | tr '\n' ' ')" = "sem 600 shm 600 " ] ||
+        fail "the objects' modes are '$(modes_with_key "$(port_key "$PORT")" | tr '\n' ' ')', expected 600 for the segment and the set"
     sid=$(sed 's/^.*) //' "/proc/$PID/stat" | awk '{print $4}')
     [ "$sid" = "$PID" ] || fail "the daemon is not a session leader (setsid): session $sid"
     local fd
@@ -208,6 +229,20 @@ size_edges() {
     } >"$IPCLAB_WORK/want"
     cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
         fail "$((n + 1)) bytes (limit $n): got [$(head -c 80 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')], expected an err line, then the box unchanged"
+    # The line form has the same limit: its line, without the newline, is the message.
+    head -c $((n + 1)) /dev/zero | tr '\0' L >"$IPCLAB_WORK/line"
+    for len in $((n - 1)) "$n"; do
+        { printf 'w 1\n'; head -c "$len" "$IPCLAB_WORK/line"; printf '\nr 1\nq\n'; } >"$IPCLAB_WORK/req"
+        talk_file "$IPCLAB_WORK/req"
+        { printf 'ok %d\nok %d\n' "$len" "$len"; head -c "$len" "$IPCLAB_WORK/line"; printf 'bye\n'; } >"$IPCLAB_WORK/want"
+        cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
+            fail "a line of $len bytes (limit $n) with 'w 1': got [$(head -c 40 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')]... ($(stat -c %s "$IPCLAB_WORK/talk.got") bytes, expected $(stat -c %s "$IPCLAB_WORK/want"))"
+    done
+    { printf 'w 1\n'; cat "$IPCLAB_WORK/line"; printf '\nr 1\nq\n'; } >"$IPCLAB_WORK/req"
+    talk_file "$IPCLAB_WORK/req"
+    { printf 'err message line longer than %d bytes\nok %d\n' "$n" "$n"; head -c "$n" "$IPCLAB_WORK/line"; printf 'bye\n'; } >"$IPCLAB_WORK/want"
+    cmp -s "$IPCLAB_WORK/talk.got" "$IPCLAB_WORK/want" ||
+        fail "a line of $((n + 1)) bytes (limit $n): got [$(head -c 80 "$IPCLAB_WORK/talk.got" | od -An -c | tr -s ' \n' ' ')], expected an err line, then the box unchanged"
 }
 
 check_size_limit() {
@@ -234,6 +269,12 @@ check_one_shot_client() {
     "$C" "$PORT" r 1 >"$IPCLAB_WORK/c.out" || fail "dipc_client r exited $?"
     printf 'text\n' >"$IPCLAB_WORK/c.want"
     cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client $PORT r 1 printed '$(cat "$IPCLAB_WORK/c.out")', expected 'text'"
+    "$C" "$PORT" w 0 two words >"$IPCLAB_WORK/c.out" || fail "dipc_client w 0 two words exited $?"
+    printf 'ok 9\n' >"$IPCLAB_WORK/c.want"
+    cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client $PORT w 0 two words printed '$(cat "$IPCLAB_WORK/c.out")', expected 'ok 9'"
+    "$C" "$PORT" r 0 >"$IPCLAB_WORK/c.out" || fail "dipc_client r exited $?"
+    printf 'two words\n' >"$IPCLAB_WORK/c.want"
+    cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "after 'w 0 two words', dipc_client $PORT r 0 printed '$(cat "$IPCLAB_WORK/c.out")', expected 'two words'"
     "$C" "$PORT" r 2 >"$IPCLAB_WORK/c.out" || fail "dipc_client r of an empty box exited $?"
     printf '\n' >"$IPCLAB_WORK/c.want"
     cmp -s "$IPCLAB_WORK/c.out" "$IPCLAB_WORK/c.want" || fail "dipc_client r of an empty box printed '$(cat "$IPCLAB_WORK/c.out")'"
@@ -254,6 +295,7 @@ check_bad_input_keeps_serving() {
 err usage: w <mailbox> [<length>]\nok 0\nbye\n'
     local got
     got=$(talk 'foo\nw 0 2000\n'"$(head -c 2000 /dev/zero | tr '\0' z)"'r 0\nq\n')
+    server_closed "q"
     [ "$(grep -c '^err ' <<<"$got")" = 2 ] || fail "expected 2 err replies, got: $got"
     grep -q '^ok 0$' <<<"$got" || fail "no 'ok 0' after the bad requests: $got"
     [ "$(tail -n 1 <<<"$got")" = bye ] || fail "the connection did not survive the bad requests"
@@ -264,9 +306,11 @@ check_framing_loss_closes() {
     start_server
     local got
     got=$(talk 'w 1 abc\nr 1\n')
+    server_closed "a non-numeric length"
     [[ "$got" == err* ]] || fail "a non-numeric length got '$got', expected err and a close"
     [ "$(wc -l <<<"$got")" = 1 ] || fail "the server answered after losing the framing: $got"
     got=$(talk "$(head -c 5000 /dev/zero | tr '\0' r)\n")
+    server_closed "a 5000-byte header line"
     [[ "$got" == err* ]] || fail "a 5000-byte header line got '$got', expected err and a close"
     expect_talk 'r 1\nq\n' 'ok 0\nbye\n'
     stop_server
@@ -276,6 +320,7 @@ check_pipelined_equals_split() {
     start_server
     local whole split
     whole=$(talk 'w 0 3\nabcr 0\nx\nq\n' | od -An -c)
+    server_closed "q"
     exec 3<>"/dev/tcp/127.0.0.1/$PORT"
     local ch s='w 0 3\nabcr 0\nx\nq\n' i
     s=$(printf "$s"; echo .)
@@ -320,6 +365,25 @@ check_idle_timeout() {
     cmp -s "$IPCLAB_WORK/idle.got" "$IPCLAB_WORK/idle.want" || fail "a silent client got '$(cat "$IPCLAB_WORK/idle.got")', expected 'err idle timeout; closing'"
     ((SECONDS - start <= 6)) || fail "--idle-timeout 1 closed the client after $((SECONDS - start)) s"
     expect_talk 'r 2\nq\n' 'ok 0\nbye\n'
+    stop_server
+    # A client that sends a request every 0.25 s for 5 s is never idle for 3 s (--idle-timeout
+    # counts silence, not time since connecting). The margin is wide, so that a loaded machine
+    # that delays the client's sends does not look like an idle client. (If the server closes it
+    # anyway, a write gets EPIPE, not a SIGPIPE that would end the check unexplained.)
+    start_server --idle-timeout 3 4 1 PORT 1
+    trap '' PIPE
+    exec 4<>"/dev/tcp/127.0.0.1/$PORT"
+    local i
+    for ((i = 0; i < 20; i++)); do
+        printf 'r 2\n' >&4 2>/dev/null || break
+        sleep 0.25
+    done
+    printf 'q\n' >&4 2>/dev/null
+    timeout 10 cat <&4 >"$IPCLAB_WORK/idle.got"
+    exec 4<&-
+    { for ((i = 0; i < 20; i++)); do printf 'ok 0\n'; done; printf 'bye\n'; } >"$IPCLAB_WORK/idle.want"
+    cmp -s "$IPCLAB_WORK/idle.got" "$IPCLAB_WORK/idle.want" ||
+        fail "--idle-timeout 3: a client talking every 0.25 s for 5 s got [$(tr '\n' '|' <"$IPCLAB_WORK/idle.got")], expected 20 'ok 0' and 'bye'"
     stop_server
 }
 
@@ -483,7 +547,7 @@ check_second_server_refused() {
 
 check_dipcrm_reports_and_exits_1_when_nothing() {
     start_server
-    local out rc=0 shmid semid k
+    local out rc=0 shmid k
     shmid=$(shm_field "$PORT" 2)
     k=$(printf '0x%08x' "$(port_key "$PORT")")
     out=$(timeout 15 "$RM" "$PORT") || fail "dipcrm exited $?"
@@ -499,7 +563,7 @@ check_dipcrm_reports_and_exits_1_when_nothing() {
 
 check_dipcrm_kills_stuck() {
     start_server
-    kill -STOP "$PID"
+    freeze "$PID" || fail "the server did not stop on SIGSTOP"
     local out
     out=$(timeout 20 "$RM" "$PORT") || fail "dipcrm on a stopped server exited $?"
     grep -qx "pid $PID did not exit within 5 s; sent SIGKILL" <<<"$out" || fail "dipcrm did not SIGKILL the stopped server: $out"
@@ -528,10 +592,14 @@ check_orphans_recycled_and_removed() {
 check_bad_arguments() {
     local rc
     PORT=$(free_port 0x44500000)
-    for args in "0 1 $PORT 1" "x 1 $PORT 1" "4 1 $PORT" "100000 1 $PORT 1"; do
+    # Each number at the edge of its range: mailboxes, mailbox_kB, port, packet_kB, the timeout.
+    for args in "0 1 $PORT 1" "x 1 $PORT 1" "4 1 $PORT" "100000 1 $PORT 1" "4 0 $PORT 1" \
+        "4 1 $PORT 0" "4 1 0 1" "4 1 65536 1" "4 1 $PORT 65537" "--idle-timeout 0 4 1 $PORT 1"; do
         rc=0
         # shellcheck disable=SC2086
         timeout 10 "$D" $args >/dev/null 2>&1 || rc=$?
+        # A daemon that should not have started is stopped before the check fails.
+        [ "$rc" != 0 ] || timeout 15 "$RM" "$PORT" >/dev/null 2>&1
         [ "$rc" = 2 ] || fail "dipc $args exited $rc, expected 2"
     done
     nothing_left

@@ -26,6 +26,7 @@
 # the checks whose names match), and every key and pid a check creates is tracked (lab/common.sh), so
 # nothing outlives the grader, whatever the student's code does. See lab/grade/README.md.
 
+# shellcheck shell=bash
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 GRADE_PASSED=0
@@ -92,9 +93,13 @@ grade_init() {
 }
 
 # fail WHY: end the check that calls it, with WHY on its FAIL line. Checks run in a subshell
-# (see check), so the exit leaves the check, never the grader.
+# (see check), so the exit leaves the check, never the grader. WHY is printed as one line (a
+# program's stderr quoted in it may have several: "usage: ... | Try --help"), so that the FAIL
+# line, which shows the last line a check printed, shows all of it.
 fail() {
-    echo "$*"
+    local why="$*"
+    why=${why%$'\n'}
+    echo "${why//$'\n'/ | }"
     exit 1
 }
 
@@ -160,6 +165,34 @@ check() {
         echo "     $name took $ms ms"
     fi
     GRADE_RESULTS+=("{\"name\": $(json_string "$name"), \"score\": $got, \"max_score\": $points, \"output\": $(json_string "$out")}")
+}
+
+# modes_with_key KEY: one line "kind perms" per object alive with that key (decimal key), perms
+# as /proc/sysvipc prints them (octal digits, "600"), sorted: "sem 600" then "shm 600".
+modes_with_key() {
+    local kind
+    for kind in shm sem msg; do
+        awk -v k="$1" -v kind="$kind" 'NR > 1 && $1 == k { print kind, $3 }' "/proc/sysvipc/$kind"
+    done | sort
+}
+
+# freeze PID: SIGSTOP, and wait (up to 5 s) until every thread of PID has stopped. kill returns
+# before the target has taken the signal: until it runs, a process asleep in semop is still
+# queued on its semaphore, and a post in that moment is taken *for* it (it then stops holding
+# what it took). Checks that freeze a process and then look at semaphore values need the wait.
+freeze() {
+    kill -STOP "$1" 2>/dev/null || return 1
+    wait_for 5 all_stopped "$1"
+}
+
+# all_stopped PID: every thread of PID is stopped (state T), none running or asleep.
+all_stopped() {
+    local st t
+    for t in /proc/"$1"/task/*/stat; do
+        st=$(sed 's/^.*) //' "$t" 2>/dev/null | cut -c1) || return 1
+        [ "$st" = T ] || [ "$st" = t ] || return 1
+    done
+    [ -d "/proc/$1/task" ]
 }
 
 # check_no_leaks: the last check of every grader: nothing with one of the grader's keys is left.
