@@ -336,6 +336,11 @@ pub const RSHM_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many destroyed rshmids a node remembers, so that a stale HELLO cannot revive them.
 pub const RSHM_TOMBSTONES: usize = 1024;
 
+/// A write of at least this many bytes into a replica and its twin (an UPDATE's or a STATE's
+/// run) first asks the kernel for all its pages at once (`sys::advise`), instead of taking
+/// one page fault per 4 KiB: 64 KiB, where one call costs less than the faults it saves.
+pub const RSHM_POPULATE_MIN: usize = 64 * 1024;
+
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;
 

@@ -1,7 +1,7 @@
 //! The table's unit tests: rows, counts, stamps and merges, without a server.
 
 use super::*;
-use crate::params::RSHM_MAX_RUNS;
+use crate::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_RUNS};
 use std::net::Ipv4Addr;
 
 fn node(port: u16) -> SocketAddrV4 {
