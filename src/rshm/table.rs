@@ -105,9 +105,11 @@ pub struct Segment {
     origins: Vec<SocketAddrV4>,
     /// The length of the last UPDATE frame this node sent for it.
     pub sent: u64,
-    /// While a peer's STATE of this row is being applied, frame by frame: the version
-    /// `client ls` still shows (the one before it), until the row's last frame.
+    /// While peers' STATEs of this row are being applied, frame by frame: the version
+    /// `client ls` still shows (the one before them), until the last frame of the last of
+    /// them; and how many are open (two peers may stream the row at once).
     pub showing: Option<u64>,
+    pub states_open: u32,
     /// How often this node's replica has changed: what `rshm_wait_changed` waits to see grow
     /// (counted by the server; see `rshm::gate`).
     pub changes: u64,
@@ -606,6 +608,7 @@ impl Table {
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,
                 showing: None,
+                states_open: 0,
                 changes: 0,
                 local: BTreeMap::new(),
             },

@@ -169,9 +169,10 @@ impl Row {
     /// row's version is not shown (`client ls`, the HELLO table) and the change is not counted
     /// (the gate a reader waits on, `rshm_wait_changed`) until its last frame
     /// ([`Row::finish`]), so a program that waits for the change, or for the version, and then
-    /// reads, reads the whole row. Only a program reading the replica meanwhile, without
-    /// waiting for anything, can see part of it, as it could see part of a `memcpy` on one
-    /// node. Nothing is undone by a frame: each word is written only if its stamp is newer, and
+    /// reads, reads the whole row. A program reading the replica meanwhile without waiting
+    /// (or woken by another change of the row, an UPDATE that lands during the STATE) can see
+    /// part of it, as it could see part of a `memcpy` on one node; the UPDATE's own words are
+    /// whole (its parts are applied as one). Nothing is undone by a frame: each word is written only if its stamp is newer, and
     /// the Lamport clock (the row's `stamp`) advances as frames arrive, so a change made here
     /// meanwhile is numbered above every word it could have read. Memory: one frame.
     fn apply(
@@ -206,6 +207,7 @@ impl Row {
         if self.before.is_none() {
             self.before = Some(seg.stamp);
             seg.showing = Some(seg.shown_version());
+            seg.states_open += 1;
         }
         for r in runs {
             let stamp = Stamp {
@@ -233,7 +235,10 @@ impl Row {
         let Some(seg) = st.table.get_mut(rshmid) else {
             return;
         };
-        seg.showing = None;
+        seg.states_open = seg.states_open.saturating_sub(1);
+        if seg.states_open == 0 {
+            seg.showing = None;
+        }
         let rshmid = seg.rshmid;
         crate::trace!(
             "rshmid {rshmid}: state merged, {} bytes newer than ours",
