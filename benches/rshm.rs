@@ -56,9 +56,9 @@
 //! ```
 //!
 //! R = (MB/s of the late joiner) / (MB/s of raw TCP). Goal: R >= 0.5, not reached on the lab
-//! machine. Measured there (2 cores, 24 GiB, shared with other jobs: three whole runs, medians
-//! of three joins each): 518, 996 and 838 MB/s (single joins 450 to 1150 MB/s) against raw TCP's
-//! 4.8 to 5.9 GB/s, R = 0.10, 0.17, 0.18 (it was 0.06 to 0.07, about 300 MB/s). The memory the
+//! machine. Measured there (2 cores, 24 GiB, shared with other jobs: four whole runs, medians
+//! of three joins each): 518, 996, 838 and 1092 MB/s (single joins 450 to 1150 MB/s) against
+//! raw TCP's 4.8 to 6 GB/s, R = 0.10, 0.17, 0.18, 0.18 (it was 0.06 to 0.07, about 300 MB/s). The memory the
 //! servers used (peak RSS, VmHWM, which counts the replica's shared pages they touched) is
 //! printed on the line before: node A 2.3 GiB (replica and twin, and the diff's copy of a 256
 //! MiB write), node B 2.0 GiB (replica and twin; the word stamps, one per 4 KiB page where its
