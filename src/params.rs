@@ -239,9 +239,12 @@ pub const RSHM_MAX_FRAME_DATA: usize = 1 << 20;
 /// The most segments one group's table holds: 4096, the kernel's default SHMMNI (System V
 /// segments per machine), since every segment has a replica on every node and a group of
 /// nodes on one machine could not make more anyway. A row costs under 1 KiB of table, plus
-/// per byte of segment its replica and about 2.1 bytes of twin and word stamps (memory given
-/// only as pages are touched), and at most 202 bytes of each HELLO (a full table: 0.8 MiB);
-/// `client ls` pages through it, [`RSHM_LS_PAGE`] rows per queue message.
+/// per byte of segment its replica and a byte of twin (memory given only as pages are
+/// touched), word stamps of 17 bytes per 4 KiB page, and 4.5 KiB more for each page whose
+/// words were written by different updates (at worst 1.1 bytes per byte: the 2.1 bytes of
+/// twin and stamps of a segment written word by word), and at most 202 bytes of each HELLO
+/// (a full table: 0.8 MiB); `client ls` pages through it, [`RSHM_LS_PAGE`] rows per queue
+/// message.
 pub const RSHM_MAX_SEGMENTS: usize = 4096;
 
 /// Rows in one LS reply: 128 rows of 48 bytes, with the header, the text and the peers, fit
@@ -335,6 +338,11 @@ pub const RSHM_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many destroyed rshmids a node remembers, so that a stale HELLO cannot revive them.
 pub const RSHM_TOMBSTONES: usize = 1024;
+
+/// A write of at least this many bytes into a replica and its twin (an UPDATE's or a STATE's
+/// run) first asks the kernel for all its pages at once (`sys::advise`), instead of taking
+/// one page fault per 4 KiB: 64 KiB, where one call costs less than the faults it saves.
+pub const RSHM_POPULATE_MIN: usize = 64 * 1024;
 
 /// Bytes read from a peer's socket at a time (a 4 KiB update and its header in one read).
 pub const RSHM_READ_BUFFER: usize = 64 * 1024;

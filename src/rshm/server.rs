@@ -47,7 +47,7 @@
 //! The rules (diffs, the (version, node) order, whole-segment states at HELLO, races for a key)
 //! are stated in [`crate::rshm`], "Consistency model". Here is where they run:
 //! `rshm_changed::local` makes the diff, `rshm_changed::remote` applies a peer's update
-//! word by word, `hello::apply_state` a peer's contents, `rshmget::adopt` a peer's NEW.
+//! word by word, `hello::read_states` a peer's contents, `rshmget::adopt` a peer's NEW.
 //!
 //! Every change of a replica goes through `wait::changed`, which counts it on the segment's
 //! change gate ([`super::gate`]): that is what wakes the programs in `rshm_wait_changed`. The

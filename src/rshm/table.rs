@@ -16,7 +16,8 @@
 //!
 //! Contents: each row also holds the *twin* (the contents last sent or received, see
 //! [`super::diff`]), the *stamp* `(version, origin)` of the newest update applied, and a stamp
-//! per 8-byte word: the update that last wrote that word. [`Segment::apply_update`] writes a
+//! per 8-byte word: the update that last wrote that word (kept per page where the page's words
+//! share one, see [`stamps`]). [`Segment::apply_update`] writes a
 //! word only if the update's stamp is higher than the word's, which is the whole consistency
 //! model of [`crate::rshm`] in one comparison.
 //!
@@ -28,14 +29,16 @@
 //! [`Replica`]); destroyed rows are remembered so that a late HELLO from a node that missed the
 //! removal does not bring them back.
 
+use self::stamps::Stamps;
 use super::diff::{Twin, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
-    RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION, RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION,
+    RSHM_POPULATE_MIN, RSHM_TOMBSTONES,
 };
+use crate::sys::advise::populate_write;
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
 use crate::sys::{Owner, IPC_PRIVATE};
-use crate::wire::rshm::{Entry, LsEntry, Run, StampedRun};
+use crate::wire::rshm::{Entry, LsEntry, Run};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -97,12 +100,16 @@ pub struct Segment {
     /// The contents last sent or received: what a diff compares against.
     pub twin: Twin,
     /// Per word: the version, and the index in `origins`, of the update that last wrote it.
-    wver: Vec<u64>,
-    worg: Vec<u8>,
+    stamps: Stamps,
     /// The nodes that appear in word stamps (index 0: none). At most one per node.
     origins: Vec<SocketAddrV4>,
     /// The length of the last UPDATE frame this node sent for it.
     pub sent: u64,
+    /// While peers' STATEs of this row are being applied, frame by frame: the version
+    /// `client ls` still shows (the one before them), until the last frame of the last of
+    /// them; and how many are open (two peers may stream the row at once).
+    pub showing: Option<u64>,
+    pub states_open: u32,
     /// How often this node's replica has changed: what `rshm_wait_changed` waits to see grow
     /// (counted by the server; see `rshm::gate`).
     pub changes: u64,
@@ -112,8 +119,8 @@ pub struct Segment {
     pub local: BTreeMap<i32, u32>,
 }
 
-/// A fresh replica and its twin, word versions and word origins, all zero.
-type Fresh = (Replica, Twin, Vec<u64>, Vec<u8>);
+/// A fresh replica, its twin and its word stamps, all zero.
+type Fresh = (Replica, Twin, Stamps);
 
 fn fresh(size: usize) -> io::Result<Fresh> {
     let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
@@ -125,8 +132,7 @@ fn fresh(size: usize) -> io::Result<Fresh> {
     Ok((
         Replica { att, shmid },
         Twin::zeroed(size),
-        vec![0; words],
-        vec![0; words],
+        Stamps::zeroed(words),
     ))
 }
 
@@ -191,17 +197,15 @@ impl Segment {
             size: self.size as u64,
             owner: self.owner,
             marked: self.marked,
-            version: self.stamp.version,
+            version: self.shown_version(),
             counts: self.counts.iter().map(|(a, n)| (*a, *n)).collect(),
         }
     }
 
-    /// The stamp of word `w`.
-    fn word_stamp(&self, w: usize) -> Stamp {
-        Stamp {
-            version: self.wver[w],
-            origin: self.origins[usize::from(self.worg[w])],
-        }
+    /// The version `client ls` shows: the newest update applied, but not a STATE's until its
+    /// last frame is.
+    pub fn shown_version(&self) -> u64 {
+        self.showing.unwrap_or(self.stamp.version)
     }
 
     fn origin_index(&mut self, node: SocketAddrV4) -> io::Result<u8> {
@@ -219,17 +223,8 @@ impl Segment {
     }
 
     fn stamp_words(&mut self, start: usize, end: usize, version: u64, org: u8) {
-        let words = start / WORD..end.div_ceil(WORD);
-        self.wver[words.clone()].fill(version);
-        self.worg[words].fill(org);
-    }
-
-    /// Whether word `w` is older than `stamp` (the version alone decides, unless it is a tie:
-    /// the common case needs no look-up of the origin).
-    fn older(&self, w: usize, stamp: Stamp) -> bool {
-        let v = self.wver[w];
-        v < stamp.version
-            || (v == stamp.version && self.origins[usize::from(self.worg[w])] < stamp.origin)
+        self.stamps
+            .fill(start / WORD..end.div_ceil(WORD), version, org);
     }
 
     /// An update from another node: each word of each run is written only if the update is
@@ -252,32 +247,59 @@ impl Segment {
         let mut written = 0;
         for run in runs {
             // Inside the segment (checked above), so the offset fits a usize.
-            let start = run.offset as usize;
-            let end = start + run.data.len();
-            let mut w = start / WORD;
-            while w * WORD < end {
-                // The longest stretch of words, from w, that this update may write.
-                let first = w;
-                while w * WORD < end && self.older(w, stamp) {
-                    w += 1;
-                }
-                if w > first {
-                    let a = (first * WORD).max(start);
-                    let b = (w * WORD).min(end);
-                    let bytes = &run.data[a - start..b - start];
-                    self.replica.att.write_at(a, bytes)?;
-                    self.twin[a..b].copy_from_slice(bytes);
-                    self.stamp_words(a, b, stamp.version, org);
-                    written += b - a;
-                }
-                // Skip the words that hold newer data.
-                while w * WORD < end && !self.older(w, stamp) {
-                    w += 1;
-                }
-            }
+            written += self.write_newer(stamp, org, run.offset as usize, &run.data)?;
         }
         self.stamp = self.stamp.max(stamp);
         Ok(written)
+    }
+
+    /// The words of `data` (at `start`, inside the segment) whose stamp is older than
+    /// `stamp` (origin index `org`), written: replica, twin and stamps. Returns the bytes
+    /// written. Uniform pages of stamps are decided whole ([`Stamps::stretch`]).
+    fn write_newer(
+        &mut self,
+        stamp: Stamp,
+        org: u8,
+        start: usize,
+        data: &[u8],
+    ) -> io::Result<usize> {
+        let end = start + data.len();
+        let wend = end.div_ceil(WORD);
+        let (mut w, mut written) = (start / WORD, 0);
+        while w < wend {
+            // The longest stretch of words, from w, that this update may write.
+            let first = w;
+            let origins = &self.origins;
+            w = self
+                .stamps
+                .stretch(w, wend, |v, o| older(v, o, stamp, origins));
+            if w > first {
+                let a = (first * WORD).max(start);
+                let b = (w * WORD).min(end);
+                self.write_both(a, &data[a - start..b - start])?;
+                self.stamp_words(a, b, stamp.version, org);
+                written += b - a;
+            }
+            // Skip the words that hold newer data.
+            let origins = &self.origins;
+            w = self
+                .stamps
+                .stretch(w, wend, |v, o| !older(v, o, stamp, origins));
+        }
+        Ok(written)
+    }
+
+    /// `bytes` at `a` into the replica and the twin. A large write (a late joiner's STATE goes
+    /// into fresh memory, where the kernel's page faults cost more than the copy) first asks
+    /// for its pages in one call each ([`populate_write`]).
+    fn write_both(&mut self, a: usize, bytes: &[u8]) -> io::Result<()> {
+        let twin = &mut self.twin[a..a + bytes.len()];
+        if bytes.len() >= RSHM_POPULATE_MIN {
+            populate_write(self.replica.att.addr() + a, bytes.len());
+            populate_write(twin.as_ptr() as usize, twin.len());
+        }
+        twin.copy_from_slice(bytes);
+        self.replica.att.write_at(a, bytes)
     }
 
     /// The lab's wrong way (`RSHM_UNORDERED=1`): every run written whole, whatever its stamp;
@@ -311,76 +333,12 @@ impl Segment {
             .checked_add(run.data.len() as u64)
             .is_some_and(|end| end <= self.size as u64)
     }
+}
 
-    /// One STATE frame's worth of the contents, from byte `from` (a multiple of 8): the twin
-    /// (what was last published), cut into runs of consecutive words written by the same
-    /// update, each with that update's stamp, until `RSHM_MAX_FRAME_DATA` bytes or
-    /// `RSHM_MAX_RUNS` runs. Words never written are zeros on every node, and are left out.
-    /// Returns the runs and where the next chunk starts (the segment's size: done).
-    ///
-    /// Only this chunk is copied, never the whole segment: the caller holds the state lock
-    /// for one chunk at a time (see `hello::stream_states`).
-    pub fn state_chunk(&self, from: usize) -> (Vec<StampedRun>, usize) {
-        let mut out = Vec::new();
-        let words = self.wver.len();
-        let mut w = from / WORD;
-        let mut room = RSHM_MAX_FRAME_DATA;
-        // Words never written cost no bytes, but their stamps are still read: stop after a
-        // few chunks' worth of words, so that one hold of the lock stays short either way.
-        let scan_end = words.min(w + 8 * RSHM_MAX_FRAME_DATA / WORD);
-        while w < scan_end && room >= WORD && out.len() < RSHM_MAX_RUNS {
-            let stamp = self.word_stamp(w);
-            let (v, o) = (self.wver[w], self.worg[w]);
-            let first = w;
-            let most = first + room / WORD;
-            while w < scan_end && w < most && self.wver[w] == v && self.worg[w] == o {
-                w += 1;
-            }
-            if stamp == Stamp::ZERO {
-                continue;
-            }
-            let (a, b) = (first * WORD, (w * WORD).min(self.size));
-            room -= b - a;
-            out.push(StampedRun {
-                version: stamp.version,
-                origin: stamp.origin,
-                run: Run {
-                    offset: a as u64,
-                    data: self.twin[a..b].to_vec(),
-                },
-            });
-        }
-        (out, (w * WORD).min(self.size))
-    }
-
-    /// The whole contents as STATE runs, chunk after chunk (tests; a server streams chunks).
-    #[cfg(test)]
-    pub fn state_runs(&self) -> Vec<StampedRun> {
-        let (mut out, mut at) = (Vec::new(), 0);
-        while at < self.size {
-            let (runs, next) = self.state_chunk(at);
-            out.extend(runs);
-            at = next;
-        }
-        out
-    }
-
-    /// A STATE from a peer (HELLO exchange): each run applied as an update with its own stamp,
-    /// so word by word the newer bytes win, exactly as if the updates had arrived one by one.
-    /// Returns the number of bytes written. The caller passes a whole row's STATE at once (all
-    /// its frames, put together), under one hold of the state lock: a reader sees the row
-    /// before it or after it, never half of it.
-    pub fn apply_state(&mut self, runs: &[StampedRun]) -> io::Result<usize> {
-        let mut written = 0;
-        for r in runs {
-            let stamp = Stamp {
-                version: r.version,
-                origin: r.origin,
-            };
-            written += self.apply_update(stamp, std::slice::from_ref(&r.run))?;
-        }
-        Ok(written)
-    }
+/// Whether a word stamped `(version v, origin index o)` is older than `stamp` (the version
+/// alone decides, unless it is a tie: the common case needs no look-up of the origin).
+fn older(v: u64, o: u8, stamp: Stamp, origins: &[SocketAddrV4]) -> bool {
+    v < stamp.version || (v == stamp.version && origins[usize::from(o)] < stamp.origin)
 }
 
 /// Every number a peer sends is checked before it is used: a version above
@@ -550,12 +508,11 @@ impl Table {
         }
         if row.size as u64 != e.size {
             let size = e.size as usize;
-            let (replica, twin, wver, worg) = fresh(size)?;
+            let (replica, twin, stamps) = fresh(size)?;
             row.size = size;
             row.replica = replica;
             row.twin = twin;
-            row.wver = wver;
-            row.worg = worg;
+            row.stamps = stamps;
             row.stamp = Stamp::ZERO;
         }
         self.alias(x, e.rshmid);
@@ -621,7 +578,7 @@ impl Table {
             ));
         }
         let size = e.size as usize;
-        let (replica, twin, wver, worg) = fresh(size)?;
+        let (replica, twin, stamps) = fresh(size)?;
         let shmid = replica.shmid;
         let mut counts: BTreeMap<SocketAddrV4, u32> =
             e.counts.iter().take(RSHM_MAX_PEERS + 1).copied().collect();
@@ -647,10 +604,11 @@ impl Table {
                 counts,
                 replica,
                 twin,
-                wver,
-                worg,
+                stamps,
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,
+                showing: None,
+                states_open: 0,
                 changes: 0,
                 local: BTreeMap::new(),
             },
@@ -748,7 +706,7 @@ impl Table {
                 marked: s.marked,
                 attaches: s.total(),
                 shmid: s.replica.shmid.0,
-                version: s.stamp.version,
+                version: s.shown_version(),
                 sent: s.sent,
             })
             .collect();
@@ -757,6 +715,8 @@ impl Table {
 }
 
 mod change;
+mod stamps;
+mod state;
 
 #[cfg(test)]
 mod tests;

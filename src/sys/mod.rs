@@ -35,6 +35,7 @@
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
 //! - [`alloc_probe`]: a counting global allocator, so tests can prove a decoder's memory bound.
 
+pub mod advise;
 pub mod alloc_probe;
 pub mod daemon;
 pub mod flock;

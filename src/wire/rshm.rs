@@ -300,7 +300,8 @@ mod queue;
 
 pub use auth::{Auth, AuthKind};
 pub use peer::{
-    update_frames, update_len, update_parts, Entry, Frame, Hello, Run, StampedRun, UpdatePart,
+    update_frames, update_len, update_parts, Entry, Frame, Hello, Run, StampedRun, StampedRunRef,
+    StateRef, UpdatePart,
 };
 pub use queue::{GateRef, LsEntry, LsPeer, Op, Reply, Request, SEMVMX};
 

@@ -7,7 +7,8 @@
 //!                             ◀───────────    HELLO_REPLY(its table)
 //!                             ◀───────────    STATE.., STATE(last) per row, one chunk per
 //!                                             hold of the lock (`stream_states`)
-//!   keep each row's STATE frames; apply the row as one; mark the peer "up" (synced)
+//!   merge each STATE frame as it comes; count each row's change after its last frame;
+//!   mark the peer "up" (synced)
 //! ```
 //!
 //! # Format
@@ -23,21 +24,22 @@
 //!   contents then stream one bounded chunk per hold of the state lock ([`stream_states`]), so
 //!   a late joiner receiving a 1 GiB segment never stalls this node's programs for the whole
 //!   transfer. Why no change is lost or undone by that: at [`stream_states`].
-//! - The receiver keeps one row's STATE frames (at most the row's bytes, plus bounded run
-//!   headers) and applies the row as one change, under one hold of its lock ([`read_states`]):
-//!   a reader there sees the row before the STATE or after it, never half of it.
+//! - The receiver merges each STATE frame as it arrives (one frame in memory, one hold of its
+//!   lock per frame), and shows the row's version and counts its change only after the row's
+//!   last frame ([`read_states`]): a program there that waits for the change, or the version,
+//!   then reads, reads the whole row (why that is enough: at [`Row::apply`]).
 //! - Tables merge as if each row were announced by a NEW ([`super::rshmget::adopt`]); contents
-//!   merge word by word by stamp ([`apply_state`]), the rules of [`crate::rshm`],
+//!   merge word by word by stamp ([`Row::apply`]), the rules of [`crate::rshm`],
 //!   "Consistency model".
 //! - A peer is `up` in `client ls` only once every STATE is applied.
 
-use super::peers::read_frame;
+use super::peers::{read_frame, read_raw};
 use super::rshmctl::destroy;
 use super::rshmget::adopt;
 use super::state::{lock, Shared, State};
 use super::wait::changed;
-use crate::params::RSHM_MAX_RUNS;
-use crate::wire::rshm::{Frame, Hello, StampedRun};
+use crate::rshm::table::Stamp;
+use crate::wire::rshm::{Frame, Hello, StampedRunRef, StateRef};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
 
@@ -88,10 +90,11 @@ pub(super) fn greet(
 }
 
 /// The contents after a HELLO_REPLY: STATE frames for every one of its `rows` (the last of
-/// each row says so). A row's frames are kept until its last, checked as they come (same row,
-/// runs ascending and inside the segment), and the row is merged as one, word by word by
-/// stamp. A STATE that breaks these rules ends the connection (logged by the caller); the
-/// dialer connects again.
+/// each row says so). Each frame is checked as it comes (same row as the frames before it,
+/// runs ascending and inside the segment) and merged at once, word by word by stamp, under one
+/// hold of the lock ([`Row::apply`]); the row counts as changed once, after its last frame. A
+/// STATE that breaks these rules ends the connection (logged by the caller); the dialer
+/// connects again.
 fn read_states(
     shared: &Shared,
     peer: SocketAddrV4,
@@ -99,27 +102,42 @@ fn read_states(
     rd: &mut impl Read,
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
-    let mut rows_done = 0;
     let mut row = Row::default();
+    let read = read_rows(shared, peer, rows, rd, buf, &mut row);
+    // A stream cut in the middle of a row: what arrived stays (every word of it is as new as
+    // its stamp says), and the row is done with, so that it shows its version again.
+    row.finish(shared, &mut lock(shared));
+    read
+}
+
+fn read_rows(
+    shared: &Shared,
+    peer: SocketAddrV4,
+    rows: usize,
+    rd: &mut impl Read,
+    buf: &mut Vec<u8>,
+    row: &mut Row,
+) -> io::Result<()> {
+    let mut rows_done = 0;
     while rows_done < rows {
-        let (rshmid, last, runs) = match read_frame(rd, buf)? {
-            (_, state @ Frame::State { .. }) => {
-                crate::trace!("tcp <- {peer} {state}");
-                let Frame::State { rshmid, last, runs } = state else {
-                    unreachable!("matched above")
-                };
-                (rshmid, last, runs)
+        let fr = read_raw(rd, buf);
+        // Decoded in place: the runs borrow `buf`, and go from there into the replica.
+        let state = match fr.and_then(|()| Ok(StateRef::decode(buf)?))? {
+            Some(state) => state,
+            None => {
+                let (_, other, _) = Frame::decode(buf)?;
+                return Err(bad(format!("expected STATE from {peer}, got {other}")));
             }
-            (_, other) => return Err(bad(format!("expected STATE from {peer}, got {other}"))),
         };
-        row.take(shared, rshmid, runs).map_err(|why| {
+        let (rshmid, last) = (state.rshmid, state.last);
+        crate::trace!("tcp <- {peer} {state}");
+        row.apply(shared, rshmid, &state.runs).map_err(|why| {
             bad(format!(
                 "STATE of rshmid {rshmid} from {peer} refused: {why}"
             ))
         })?;
         if last {
-            let runs = std::mem::take(&mut row).runs;
-            apply_state(shared, &mut lock(shared), rshmid, &runs);
+            row.finish(shared, &mut lock(shared));
             rows_done += 1;
         }
     }
@@ -130,56 +148,105 @@ fn bad(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-/// One row's STATE frames so far.
+/// The row whose STATE frames are arriving.
 #[derive(Default)]
 struct Row {
     rshmid: Option<i32>,
-    runs: Vec<StampedRun>,
     /// Where the last run ended.
     end: u64,
+    /// The row's stamp before its first frame, once one was applied.
+    before: Option<Stamp>,
+    /// Bytes newer than ours, so far.
+    written: usize,
 }
 
 impl Row {
-    /// Keeps one frame's runs, if they continue the row: the same rshmid as the frames before,
-    /// runs after the ones before and inside the segment (so at most its size in bytes). A
-    /// row we do not have is read and dropped. The runs kept are at most `RSHM_MAX_RUNS` plus
-    /// one per 64 bytes of the segment (so their headers cost at most about its size again):
-    /// a row whose words were written by that many different updates in turn (word 0 by one,
-    /// word 1 by another, ...) is merged in pieces instead, each piece as one change.
-    fn take(&mut self, shared: &Shared, rshmid: i32, runs: Vec<StampedRun>) -> Result<(), String> {
+    /// One frame's runs, if they continue the row (the same rshmid as the frames before, runs
+    /// after the ones before and inside the segment), merged into the replica, twin and word
+    /// stamps at once, under one hold of the lock. A row we do not have is read and dropped.
+    ///
+    /// Why a row may be merged frame by frame, when an UPDATE's parts are applied as one: the
+    /// row's version is not shown (`client ls`, the HELLO table) and the change is not counted
+    /// (the gate a reader waits on, `rshm_wait_changed`) until its last frame
+    /// ([`Row::finish`]), so a program that waits for the change, or for the version, and then
+    /// reads, reads the whole row. A program reading the replica meanwhile without waiting
+    /// (or woken by another change of the row, an UPDATE that lands during the STATE) can see
+    /// part of it, as it could see part of a `memcpy` on one node; the UPDATE's own words are
+    /// whole (its parts are applied as one). Nothing is undone by a frame: each word is written only if its stamp is newer, and
+    /// the Lamport clock (the row's `stamp`) advances as frames arrive, so a change made here
+    /// meanwhile is numbered above every word it could have read. Memory: one frame.
+    fn apply(
+        &mut self,
+        shared: &Shared,
+        rshmid: i32,
+        runs: &[StampedRunRef<'_>],
+    ) -> Result<(), String> {
         if *self.rshmid.get_or_insert(rshmid) != rshmid {
             return Err(format!(
                 "it comes before the last STATE of rshmid {}",
                 self.rshmid.unwrap_or(0)
             ));
         }
-        let Some(size) = lock(shared).table.get(rshmid).map(|s| s.size as u64) else {
+        let mut st = lock(shared);
+        let Some(seg) = st.table.get_mut(rshmid) else {
             return Ok(()); // a row we could not make (table full), or destroyed meanwhile
         };
-        let most = RSHM_MAX_RUNS as u64 + size / 64;
-        if (self.runs.len() + runs.len()) as u64 > most {
-            crate::trace!("rshmid {rshmid}: a STATE of more than {most} runs, merged in pieces");
-            apply_state(
-                shared,
-                &mut lock(shared),
-                rshmid,
-                &std::mem::take(&mut self.runs),
-            );
-        }
+        let size = seg.size as u64;
         for r in runs {
-            let end = r.run.offset.saturating_add(r.run.data.len() as u64);
-            if r.run.offset < self.end || end > size {
+            let end = r.offset.saturating_add(r.data.len() as u64);
+            if r.offset < self.end || end > size {
                 return Err(format!(
                     "run of {} bytes at {} overlaps the runs before it or lies outside the \
                      segment of {size} bytes",
-                    r.run.data.len(),
-                    r.run.offset
+                    r.data.len(),
+                    r.offset
                 ));
             }
             self.end = end;
-            self.runs.push(r);
+        }
+        if self.before.is_none() {
+            self.before = Some(seg.stamp);
+            seg.showing = Some(seg.shown_version());
+            seg.states_open += 1;
+        }
+        for r in runs {
+            let stamp = Stamp {
+                version: r.version,
+                origin: r.origin,
+            };
+            match seg.apply_state_run(stamp, r.offset, r.data) {
+                Ok(n) => self.written += n,
+                Err(e) => {
+                    log!("rshmid {}: state refused: {e}", seg.rshmid);
+                    break;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The row's last frame is in (or the stream ended): its version shows, and the change
+    /// is counted once, so a program waiting for the row wakes once, to the whole of it.
+    fn finish(&mut self, shared: &Shared, st: &mut State) {
+        let row = std::mem::take(self);
+        let (Some(rshmid), Some(before)) = (row.rshmid, row.before) else {
+            return;
+        };
+        let Some(seg) = st.table.get_mut(rshmid) else {
+            return;
+        };
+        seg.states_open = seg.states_open.saturating_sub(1);
+        if seg.states_open == 0 {
+            seg.showing = None;
+        }
+        let rshmid = seg.rshmid;
+        crate::trace!(
+            "rshmid {rshmid}: state merged, {} bytes newer than ours",
+            row.written
+        );
+        if row.written > 0 || seg.stamp != before {
+            changed(shared, st, rshmid);
+        }
     }
 }
 
@@ -259,18 +326,39 @@ fn stream_states(
             // So the peer ends with what a snapshot taken at the end of the stream would give,
             // and no chunk can undo a newer word, since a chunk never carries a stamp newer
             // than what the peer may have from an UPDATE of the same word.
-            let (runs, next, size) = match lock(shared).table.get(rshmid) {
+            // Encoded under the lock, straight from the twin (one copy), and written after.
+            let (frame, next, last) = match lock(shared).table.get(rshmid) {
                 Some(seg) => {
-                    let (runs, next) = seg.state_chunk(at);
-                    (runs, next, seg.size)
+                    let (spans, next) = seg.state_spans(at);
+                    let last = next >= seg.size;
+                    let runs = spans
+                        .iter()
+                        .map(|&(stamp, a, b)| StampedRunRef {
+                            version: stamp.version,
+                            origin: stamp.origin,
+                            offset: a as u64,
+                            data: &seg.twin[a..b],
+                        })
+                        .collect();
+                    let state = StateRef { rshmid, last, runs };
+                    let keep = !state.runs.is_empty() || last;
+                    if keep {
+                        crate::trace!("tcp -> {peer} {state}");
+                    }
+                    (keep.then(|| state.encode(0)), next, last)
                 }
-                None => (Vec::new(), 0, 0),
+                None => {
+                    let state = Frame::State {
+                        rshmid,
+                        last: true,
+                        runs: Vec::new(),
+                    };
+                    crate::trace!("tcp -> {peer} {state}");
+                    (Some(state.encode(0)), 0, true)
+                }
             };
-            let last = next >= size;
-            if !runs.is_empty() || last {
-                let state = Frame::State { rshmid, last, runs };
-                crate::trace!("tcp -> {peer} {state}");
-                s.write_all(&state.encode(0))?;
+            if let Some(bytes) = frame {
+                s.write_all(&bytes)?;
             }
             if last {
                 break;
@@ -303,25 +391,5 @@ pub(super) fn hello(shared: &Shared, st: &State) -> Hello {
         node: shared.me,
         node_id: st.node_id,
         entries: st.table.entries(),
-    }
-}
-
-/// A row's STATE from a peer, all its frames at once: merged word by word, newer stamps
-/// winning (see [`crate::rshm::table::Table`]), and counted as one change, so a program
-/// waiting for the row wakes once, to the whole of it.
-pub(super) fn apply_state(shared: &Shared, st: &mut State, rshmid: i32, runs: &[StampedRun]) {
-    let Some(seg) = st.table.get_mut(rshmid) else {
-        return; // a row we could not make (table full), or destroyed meanwhile
-    };
-    let rshmid = seg.rshmid;
-    let before = seg.stamp;
-    match seg.apply_state(runs) {
-        Ok(n) => {
-            crate::trace!("rshmid {rshmid}: state merged, {n} bytes newer than ours");
-            if n > 0 || seg.stamp != before {
-                changed(shared, st, rshmid);
-            }
-        }
-        Err(e) => log!("rshmid {rshmid}: state refused: {e}"),
     }
 }

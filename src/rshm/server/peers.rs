@@ -299,6 +299,14 @@ pub(super) fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
 /// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
 /// is a truncated frame (`InvalidData`), which the caller logs.
 pub(super) fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
+    read_raw(s, buf)?;
+    let (seq, frame, _) = Frame::decode(buf)?;
+    Ok((seq, frame))
+}
+
+/// One whole frame's bytes into `buf` (header checked, body at most `MAX_BODY`), not decoded:
+/// for a reader that decodes it in place (a STATE, `hello::read_states`).
+pub(super) fn read_raw(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.resize(FRAME_HEADER_LEN, 0);
     match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
         0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -311,8 +319,7 @@ pub(super) fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u3
     if n < len {
         return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
     }
-    let (seq, frame, _) = Frame::decode(buf)?;
-    Ok((seq, frame))
+    Ok(())
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -1,7 +1,7 @@
 //! The table's unit tests: rows, counts, stamps and merges, without a server.
 
 use super::*;
-use crate::params::RSHM_MAX_RUNS;
+use crate::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_RUNS};
 use std::net::Ipv4Addr;
 
 fn node(port: u16) -> SocketAddrV4 {
@@ -341,4 +341,67 @@ fn a_large_state_travels_in_bounded_chunks_that_rebuild_it_exactly() {
             &far
         )
         .is_err());
+}
+
+/// Word stamps kept per page (`stamps.rs`) decide exactly as one stamp per word did: many
+/// updates of every size, from three nodes, in a scrambled order, against a plain model of the
+/// rule (a word takes an update's bytes only if the update's stamp is above the word's).
+#[test]
+fn stamps_per_page_decide_as_stamps_per_word() {
+    let me = node(1);
+    let nodes = [node(2), node(3), node(4)];
+    let size = 3 * 4096 + 100;
+    let mut t = Table::new(me).unwrap();
+    let id = t.create(0x99, size).unwrap().rshmid;
+    let seg = t.get_mut(id).unwrap();
+    let words = size.div_ceil(WORD);
+    let mut model_stamp = vec![Stamp::ZERO; words];
+    let mut model = vec![0u8; size];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..600u64 {
+        let r = rng.next();
+        // Whole pages, page-crossing runs, and single words; unaligned starts and ends.
+        let len = match r % 4 {
+            0 => 4096 * (1 + (r >> 8) as usize % 3),
+            1 => 1 + (r >> 8) as usize % 9000,
+            _ => 1 + (r >> 8) as usize % 16,
+        }
+        .min(size);
+        let offset = (rng.next() as usize) % (size - len + 1);
+        let stamp = Stamp {
+            version: 1 + rng.next() % 40,
+            origin: nodes[(rng.next() % 3) as usize],
+        };
+        let data: Vec<u8> = (0..len).map(|k| (i as u8) ^ (k as u8)).collect();
+        seg.apply_update(
+            stamp,
+            &[Run {
+                offset: offset as u64,
+                data: data.clone(),
+            }],
+        )
+        .unwrap();
+        let first = offset / WORD;
+        let last = (offset + len).div_ceil(WORD);
+        for (w, word) in model_stamp.iter_mut().enumerate().take(last).skip(first) {
+            if *word < stamp {
+                *word = stamp;
+                let (a, b) = ((w * WORD).max(offset), ((w + 1) * WORD).min(offset + len));
+                model[a..b].copy_from_slice(&data[a - offset..b - offset]);
+            }
+        }
+    }
+    assert_eq!(bytes(seg), model, "replica");
+    assert!(seg.twin == model, "twin");
+    // And the STATE says the same: each run's words have the run's stamp, the rest are zero.
+    let mut seen = vec![Stamp::ZERO; words];
+    for r in seg.state_runs() {
+        let w0 = r.run.offset as usize / WORD;
+        let n = r.run.data.len().div_ceil(WORD);
+        seen[w0..w0 + n].fill(Stamp {
+            version: r.version,
+            origin: r.origin,
+        });
+    }
+    assert_eq!(seen, model_stamp, "STATE stamps");
 }

@@ -17,6 +17,9 @@ use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
 use std::net::SocketAddrV4;
 
+mod state_ref;
+pub use state_ref::{StampedRunRef, StateRef};
+
 /// One row of a node's table as it travels between nodes (the seed's `struct rshminfo`, minus
 /// what is only meaningful on one node: the local shmid and the attach address).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -539,37 +542,24 @@ impl Frame {
 
     /// A STATE: as an UPDATE's runs, each with its own stamp.
     fn decode_state(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
-        let rshmid = r.i32()?;
-        let last = match r.u8()? {
-            0 => false,
-            1 => true,
-            other => return invalid(format!("STATE last {other}, expected 0 or 1")),
-        };
-        let n = r.u32()? as usize;
-        if n > RSHM_MAX_RUNS || n > r.remaining() / (STATE_RUN_HEADER_LEN + 1) {
-            return invalid(format!(
-                "state of {n} runs: at most {RSHM_MAX_RUNS}, and the body must hold them"
-            ));
-        }
-        let mut runs = Vec::with_capacity(n);
-        let (mut end, mut data) = (0u64, 0usize);
-        for _ in 0..n {
-            let version = r.u64()?;
-            let origin = get_addr(r)?;
-            let offset = r.u64()?;
-            let len = r.u32()? as usize;
-            check_run("state run", offset, len, end, &mut data)?;
-            end = offset + len as u64;
-            runs.push(StampedRun {
-                version,
-                origin,
+        let s = StateRef::decode_from(r)?;
+        let runs = s
+            .runs
+            .iter()
+            .map(|x| StampedRun {
+                version: x.version,
+                origin: x.origin,
                 run: Run {
-                    offset,
-                    data: r.bytes(len)?.to_vec(),
+                    offset: x.offset,
+                    data: x.data.to_vec(),
                 },
-            });
-        }
-        Ok(Frame::State { rshmid, last, runs })
+            })
+            .collect();
+        Ok(Frame::State {
+            rshmid: s.rshmid,
+            last: s.last,
+            runs,
+        })
     }
 }
 
