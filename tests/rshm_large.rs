@@ -361,3 +361,59 @@ fn parts_of_a_change_that_do_not_belong_together_are_refused_and_the_server_keep
     // And nothing else was written: the refused parts left no byte behind.
     assert!(data[8..RSHM_MAX_FRAME_DATA].iter().all(|b| *b == 0));
 }
+
+/// The window of a rejoin: node 1 dials node 0 and gets its STATE, but node 0's own connection
+/// to node 1 is not up yet, so a change made on node 0 then is broadcast to nobody. Node 0's
+/// greeting, when its dialer gets through, must carry that change (the catch-up).
+#[test]
+fn a_change_made_while_a_rejoining_peer_is_half_connected_reaches_it() {
+    let _one = one_at_a_time();
+    let mut c = Cluster::new("rshm-large-catch-up", 2);
+    c.start(0);
+    c.ok(0, &["write", "0x1704", "before"]);
+    let id: i32 = c.rows(0)[0][0].parse().unwrap();
+    // We play node 1: dial node 0, HELLO, take the reply and the STATE; node 1's port is not
+    // listening yet, so node 0's dialer cannot reach "us".
+    let me: SocketAddrV4 = format!("127.0.0.1:{}", c.ports[1]).parse().unwrap();
+    let mut s = c.authed(0);
+    let hello = |entries| {
+        Frame::Hello(Hello {
+            node: me,
+            node_id: 7,
+            entries,
+        })
+    };
+    s.write_all(&hello(vec![]).encode(0)).unwrap();
+    let mut got = Vec::new();
+    assert!(matches!(next_frame(&mut s, &mut got), Frame::HelloReply(_)));
+    while !matches!(
+        next_frame(&mut s, &mut got),
+        Frame::State { last: true, .. }
+    ) {}
+    // The change in the window: node 0 has no way to send it to us now.
+    c.ok(0, &["write", "0x1704", "after"]);
+    // Now "we" listen; node 0's dialer (kicked by our HELLO, then backing off) gets through.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", c.ports[1])).unwrap();
+    let (mut back, _) = listener.accept().unwrap();
+    back.set_read_timeout(Some(LIMIT)).unwrap();
+    let (secret, _) = ipclab::rshm::auth::Secret::load(&c.secret, false).unwrap();
+    ipclab::rshm::auth::accept(&mut back, &secret).expect("handshake");
+    let mut got = Vec::new();
+    assert!(matches!(next_frame(&mut back, &mut got), Frame::Hello(_)));
+    match next_frame(&mut back, &mut got) {
+        Frame::Update {
+            rshmid,
+            origin,
+            runs,
+            ..
+        } => {
+            assert_eq!((rshmid, origin.port()), (id, c.ports[0]));
+            assert!(
+                runs[0].data.starts_with(b"after\0"),
+                "the catch-up carries the change: {:?}",
+                String::from_utf8_lossy(&runs[0].data)
+            );
+        }
+        other => panic!("expected the catch-up UPDATE after HELLO, got {other}"),
+    }
+}

@@ -189,6 +189,7 @@ impl Server {
                 next_seq: 1,
                 gates,
                 node_id,
+                streamed: HashMap::new(),
             }),
         });
         log!(

@@ -32,6 +32,9 @@
 //!   merge word by word by stamp ([`Row::apply`]), the rules of [`crate::rshm`],
 //!   "Consistency model".
 //! - A peer is `up` in `client ls` only once every STATE is applied.
+//! - A peer that dialled us while we had no connection to it misses our broadcasts until our
+//!   dialer greets it; the greeting sends it our own changes made since its STATE snapshot
+//!   ([`catch_up`]), in the critical section that makes our broadcasts reach it.
 
 use super::peers::{read_frame, read_raw};
 use super::rshmctl::destroy;
@@ -39,7 +42,8 @@ use super::rshmget::adopt;
 use super::state::{lock, Shared, State};
 use super::wait::changed;
 use crate::rshm::table::Stamp;
-use crate::wire::rshm::{Frame, Hello, StampedRunRef, StateRef};
+use crate::wire::rshm::{Frame, Hello, Run, StampedRunRef, StateRef};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
 
@@ -64,6 +68,9 @@ pub(super) fn greet(
         let writer = s.try_clone()?;
         if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
             p.out = Some(writer);
+        }
+        if let Some(since) = st.streamed.remove(&peer) {
+            catch_up(shared.me, &st, peer, &since, s)?;
         }
     }
     let h = match read_frame(rd, buf)? {
@@ -285,8 +292,19 @@ pub(super) fn answer(
     merge(shared, h.node, &h);
     let (answer, rows) = {
         let mut st = lock(shared);
+        let no_way_back = st.peers.iter().any(|p| p.addr == h.node && p.out.is_none());
         if let Some(p) = st.peers.iter_mut().find(|p| p.addr == h.node) {
-            p.kick = p.out.is_none();
+            p.kick = no_way_back;
+        }
+        if no_way_back {
+            // Until our dialer greets this peer, our broadcasts do not reach it: remember what
+            // the STATE below is taken from, for the catch-up then (`catch_up`).
+            let versions = st
+                .table
+                .rows()
+                .map(|g| (g.rshmid, g.stamp.version))
+                .collect();
+            st.streamed.insert(h.node, versions);
         }
         let answer = Frame::HelloReply(hello(shared, &st));
         let rows: Vec<i32> = st.table.rows().map(|seg| seg.rshmid).collect();
@@ -392,4 +410,52 @@ pub(super) fn hello(shared: &Shared, st: &State) -> Hello {
         node_id: st.node_id,
         entries: st.table.entries(),
     }
+}
+
+/// The catch-up at our greeting of a peer that dialled us first. Between our answer to its
+/// HELLO (the snapshot its STATE stream came from) and this moment we had no connection to it,
+/// so our own changes made meanwhile were broadcast to everyone but it; the STATE carried them
+/// only where its chunk had not been sent yet. Each such change is one of ours with a version
+/// above the row's version at the snapshot (a local change is numbered one above the newest the
+/// row had seen), so we send exactly those words again, as UPDATEs with their own stamps, in
+/// the critical section that made our broadcasts reach the peer from now on: nothing falls
+/// between the two. Words it already has are kept by the stamp rule; the ACKs (seq 0) are for
+/// nobody. Others' changes are theirs to send: they broadcast them to it themselves.
+fn catch_up(
+    me: SocketAddrV4,
+    st: &State,
+    peer: SocketAddrV4,
+    since: &HashMap<i32, u64>,
+    s: &mut TcpStream,
+) -> io::Result<()> {
+    for seg in st.table.rows() {
+        let since = since.get(&seg.rshmid).copied().unwrap_or(0);
+        if seg.stamp.version <= since {
+            continue; // no change at all since the snapshot, ours or anyone's
+        }
+        let mut at = 0;
+        while at < seg.size {
+            let (spans, next) = seg.state_spans(at);
+            for (stamp, a, b) in spans {
+                if stamp.origin != me || stamp.version <= since {
+                    continue;
+                }
+                let frame = Frame::Update {
+                    rshmid: seg.rshmid,
+                    version: stamp.version,
+                    origin: me,
+                    part: 0,
+                    more: false,
+                    runs: vec![Run {
+                        offset: a as u64,
+                        data: seg.twin[a..b].to_vec(),
+                    }],
+                };
+                crate::trace!("tcp -> {peer} {frame} (catch-up)");
+                s.write_all(&frame.encode(0))?;
+            }
+            at = next;
+        }
+    }
+    Ok(())
 }

@@ -91,6 +91,10 @@ pub(super) struct State {
     pub(super) gates: Gates,
     pub(super) next_seq: u32,
     pub(super) node_id: u32,
+    /// Per peer that dialled us while we had no connection to it: each row's version when we
+    /// answered its HELLO (our STATE stream to it was taken from then on). Our own changes
+    /// after that reach it only when our dialer greets it ([`super::hello`], "catch-up").
+    pub(super) streamed: HashMap<SocketAddrV4, HashMap<i32, u64>>,
 }
 
 /// What every thread shares.
