@@ -303,6 +303,10 @@ pub const RSHM_TRACKED_REPLIES: usize = 4096;
 /// At most this many accepted connections may be in their authentication handshake at once.
 pub const RSHM_MAX_HANDSHAKES: usize = 32;
 
+/// A refused connection is logged at most once per this long per address; the next line says
+/// how many were refused meanwhile. An impostor that retries for ever cannot flood the log.
+pub const RSHM_REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a program waits for its server's reply (longer than `RSHM_ACK_TIMEOUT`, so that
 /// the server's own "peer X did not answer" arrives first).
 pub const RSHM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -172,6 +172,7 @@ impl Server {
             drained: Mutex::new(Drained::default()),
             backlog: Mutex::new(VecDeque::new()),
             handshakes: AtomicUsize::new(0),
+            refusals: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 table,
                 peers: config

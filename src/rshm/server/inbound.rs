@@ -18,7 +18,8 @@ use super::state::{lock, Shared};
 use super::wait::changed;
 use super::{rshm_changed, rshmat, rshmctl, rshmget};
 use crate::params::{
-    RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_READ_BUFFER, RSHM_WRITE_TIMEOUT,
+    RSHM_HELLO_TIMEOUT, RSHM_MAX_HANDSHAKES, RSHM_READ_BUFFER, RSHM_REFUSAL_LOG_EVERY,
+    RSHM_WRITE_TIMEOUT,
 };
 use crate::rshm::auth;
 use crate::rshm::table::Stamp;
@@ -27,6 +28,7 @@ use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for conn in listener.incoming() {
@@ -46,12 +48,16 @@ pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         };
         let known_ip = lock(shared).peers.iter().any(|p| p.addr.ip() == from.ip());
         if !known_ip {
-            log!("refused connection from {from}: not a configured peer");
+            refused(shared, from, "not a configured peer");
             continue;
         }
         if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= RSHM_MAX_HANDSHAKES {
             shared.handshakes.fetch_sub(1, Ordering::SeqCst);
-            log!("refused connection from {from}: {RSHM_MAX_HANDSHAKES} others are still authenticating");
+            refused(
+                shared,
+                from,
+                &format!("{RSHM_MAX_HANDSHAKES} others are still authenticating"),
+            );
             continue;
         }
         let shared = shared.clone();
@@ -64,6 +70,33 @@ pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             }
         });
     }
+}
+
+/// Logs a refused connection, at most once per [`RSHM_REFUSAL_LOG_EVERY`] per address and
+/// reason: a stranger that retries for ever gets a line now and then, with the count of the
+/// others; a new reason is logged at once.
+pub(super) fn refused(shared: &Shared, from: SocketAddrV4, why: &str) {
+    let mut seen = shared
+        .refusals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.len() > 64 {
+        seen.clear(); // bounded: forget them all rather than grow
+    }
+    let now = Instant::now();
+    let (last, quiet) = seen
+        .entry((*from.ip(), why.to_string()))
+        .or_insert((None, 0));
+    if last.is_some_and(|t| now.duration_since(t) < RSHM_REFUSAL_LOG_EVERY) {
+        *quiet += 1;
+        return;
+    }
+    let more = match std::mem::take(quiet) {
+        0 => String::new(),
+        n => format!(" ({n} more like it from {} not logged since)", from.ip()),
+    };
+    *last = Some(now);
+    log!("refused connection from {from}: {why}{more}");
 }
 
 /// One place among the [`RSHM_MAX_HANDSHAKES`], given back when dropped (however the
@@ -93,7 +126,7 @@ pub(super) fn serve_peer(
     let proved = auth::accept(&mut s, &shared.secret);
     drop(slot);
     if let Err(e) = proved {
-        log!("refused connection from {from}: {e}");
+        refused(shared, from, &e.to_string());
         return Ok(());
     }
     crate::trace!("tcp <- {from}: authenticated (both ways)");

@@ -26,7 +26,7 @@ use crate::rshm::table::Table;
 use crate::sys::msg::MsgId;
 use crate::wire::rshm::{Reply, Request};
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -121,7 +121,14 @@ pub(super) struct Shared {
     /// Accepted connections still in their handshake: bounded, so that a flood of connections
     /// that never authenticate cannot make us start threads without end.
     pub(super) handshakes: AtomicUsize,
+    /// Refused connections per address and reason: when one was last logged, and how many
+    /// were not logged since ([`super::inbound::refused`]).
+    pub(super) refusals: Mutex<HashMap<(Ipv4Addr, String), Refusals>>,
 }
+
+/// Of one kind of refused connection: when it was last logged (None: never), and how many
+/// like it were refused since without a line.
+pub(super) type Refusals = (Option<Instant>, u64);
 
 pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     // A thread that panicked while holding the lock leaves the table as it was; keep serving.
