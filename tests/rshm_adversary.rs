@@ -141,6 +141,23 @@ fn an_impostor_without_the_secret_gets_nothing_and_changes_nothing() {
         2,
         "one line per peer, not one per retry: {impostor_log}"
     );
+    // The impostor keeps retrying (every 800 ms at most); the nodes log each kind of refusal
+    // once per 10 s, not once per retry.
+    std::thread::sleep(Duration::from_millis(2000));
+    for i in 0..2 {
+        let log = c.log(i);
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split_once("refused connection from 127.0.0.1:"))
+            .map(|(_, rest)| rest.split_once(": ").map_or(rest, |(_, why)| why))
+            .collect();
+        let kinds: std::collections::HashSet<&&str> = refusals.iter().collect();
+        assert_eq!(
+            refusals.len(),
+            kinds.len(),
+            "node {i} logged one kind of refusal twice within 10 s: {log}"
+        );
+    }
     ipclab::sys::process::kill(pid as i32, libc::SIGTERM).unwrap();
 
     // By hand, on raw TCP: a HELLO and a forged UPDATE without any handshake get nothing but a
