@@ -40,6 +40,13 @@ impl Dev {
     }
 }
 
+/// Whether a device's output holds its whole first status line: stderr is unbuffered, and the
+/// file may hold half of the line for a moment.
+fn started(out: &str) -> bool {
+    out.split_once("device: key 0x")
+        .is_some_and(|(_, rest)| rest.contains('\n'))
+}
+
 /// Starts `device -k <scratch>/key EXTRA...` with its output in files, and waits for its first
 /// line (printed once everything is created and initialised).
 fn device(s: &Scratch, extra: &[&str]) -> Dev {
@@ -62,7 +69,7 @@ fn device(s: &Scratch, extra: &[&str]) -> Dev {
         out: err.clone(),
     };
     assert!(
-        wait_until(LIMIT, || dev.stdout().contains("device: key 0x")),
+        wait_until(LIMIT, || started(&dev.stdout())),
         "device did not start; stderr: {}",
         std::fs::read_to_string(&err).unwrap_or_default()
     );
@@ -383,7 +390,7 @@ fn a_device_killed_while_clients_wait_does_not_hang_them() {
         out: err.clone(),
     };
     assert!(
-        wait_until(LIMIT, || dev2.stdout().contains("device: key 0x")),
+        wait_until(LIMIT, || started(&dev2.stdout())),
         "{}",
         dev2.stdout()
     );
