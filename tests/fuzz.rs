@@ -27,6 +27,7 @@
 //! reading its own mailbox and must get every answer right.
 
 mod common;
+use common::rng::{rshm_request, splitmix, Rng};
 
 use ipclab::wire::{self, DecodeError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,59 +40,9 @@ const INPUTS: usize = 1_000_000;
 const THREADS: usize = 2;
 
 // ---------------------------------------------------------------------------------------------
-// The PRNG and the seed.
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// xorshift64*: small, fast, and good enough to pick bytes and branches.
-struct Rng(u64);
+// The PRNG (tests/common/rng.rs), what this file adds to it, and the seed.
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(splitmix(seed) | 1) // the state must never be 0
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-    fn u32(&mut self) -> u32 {
-        self.next() as u32
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    /// A u64 from the values decoders trip over, or any.
-    fn edge(&mut self) -> u64 {
-        const PICKS: [u64; 9] = [
-            0,
-            1,
-            2,
-            0x7fff_ffff,
-            0x8000_0000,
-            0xffff_ffff,
-            u64::MAX - 1,
-            u64::MAX,
-            1 << 63,
-        ];
-        if self.one_in(3) {
-            self.next()
-        } else {
-            PICKS[self.below(PICKS.len())]
-        }
-    }
     /// A finite, infinite or NaN f64.
     fn float(&mut self) -> f64 {
         match self.below(6) {
@@ -670,46 +621,13 @@ fn shmem_records() {
 // ---------------------------------------------------------------------------------------------
 // rshm: the queue request and reply (a million each here), and the peer frames.
 
-fn rshm_request(rng: &mut Rng) -> wire::rshm::Request {
-    use wire::rshm::{Op, Request};
-    let rshmid = rng.edge() as i32;
-    let op = match rng.below(8) {
-        0 => Op::Get {
-            key: rng.u32() as i32,
-            size: rng.edge() >> rng.below(64),
-        },
-        1 => Op::At { rshmid },
-        2 => Op::Dt { rshmid },
-        3 => Op::Rmid { rshmid },
-        4 => Op::Changed { rshmid },
-        5 => Op::Wait {
-            rshmid,
-            node: rng.u32(),
-            seen: rng.edge(),
-            timeout_ms: rng.edge(),
-        },
-        6 => Op::ChangedRange {
-            rshmid,
-            offset: rng.edge(),
-            len: rng.edge(),
-        },
-        _ => Op::Ls { after: rshmid },
-    };
-    Request {
-        reply_type: (rng.u32() >> 1).max(1) as i32,
-        serial: rng.u32(),
-        pid: rng.u32() as i32,
-        op,
-    }
-}
-
 #[test]
 fn rshm_queue_requests() {
     use wire::rshm::{Request, REQUEST_MAGIC};
     fuzz(
         "rshm::Request::decode",
         REQUEST_MAGIC,
-        |rng| rshm_request(rng).encode(),
+        |rng| rshm_request(rng, Rng::edge).encode(),
         |b| {
             if let Ok(r) = Request::decode(b) {
                 assert_eq!(Request::decode(&r.encode()), Ok(r));
@@ -726,7 +644,7 @@ fn addr(rng: &mut Rng) -> std::net::SocketAddrV4 {
 fn rshm_queue_replies() {
     use wire::rshm::{GateRef, LsEntry, LsPeer, Reply, REPLY_MAGIC};
     let valid = |rng: &mut Rng| {
-        let req = rshm_request(rng);
+        let req = rshm_request(rng, Rng::edge);
         let mut reply = Reply::to(&req);
         reply.status = if rng.one_in(2) { 0 } else { rng.u32() as i32 };
         reply.rshmid = rng.u32() as i32;

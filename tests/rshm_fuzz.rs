@@ -34,6 +34,7 @@
 //! line), never crash or panic, and keep serving its programs and their data.
 
 mod common;
+use common::rng::{rshm_request, splitmix, Rng};
 
 use ipclab::params::{
     RSHM_LS_PAGE, RSHM_MAX_FRAME_DATA, RSHM_MAX_PEERS, RSHM_MAX_RUNS, RSHM_MAX_SEGMENT,
@@ -41,7 +42,7 @@ use ipclab::params::{
 };
 use ipclab::sys::alloc_probe::{measure, CountingAlloc, Usage};
 use ipclab::wire::rshm::{
-    Entry, Frame, GateRef, Hello, LsEntry, LsPeer, Op, Reply, Request, Run, StampedRun,
+    Entry, Frame, GateRef, Hello, LsEntry, LsPeer, Reply, Request, Run, StampedRun,
     FRAME_HEADER_LEN, FRAME_MAGIC, MAX_BODY, MAX_TEXT, REPLY_MAGIC, REQUEST_LEN, REQUEST_MAGIC,
     VERSION,
 };
@@ -63,48 +64,9 @@ const THREADS: usize = 4;
 const LIVE_CONNECTIONS: usize = 100;
 
 // ---------------------------------------------------------------------------------------------
-// The PRNG.
-
-/// splitmix64: turns any seed (even 0, even consecutive ones) into a well-mixed state.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// xorshift64*: small, fast, and good enough to pick bytes and branches.
-struct Rng(u64);
+// The PRNG (tests/common/rng.rs) and what this file adds to it.
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(splitmix(seed) | 1) // xorshift's state must never be 0
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// A number in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// True once in `n` times, on average.
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-    fn u32(&mut self) -> u32 {
-        self.next() as u32
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut b = Vec::with_capacity(n + 8);
-        while b.len() < n {
-            b.extend_from_slice(&self.next().to_le_bytes());
-        }
-        b.truncate(n);
-        b
-    }
     /// A length that is usually small and now and then large: most bugs are at the edges.
     fn len(&mut self, max: usize) -> usize {
         match self.below(16) {
@@ -276,38 +238,6 @@ fn valid_frame(rng: &mut Rng) -> (u32, Frame) {
         _ => Frame::Bye,
     };
     (rng.u32(), frame)
-}
-
-fn valid_request(rng: &mut Rng) -> Request {
-    let rshmid = rng.u32() as i32;
-    let op = match rng.below(8) {
-        0 => Op::Get {
-            key: rng.u32() as i32,
-            size: rng.next() >> rng.below(64),
-        },
-        1 => Op::At { rshmid },
-        2 => Op::Dt { rshmid },
-        3 => Op::Rmid { rshmid },
-        4 => Op::Changed { rshmid },
-        5 => Op::Wait {
-            rshmid,
-            node: rng.u32(),
-            seen: rng.next(),
-            timeout_ms: rng.next(),
-        },
-        6 => Op::ChangedRange {
-            rshmid,
-            offset: rng.next(),
-            len: rng.next(),
-        },
-        _ => Op::Ls { after: rshmid },
-    };
-    Request {
-        reply_type: (rng.u32() >> 1).max(1) as i32,
-        serial: rng.u32(),
-        pid: rng.u32() as i32,
-        op,
-    }
 }
 
 fn valid_reply(rng: &mut Rng) -> Reply {
@@ -780,14 +710,14 @@ fn fuzz_queue(seed: u64, thread: usize, n: usize) -> (Tally, Tally) {
         let mut b = match (reply, rng.below(4)) {
             (false, 0) => random_input(&mut rng, REQUEST_MAGIC),
             (true, 0) => random_input(&mut rng, REPLY_MAGIC),
-            (false, _) => valid_request(&mut rng).encode(),
+            (false, _) => rshm_request(&mut rng, Rng::next).encode(),
             (true, _) => valid_reply(&mut rng).encode(),
         };
         if rng.below(4) != 0 {
             let other = if reply {
                 valid_reply(&mut rng).encode()
             } else {
-                valid_request(&mut rng).encode()
+                rshm_request(&mut rng, Rng::next).encode()
             };
             for _ in 0..1 + rng.below(3) {
                 mutate(&mut rng, &mut b, &other, false);

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod rng;
+
 use ipclab::sys::{ftok, ipcs, Key};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
