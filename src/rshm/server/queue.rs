@@ -16,6 +16,7 @@ use super::{rshm_changed, rshmat, rshmctl, rshmdt, rshmget, wait};
 use crate::params::{
     RSHM_BACKLOG, RSHM_DRAIN_INTERVAL, RSHM_LS_PAGE, RSHM_REPLY_ROOM_WAIT, RSHM_TRACKED_REPLIES,
 };
+use crate::rshm::table::Segment;
 use crate::rshm::RSHM_REQUEST_TYPE;
 use crate::sys;
 use crate::wire::rshm::{LsPeer, Op, Reply, Request};
@@ -107,6 +108,28 @@ pub(super) fn handle(shared: &Shared, st: &mut State, req: Request) {
 /// Answers `req` with an error: `errno` and why.
 pub(super) fn fail(shared: &Shared, req: &Request, errno: i32, text: String) {
     reply(shared, req, &Reply::error(req, errno, text));
+}
+
+/// The row a program's call names; if there is none, the call is answered with EINVAL, "no
+/// such segment", and the caller returns. `call` names it in the error, as the program wrote
+/// it: `rshmat(rshmid=5)`.
+pub(super) fn row<'a>(
+    shared: &Shared,
+    st: &'a mut State,
+    req: &Request,
+    rshmid: i32,
+    call: &str,
+) -> Option<&'a mut Segment> {
+    let seg = st.table.get_mut(rshmid);
+    if seg.is_none() {
+        fail(
+            shared,
+            req,
+            libc::EINVAL,
+            format!("{call}: no such segment"),
+        );
+    }
+    seg
 }
 
 /// `client ls`: one page of our table (the rows after `after`), and which peers are up

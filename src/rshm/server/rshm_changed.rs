@@ -61,8 +61,8 @@ pub(super) fn local(
             format!("rshmChanged_range(rshmid={rshmid}, offset={offset}, len={len})")
         }
     };
-    let Some(seg) = st.table.get_mut(rshmid) else {
-        return fail(libc::EINVAL, format!("{call}: no such segment"));
+    let Some(seg) = queue::row(shared, st, &req, rshmid, &call) else {
+        return;
     };
     // The server reads the replica through its own attachment (the seed's addr): the
     // program wrote into the same physical pages through its own mapping. Only the

@@ -31,11 +31,14 @@ use std::net::SocketAddrV4;
 pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) {
     let me = shared.me;
     let fail = |errno: i32, text: String| queue::fail(shared, &req, errno, text);
-    let Some(seg) = st.table.get_mut(rshmid) else {
-        return fail(
-            libc::EINVAL,
-            format!("rshmat(rshmid={rshmid}): no such segment"),
-        );
+    let Some(seg) = queue::row(
+        shared,
+        st,
+        &req,
+        rshmid,
+        &format!("rshmat(rshmid={rshmid})"),
+    ) else {
+        return;
     };
     if seg.marked {
         return fail(

@@ -27,11 +27,14 @@ use crate::wire::rshm::{Frame, Reply, Request};
 pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) {
     let me = shared.me;
     let fail = |errno: i32, text: String| queue::fail(shared, &req, errno, text);
-    let Some(seg) = st.table.get_mut(rshmid) else {
-        return fail(
-            libc::EINVAL,
-            format!("rshmdt(rshmid={rshmid}): no such segment"),
-        );
+    let Some(seg) = queue::row(
+        shared,
+        st,
+        &req,
+        rshmid,
+        &format!("rshmdt(rshmid={rshmid})"),
+    ) else {
+        return;
     };
     let rshmid = seg.rshmid;
     // Counted per process: a detach is the caller's own, so it can never be taken
