@@ -138,6 +138,11 @@ pub const SHMEM_EXAMPLE_MAX_INTERVAL_MS: u64 = 3_600_000;
 /// How long hammer threads go on past `--count` while a reader has not yet seen a write.
 pub const SHMEM_HAMMER_OVERTIME: Duration = Duration::from_secs(20);
 
+/// The pause after each read once a hammer reader has done its count and waits for a change:
+/// a gap in which a waiting writer gets the lock (flock grants a new `LOCK_SH` while a writer
+/// waits, so readers that lock again at once could keep it out for good).
+pub const SHMEM_HAMMER_READER_GAP: Duration = Duration::from_micros(20);
+
 /// `shmem_server --interval`: milliseconds between two published records.
 pub const SHMEM_SERVER_INTERVAL_MS: u64 = 500;
 

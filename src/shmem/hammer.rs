@@ -18,7 +18,7 @@
 //! own `first_writer`, so that every pattern is distinct): `shmem_tool hammer` does both.
 
 use super::Shmem;
-use crate::params::SHMEM_HAMMER_OVERTIME;
+use crate::params::{SHMEM_HAMMER_OVERTIME, SHMEM_HAMMER_READER_GAP};
 use crate::wire::shmem::{Stamp, STAMP_SIZE};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -200,6 +200,12 @@ fn check_reads(sh: &Shared<'_>, wait_for_change: bool) -> io::Result<Report> {
             && (!wait_for_change || report.changes > 0 || Instant::now() >= sh.give_up)
         {
             break;
+        }
+        // Done with its count, this reader waits for a change; but readers that lock again at
+        // once can keep every writer out for good (see the header), so from now on it leaves
+        // a writer a gap after each read.
+        if report.reads >= sh.count {
+            std::thread::sleep(SHMEM_HAMMER_READER_GAP);
         }
     }
     if wait_for_change {
