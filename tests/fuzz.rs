@@ -688,7 +688,7 @@ fn rshm_queue_replies() {
 
 #[test]
 fn rshm_peer_frames() {
-    use wire::rshm::{Entry, Frame, Run, FRAME_HEADER_LEN, FRAME_MAGIC};
+    use wire::rshm::{Entry, Frame, Hello, Run, FRAME_HEADER_LEN, FRAME_MAGIC};
     let valid = |rng: &mut Rng| {
         let rshmid = 1 + (rng.u32() >> 1) as i32;
         let entry = |rng: &mut Rng| Entry {
@@ -700,7 +700,24 @@ fn rshm_peer_frames() {
             version: rng.edge(),
             counts: (0..rng.below(3)).map(|_| (addr(rng), rng.u32())).collect(),
         };
-        let frame = match rng.below(8) {
+        let frame = match rng.below(11) {
+            8 | 9 => {
+                let hello = Hello {
+                    node: addr(rng),
+                    node_id: rng.u32(),
+                    entries: (0..rng.below(4)).map(|_| entry(rng)).collect(),
+                };
+                if rng.one_in(2) {
+                    Frame::Hello(hello)
+                } else {
+                    Frame::HelloReply(hello)
+                }
+            }
+            10 => Frame::State {
+                rshmid,
+                last: rng.one_in(2),
+                runs: stamped_runs(rng),
+            },
             0 => Frame::Bye,
             1 => Frame::Rmid { rshmid },
             2 => Frame::Mark { rshmid },
@@ -745,6 +762,95 @@ fn rshm_peer_frames() {
             }
             Err(DecodeError::NeedMore(n)) => assert!(n > 0),
             Err(DecodeError::Invalid(_)) => {}
+        }
+    });
+}
+
+/// One to three runs of a STATE, in order, word-aligned, each with its own stamp.
+fn stamped_runs(rng: &mut Rng) -> Vec<wire::rshm::StampedRun> {
+    (0..1 + rng.below(3))
+        .map(|i| wire::rshm::StampedRun {
+            version: rng.edge(),
+            origin: addr(rng),
+            run: wire::rshm::Run {
+                offset: i as u64 * 64,
+                data: {
+                    let n = 1 + rng.below(32);
+                    rng.bytes(n)
+                },
+            },
+        })
+        .collect()
+}
+
+/// The first bytes a peer sends on TCP, before it has proved anything: the challenge, the
+/// answer and the proof of the authentication exchange.
+#[test]
+fn rshm_auth_messages() {
+    use wire::rshm::{Auth, AuthKind, AUTH_MAGIC, AUTH_NONCE_LEN};
+    let valid = |rng: &mut Rng| {
+        let kind = [AuthKind::Challenge, AuthKind::Answer, AuthKind::Proof][rng.below(3)];
+        let mut nonce = [0u8; AUTH_NONCE_LEN];
+        let mut mac = [0u8; AUTH_NONCE_LEN];
+        nonce.copy_from_slice(&rng.bytes(AUTH_NONCE_LEN));
+        mac.copy_from_slice(&rng.bytes(AUTH_NONCE_LEN));
+        Auth {
+            kind,
+            nonce,
+            mac,
+            dialer: addr(rng),
+            acceptor: addr(rng),
+        }
+        .encode()
+    };
+    fuzz(
+        "rshm::Auth::decode",
+        AUTH_MAGIC,
+        valid,
+        |b| match Auth::decode(b) {
+            Ok(a) => assert_eq!(a.encode(), b, "an accepted message is exactly its encoding"),
+            Err(DecodeError::NeedMore(n)) => assert!(n > 0),
+            Err(DecodeError::Invalid(why)) => assert!(!why.is_empty()),
+        },
+    );
+}
+
+/// A STATE read in place, as a late joiner merges it: it must agree with `Frame::decode`
+/// on every input, and say `None` only for frames of another kind.
+#[test]
+fn rshm_state_frames_read_in_place() {
+    use wire::rshm::{Frame, StateRef, FRAME_MAGIC};
+    let valid = |rng: &mut Rng| {
+        let frame = if rng.one_in(8) {
+            Frame::Bye
+        } else {
+            Frame::State {
+                rshmid: 1 + (rng.u32() >> 1) as i32,
+                last: rng.one_in(2),
+                runs: stamped_runs(rng),
+            }
+        };
+        frame.encode(rng.u32())
+    };
+    fuzz("rshm::StateRef::decode", FRAME_MAGIC, valid, |b| {
+        let whole = Frame::decode(b).map(|(seq, f, used)| (seq, f, &b[..used]));
+        match (StateRef::decode(b), whole) {
+            (Ok(Some(state)), Ok((seq, f @ Frame::State { .. }, bytes))) => {
+                assert_eq!(state.encode(seq), bytes, "re-encodes to the same bytes");
+                assert_eq!(state.to_string(), f.to_string());
+            }
+            // Another kind of frame (byte 6), good or bad: StateRef leaves it to Frame.
+            (Ok(None), whole) => {
+                assert_ne!(b[6], 11, "a STATE left to Frame::decode");
+                assert!(!matches!(whole, Ok((_, Frame::State { .. }, _))));
+            }
+            (Err(DecodeError::NeedMore(n)), Err(DecodeError::NeedMore(m))) => {
+                assert!(n > 0 && n == m)
+            }
+            (Err(DecodeError::Invalid(why)), Err(DecodeError::Invalid(_))) => {
+                assert!(!why.is_empty())
+            }
+            (a, b) => panic!("StateRef says {a:?}, Frame says {b:?}"),
         }
     });
 }

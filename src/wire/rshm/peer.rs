@@ -405,15 +405,7 @@ impl Frame {
     /// One whole frame from the front of `bytes`: `(seq, frame, bytes used)`.
     pub fn decode(bytes: &[u8]) -> Result<(u32, Frame, usize), DecodeError> {
         if bytes.len() < FRAME_HEADER_LEN {
-            // Too short for a header; but bytes that cannot begin the magic are garbage now.
-            let n = bytes.len().min(4);
-            if bytes[..n] != FRAME_MAGIC[..n] {
-                return invalid(format!(
-                    "bad magic {:?}, expected \"RSHP\"",
-                    String::from_utf8_lossy(&bytes[..n])
-                ));
-            }
-            return Err(DecodeError::NeedMore(FRAME_HEADER_LEN - bytes.len()));
+            return Err(short_header(bytes));
         }
         let (kind, len, seq) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
         let total = FRAME_HEADER_LEN + len;
@@ -662,4 +654,17 @@ impl fmt::Display for Frame {
             Frame::Bye => write!(f, "BYE"),
         }
     }
+}
+
+/// Bytes too short for a frame header: more are needed, unless they cannot begin the magic,
+/// in which case they are garbage already.
+pub(super) fn short_header(bytes: &[u8]) -> DecodeError {
+    let n = bytes.len().min(4);
+    if bytes[..n] != FRAME_MAGIC[..n] {
+        return DecodeError::Invalid(format!(
+            "bad magic {:?}, expected \"RSHP\"",
+            String::from_utf8_lossy(&bytes[..n])
+        ));
+    }
+    DecodeError::NeedMore(FRAME_HEADER_LEN - bytes.len())
 }

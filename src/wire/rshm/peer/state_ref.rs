@@ -12,7 +12,7 @@
 //! checks are those of [`Frame::State`] (see [`crate::wire::rshm`], "Peer frame").
 
 use super::{check_run, Frame, FRAME_HEADER_LEN, FRAME_MAGIC, STATE_RUN_HEADER_LEN, VERSION};
-use super::{get_addr, invalid, put_addr};
+use super::{get_addr, invalid, put_addr, short_header};
 use crate::params::RSHM_MAX_RUNS;
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
@@ -63,7 +63,7 @@ impl<'a> StateRef<'a> {
     /// of frame (decode it with [`Frame::decode`]).
     pub fn decode(bytes: &'a [u8]) -> Result<Option<StateRef<'a>>, DecodeError> {
         if bytes.len() < FRAME_HEADER_LEN {
-            return Err(DecodeError::NeedMore(FRAME_HEADER_LEN - bytes.len()));
+            return Err(short_header(bytes));
         }
         let (kind, len, _) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
         if kind != 11 {
