@@ -286,6 +286,10 @@ pub const RSHM_MAX_VERSION: u64 = 1 << 48;
 
 /// The key base of a server's alive semaphore set: `0x52410000 + port` ("RA", the port).
 pub const RSHM_ALIVE_KEY_BASE: i32 = 0x5241_0000;
+/// An alive set that has had no semop this long after it was made belongs to a server that
+/// died between its `semget` and its first `semop` (the two are a few microseconds apart), not
+/// to one that is starting: it is removed like any dead server's.
+pub const RSHM_ALIVE_START_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a program keeps trying to put its request in a full queue before it calls the
 /// server stuck (a flood the server is draining frees room within a sweep or two).

@@ -322,7 +322,7 @@ fn bad_input_gets_clear_errors_and_never_hangs() {
 
     // Strangers are refused: a HELLO (after a good handshake) naming an address that is not a
     // configured peer, and garbage. The server logs them and keeps serving.
-    let mut s = c.authed(0);
+    let mut s = c.authed(0, "127.0.0.1:9".parse().unwrap());
     let hello = ipclab::wire::rshm::Frame::Hello(ipclab::wire::rshm::Hello {
         node: "127.0.0.1:9".parse().unwrap(),
         node_id: 1,

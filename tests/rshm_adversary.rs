@@ -1,7 +1,8 @@
 //! RSHM under attack, on a shared machine: real `rshm_server` processes on loopback.
 //!
 //! - An impostor that knows the ports but not the cluster secret (as root: another uid) gets
-//!   nothing and changes nothing; two groups with different secrets on one machine stay apart.
+//!   nothing and changes nothing; nor does one who relays the handshake between two real
+//!   nodes; two groups with different secrets on one machine stay apart.
 //! - A server killed with SIGKILL restarts in the same IPC namespace with no manual step, and
 //!   catches up; a live server, or another user's objects, on the port are named clearly.
 //! - A flood of foreign messages and unread replies does not stop a third program's calls.
@@ -16,10 +17,10 @@ use ipclab::rshm::{alive::alive_key, gate::gate_key, queue_key, Node, RSHM_REQUE
 use ipclab::sys::ipcs;
 use ipclab::sys::msg::msgget;
 use ipclab::sys::shm::Get;
-use ipclab::wire::rshm::{Frame, Hello, Op, Request, Run};
+use ipclab::wire::rshm::{Auth, Frame, Hello, Op, Request, Run, AUTH_LEN};
 use rshm_cluster::{write_secret, Cluster, LIMIT};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -193,7 +194,16 @@ fn an_impostor_without_the_secret_gets_nothing_and_changes_nothing() {
     // all it gets, and the dialer learns the server is not of its group.
     let mut wrong = TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
     wrong.set_read_timeout(Some(LIMIT)).unwrap();
-    let e = auth::dial(&mut wrong, &Secret::new(b"not the group's secret at all")).unwrap_err();
+    let ends = auth::Ends {
+        dialer: me,
+        acceptor: format!("127.0.0.1:{}", c.ports[0]).parse().unwrap(),
+    };
+    let e = auth::dial(
+        &mut wrong,
+        &Secret::new(b"not the group's secret at all"),
+        ends,
+    )
+    .unwrap_err();
     assert!(matches!(e, AuthError::WrongSecret), "{e}");
     let _ = wrong.write_all(&bytes);
     let mut rest = Vec::new();
@@ -489,4 +499,132 @@ fn attach_counts_are_exact_after_an_attached_program_is_killed() {
         "{:?}",
         t.elapsed()
     );
+}
+
+/// Copies what `from` sends to `to` until `from` closes or is quiet for a second, and returns
+/// it. With `rename`, the first message (an authentication message) gets that acceptor name
+/// on its way, as a relay that hides where it was dialled would do.
+fn pump(mut from: TcpStream, mut to: TcpStream, rename: Option<SocketAddrV4>) -> Vec<u8> {
+    from.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 65536]);
+    let mut forwarded = 0;
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        seen.extend_from_slice(&buf[..n]);
+        let mut out = seen[forwarded..].to_vec();
+        if let Some(name) = rename {
+            if forwarded == 0 && seen.len() < AUTH_LEN {
+                continue; // the whole first message, then rename it
+            }
+            if forwarded == 0 {
+                let mut m = Auth::decode(&seen[..AUTH_LEN]).unwrap();
+                m.acceptor = name;
+                out.splice(..AUTH_LEN, m.encode());
+            }
+        }
+        forwarded = seen.len();
+        if to.write_all(&out).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    seen
+}
+
+#[test]
+fn a_stranger_who_relays_the_handshake_between_two_nodes_gets_nothing() {
+    // Nodes 0 and 1 are the group; port 2 is their third configured peer, down. A stranger
+    // without the secret listens on it: a node that dials "node 2" reaches the stranger, who
+    // dials node 0 and passes every byte on, both ways. Both ends know the secret, so without
+    // the names in the MACs both would accept, and node 0 would send its table and contents.
+    // Twice: passing the messages on as they are, and renaming the node dialled to node 0.
+    let mut c = Cluster::new("rshm-relay", 3);
+    c.start(0);
+    c.start(1);
+    c.connected_to(0, 1);
+    c.ok(0, &["write", "0x73", "never through a relay"]);
+    let before = [c.rows(0), c.rows(1)];
+    let name = |i: usize| -> SocketAddrV4 { format!("127.0.0.1:{}", c.ports[i]).parse().unwrap() };
+    let listener = TcpListener::bind(("127.0.0.1", c.ports[2])).unwrap();
+    for rename in [None, Some(name(0))] {
+        // A node's dialer retries every 800 ms at most.
+        let (dialler, _) = listener.accept().unwrap();
+        let to_node_0 = TcpStream::connect(("127.0.0.1", c.ports[0])).unwrap();
+        let (d, n) = (dialler.try_clone().unwrap(), to_node_0.try_clone().unwrap());
+        let there = std::thread::spawn(move || pump(d, n, rename));
+        let back_from_0 = pump(to_node_0, dialler, rename.map(|_| name(2)));
+        there.join().unwrap();
+        // Plainly relayed, node 0 sees a connection meant for node 2 and answers nothing;
+        // renamed, it answers (a nonce and a MAC over the names it saw), and the dialer, who
+        // dialled node 2, finds the MAC wrong and hangs up before any proof.
+        let most = if rename.is_some() { AUTH_LEN } else { 0 };
+        assert!(
+            back_from_0.len() <= most,
+            "node 0 sent {} bytes through the relay",
+            back_from_0.len()
+        );
+        let text = String::from_utf8_lossy(&back_from_0);
+        assert!(!text.contains("never through a relay"));
+    }
+    assert!(
+        wait_until(LIMIT, || c.log(0).contains(&format!(
+            "it dialled {}, not this node ({})",
+            name(2),
+            name(0)
+        ))),
+        "{}",
+        c.log(0)
+    );
+    assert!(
+        wait_until(LIMIT, || (0..2)
+            .any(|i| c.log(i).contains("does not know our cluster secret"))),
+        "{}\n{}",
+        c.log(0),
+        c.log(1)
+    );
+    drop(listener);
+    for (i, rows) in before.iter().enumerate() {
+        assert_eq!(c.read(i, "0x73"), "never through a relay\n", "node {i}");
+        assert_eq!(&c.rows(i), rows, "node {i}'s table changed");
+    }
+    let listing = Node::open(c.ports[0]).unwrap().ls().unwrap();
+    let peer_2 = listing.peers.iter().find(|p| p.addr == name(2)).unwrap();
+    assert!(!peer_2.up, "{:?}", listing.peers);
+}
+
+#[test]
+fn a_server_killed_between_semget_and_semop_does_not_block_the_port_for_ever() {
+    // What a server killed in the few microseconds between creating its alive set and its
+    // first semop leaves: the set at 0 with no semop. At first that looks like a server that
+    // is starting, and a new one is refused; once the set is older than any start takes
+    // (RSHM_ALIVE_START_GRACE), it is a dead server's, and the same command starts.
+    let mut c = Cluster::new("rshm-half-started", 1);
+    let port = c.ports[0];
+    let _left = ipclab::sys::sem::semget(alive_key(port), 1, Get::Create(0o600)).unwrap();
+    let again = || {
+        run_with_limit(
+            cmd("rshm_server")
+                .args(["--listen", &port.to_string(), "--secret"])
+                .arg(&c.secret),
+            LIMIT,
+        )
+    };
+    let early = again();
+    assert_eq!(early.status.code(), Some(1), "{}", stderr(&early));
+    assert!(
+        stderr(&early).contains("starting now"),
+        "{}",
+        stderr(&early)
+    );
+    std::thread::sleep(ipclab::params::RSHM_ALIVE_START_GRACE + Duration::from_secs(1));
+    c.start(0);
+    assert!(
+        c.log(0).contains(&format!(
+            "the rshm_server that served port {port} (killed while it started) died without cleaning up; removed its alive set"
+        )),
+        "{}",
+        c.log(0)
+    );
+    for key in at_rest(port) {
+        assert_eq!(ipcs::with_key(key).unwrap().len(), 1, "key 0x{key:08x}");
+    }
 }

@@ -356,7 +356,7 @@ fn bad_frames_from_a_peer_drop_its_connection_and_nothing_else() {
         }),
     ];
     for (what, bytes) in &bad_frames {
-        let mut s = c.authed(0);
+        let mut s = c.authed(0, me);
         s.write_all(&hello).unwrap();
         // HELLO_REPLY and one STATE: we are accepted as node 1.
         let mut got = Vec::new();

@@ -1008,7 +1008,11 @@ fn a_server_fed_garbage_by_a_peer_drops_it_and_keeps_serving() {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(limit)).unwrap();
         c.set_write_timeout(Some(limit)).unwrap();
-        ipclab::rshm::auth::dial(&mut c, &secret).expect("handshake with the server");
+        let ends = ipclab::rshm::auth::Ends {
+            dialer: peer,
+            acceptor: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        };
+        ipclab::rshm::auth::dial(&mut c, &secret, ends).expect("handshake with the server");
         let hello = Frame::Hello(Hello {
             node: peer,
             node_id: rng.u32(),

@@ -232,7 +232,7 @@ fn parts_of_a_change_that_do_not_belong_together_are_refused_and_the_server_keep
     let id: i32 = c.rows(0)[0][0].parse().unwrap();
     // We play node 1 (not started): a configured peer, with the group's secret.
     let me: SocketAddrV4 = format!("127.0.0.1:{}", c.ports[1]).parse().unwrap();
-    let mut s = c.authed(0);
+    let mut s = c.authed(0, me);
     let hello = Frame::Hello(Hello {
         node: me,
         node_id: 7,
@@ -375,7 +375,7 @@ fn a_change_made_while_a_rejoining_peer_is_half_connected_reaches_it() {
     // We play node 1: dial node 0, HELLO, take the reply and the STATE; node 1's port is not
     // listening yet, so node 0's dialer cannot reach "us".
     let me: SocketAddrV4 = format!("127.0.0.1:{}", c.ports[1]).parse().unwrap();
-    let mut s = c.authed(0);
+    let mut s = c.authed(0, me);
     let hello = |entries| {
         Frame::Hello(Hello {
             node: me,
@@ -397,7 +397,8 @@ fn a_change_made_while_a_rejoining_peer_is_half_connected_reaches_it() {
     let (mut back, _) = listener.accept().unwrap();
     back.set_read_timeout(Some(LIMIT)).unwrap();
     let (secret, _) = ipclab::rshm::auth::Secret::load(&c.secret, false).unwrap();
-    ipclab::rshm::auth::accept(&mut back, &secret).expect("handshake");
+    let dialer = ipclab::rshm::auth::accept(&mut back, &secret, me).expect("handshake");
+    assert_eq!(dialer.port(), c.ports[0], "node 0 dialled us by our name");
     let mut got = Vec::new();
     assert!(matches!(next_frame(&mut back, &mut got), Frame::Hello(_)));
     match next_frame(&mut back, &mut got) {

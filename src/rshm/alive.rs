@@ -15,6 +15,7 @@
 //! | value 1             | a live server (GETPID: its pid)    | refuses to start, naming the pid  |
 //! | value 0, semop done | its server died (GETPID: who)      | removes the three objects, starts |
 //! | value 0, no semop   | a server between semget and semop  | refuses: one is starting          |
+//! | the same, for long  | a server killed in between         | removes the three objects, starts |
 //!
 //! A queue found under our key while we hold the alive set is another matter: either a dead
 //! server's of ours (same uid: removed), or an object of another user (refused, naming its
@@ -26,7 +27,7 @@
 
 use super::gate::{gate_key, gate_keys};
 use super::queue_key;
-use crate::params::{DEFAULT_MODE, RSHM_ALIVE_KEY_BASE};
+use crate::params::{DEFAULT_MODE, RSHM_ALIVE_KEY_BASE, RSHM_ALIVE_START_GRACE};
 use crate::sys::msg::{msgget, MsgId};
 use crate::sys::sem::{semget, SemId, SemOp};
 use crate::sys::shm::Get;
@@ -82,7 +83,14 @@ impl Alive {
                     let old = semget(key, 0, Get::Open)?;
                     let stat = old.stat()?;
                     let (value, pid) = (old.get_val(0)?, old.last_pid(0)?);
-                    if value > 0 || stat.op_time == 0 {
+                    // No semop yet: a server is starting, unless the set is older than any
+                    // start takes (sem_ctime is when it was made; no semctl changes it).
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let starting = stat.op_time == 0
+                        && now - stat.change_time < RSHM_ALIVE_START_GRACE.as_secs() as i64;
+                    if value > 0 || starting {
                         let who = if value > 0 {
                             format!("pid {pid}")
                         } else {
@@ -107,8 +115,13 @@ impl Alive {
                             gone.push(format!("{} id {} (key 0x{k:08x})", o.kind.name(), o.id));
                         }
                     }
+                    let who = if stat.op_time == 0 {
+                        "killed while it started".to_string()
+                    } else {
+                        format!("pid {pid}")
+                    };
                     log(format!(
-                        "the rshm_server that served port {port} (pid {pid}) died without cleaning up; removed its {}",
+                        "the rshm_server that served port {port} ({who}) died without cleaning up; removed its {}",
                         gone.join(", ")
                     ));
                 }

@@ -13,10 +13,20 @@
 //!   dialer:   PROOF(mac_d)                       -> acceptor   checks mac_d, else hangs up
 //! ```
 //!
-//! Both MACs are HMAC-SHA256 under the secret ([`crate::hmac`]) over both nonces, with a
-//! different label per direction. The secret never crosses the wire; a MAC is checked with a
-//! constant-time compare. Authentication costs one extra round trip per *connection*, never
-//! anything per frame.
+//! Both MACs are HMAC-SHA256 under the secret ([`crate::hmac`]) over both nonces and both
+//! names (who dialled, and whom), with a different label per direction. The secret never
+//! crosses the wire; a MAC is checked with a constant-time compare. Authentication costs one
+//! extra round trip per *connection*, never anything per frame.
+//!
+//! # Why the names are in the MACs
+//! Nonces alone prove only that *someone* at the other end of the exchange knows the secret,
+//! not that it is the end we talk to. A stranger can sit in the middle: when a configured peer
+//! C is down, the stranger listens on C's port; B dials it, and the stranger dials A and passes
+//! every message on, both ways. Both MACs check out (A and B made them), and A would then send
+//! its table and contents to the stranger. So the dialer says whom it dialled (`ends`), the
+//! acceptor refuses a connection meant for another node before it answers anything, and both
+//! MACs cover the names, so a stranger who rewrites them breaks the MACs. The HELLO that
+//! follows must name the dialer that authenticated ([`super::server`]'s `hello::answer`).
 //!
 //! # What this protects, and what not
 //! - It decides who may join and write: a process that does not know the secret gets no table,
@@ -39,6 +49,7 @@ use crate::params::{RSHM_SECRET_DEFAULT, RSHM_SECRET_MIN};
 use crate::wire::rshm::{Auth, AuthKind, AUTH_LEN, AUTH_NONCE_LEN};
 use std::fs;
 use std::io::{self, Read, Write};
+use std::net::SocketAddrV4;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -155,8 +166,28 @@ impl Secret {
         Ok((Secret(bytes), made))
     }
 
-    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> [u8; AUTH_NONCE_LEN] {
-        hmac_sha256(&self.0, &[label, first, second])
+    fn mac(&self, label: &[u8], first: &[u8], second: &[u8], ends: Ends) -> [u8; AUTH_NONCE_LEN] {
+        hmac_sha256(&self.0, &[label, first, second, &ends.bytes()])
+    }
+}
+
+/// Who talks to whom on one connection: the dialer's name (its listen address) and the name
+/// of the node it dialled (its `--peer`, the acceptor's listen address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    pub dialer: SocketAddrV4,
+    pub acceptor: SocketAddrV4,
+}
+
+impl Ends {
+    /// The names as the MACs cover them: each address as its 4 IPv4 bytes and 2 port bytes.
+    fn bytes(self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        for (at, a) in [(0, self.dialer), (6, self.acceptor)] {
+            b[at..at + 4].copy_from_slice(&a.ip().octets());
+            b[at + 4..at + 6].copy_from_slice(&a.port().to_be_bytes());
+        }
+        b
     }
 }
 
@@ -182,6 +213,9 @@ pub enum AuthError {
     WrongSecret,
     /// Bytes that are not an authentication message of the expected kind.
     Garbage(String),
+    /// The dialer meant another node, or the names changed on the way: a relay, or a `--peer`
+    /// that names another node than this one.
+    Misdirected(String),
     /// The socket failed, closed, or timed out.
     Io(io::Error),
 }
@@ -193,7 +227,9 @@ impl std::fmt::Display for AuthError {
                 f,
                 "authentication failed: it does not know our cluster secret"
             ),
-            AuthError::Garbage(why) => write!(f, "authentication failed: {why}"),
+            AuthError::Garbage(why) | AuthError::Misdirected(why) => {
+                write!(f, "authentication failed: {why}")
+            }
             // read_exact's own text for a close ("failed to fill whole buffer") says nothing
             // to a student: say who did what.
             AuthError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => write!(
@@ -234,45 +270,78 @@ fn nonce() -> Result<[u8; AUTH_NONCE_LEN], AuthError> {
 }
 
 /// The dialer's side: challenge, check the acceptor's answer, prove ourselves. On `Ok` both
-/// ends know the other has the secret.
-pub fn dial(s: &mut (impl Read + Write), secret: &Secret) -> Result<(), AuthError> {
+/// ends know the other has the secret, and that the other means this connection.
+pub fn dial(s: &mut (impl Read + Write), secret: &Secret, ends: Ends) -> Result<(), AuthError> {
     let mine = nonce()?;
-    let challenge = Auth {
-        kind: AuthKind::Challenge,
-        nonce: mine,
-        mac: [0; AUTH_NONCE_LEN],
+    let message = |kind, nonce, mac| Auth {
+        kind,
+        nonce,
+        mac,
+        dialer: ends.dialer,
+        acceptor: ends.acceptor,
     };
+    let challenge = message(AuthKind::Challenge, mine, [0; AUTH_NONCE_LEN]);
     s.write_all(&challenge.encode()).map_err(AuthError::Io)?;
     let answer = read_auth(s, AuthKind::Answer)?;
-    let expected = secret.mac(ACCEPTOR_LABEL, &mine, &answer.nonce);
+    same_ends(&answer, ends)?;
+    let expected = secret.mac(ACCEPTOR_LABEL, &mine, &answer.nonce, ends);
     if !ct_eq(&expected, &answer.mac) {
         return Err(AuthError::WrongSecret);
     }
-    let proof = Auth {
-        kind: AuthKind::Proof,
-        nonce: [0; AUTH_NONCE_LEN],
-        mac: secret.mac(DIALER_LABEL, &answer.nonce, &mine),
-    };
+    let mac = secret.mac(DIALER_LABEL, &answer.nonce, &mine, ends);
+    let proof = message(AuthKind::Proof, [0; AUTH_NONCE_LEN], mac);
     s.write_all(&proof.encode()).map_err(AuthError::Io)
 }
 
-/// The acceptor's side: answer the challenge, then check the dialer's proof. Nothing but the
-/// answer (a nonce and a MAC, useless without the secret) is sent before the proof checks out.
-pub fn accept(s: &mut (impl Read + Write), secret: &Secret) -> Result<(), AuthError> {
+/// The acceptor's side (`me` is our listen address): check that the dialer meant us, answer
+/// the challenge, then check the dialer's proof. Nothing but the answer (a nonce and a MAC,
+/// useless without the secret) is sent before the proof checks out. Returns the dialer's
+/// name, which its HELLO must give.
+pub fn accept(
+    s: &mut (impl Read + Write),
+    secret: &Secret,
+    me: SocketAddrV4,
+) -> Result<SocketAddrV4, AuthError> {
     let challenge = read_auth(s, AuthKind::Challenge)?;
+    let ends = Ends {
+        dialer: challenge.dialer,
+        acceptor: challenge.acceptor,
+    };
+    // Before we answer anything: a connection meant for another node is a relay's.
+    if ends.acceptor != me {
+        return Err(AuthError::Misdirected(format!(
+            "it dialled {}, not this node ({me}): a relay, or a --peer naming another node",
+            ends.acceptor
+        )));
+    }
     let mine = nonce()?;
     let answer = Auth {
         kind: AuthKind::Answer,
         nonce: mine,
-        mac: secret.mac(ACCEPTOR_LABEL, &challenge.nonce, &mine),
+        mac: secret.mac(ACCEPTOR_LABEL, &challenge.nonce, &mine, ends),
+        dialer: ends.dialer,
+        acceptor: ends.acceptor,
     };
     s.write_all(&answer.encode()).map_err(AuthError::Io)?;
     let proof = read_auth(s, AuthKind::Proof)?;
-    let expected = secret.mac(DIALER_LABEL, &mine, &challenge.nonce);
+    same_ends(&proof, ends)?;
+    let expected = secret.mac(DIALER_LABEL, &mine, &challenge.nonce, ends);
     if !ct_eq(&expected, &proof.mac) {
         return Err(AuthError::WrongSecret);
     }
-    Ok(())
+    Ok(ends.dialer)
+}
+
+/// The names in a later message must be those of the challenge. (The MACs would catch a change
+/// too; this says what happened instead of "wrong secret".)
+fn same_ends(m: &Auth, ends: Ends) -> Result<(), AuthError> {
+    if m.dialer == ends.dialer && m.acceptor == ends.acceptor {
+        return Ok(());
+    }
+    Err(AuthError::Misdirected(format!(
+        "the names changed on the way: {} -> {} in the {:?}, {} -> {} before",
+        m.dialer, m.acceptor, m.kind, ends.dialer, ends.acceptor
+    )))
 }
 
 #[cfg(test)]
@@ -280,18 +349,66 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
 
-    fn pair(a: &Secret, b: &Secret) -> (Result<(), AuthError>, Result<(), AuthError>) {
+    const DIALER: &str = "127.0.0.1:7001";
+
+    /// A dialer with secret `a`, which names its acceptor `dialled`, against an acceptor with
+    /// secret `b` (named by its real address).
+    fn pair_to(
+        a: &Secret,
+        b: &Secret,
+        dialled: Option<SocketAddrV4>,
+    ) -> (Result<(), AuthError>, Result<SocketAddrV4, AuthError>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        let std::net::SocketAddr::V4(me) = l.local_addr().unwrap() else {
+            unreachable!()
+        };
         let b = b.clone();
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            accept(&mut s, &b)
+            accept(&mut s, &b, me)
         });
-        let mut s = TcpStream::connect(addr).unwrap();
-        let d = dial(&mut s, a);
+        let mut s = TcpStream::connect(me).unwrap();
+        let ends = Ends {
+            dialer: DIALER.parse().unwrap(),
+            acceptor: dialled.unwrap_or(me),
+        };
+        let d = dial(&mut s, a, ends);
         drop(s);
         (d, t.join().unwrap())
+    }
+
+    fn pair(a: &Secret, b: &Secret) -> (Result<(), AuthError>, Result<SocketAddrV4, AuthError>) {
+        pair_to(a, b, None)
+    }
+
+    #[test]
+    fn a_connection_meant_for_another_node_is_refused_before_any_answer() {
+        let s = Secret::new(b"0123456789abcdef-one");
+        let (d, a) = pair_to(&s, &s, Some("127.0.0.1:9".parse().unwrap()));
+        assert!(matches!(a, Err(AuthError::Misdirected(_))), "{a:?}");
+        assert!(a
+            .unwrap_err()
+            .to_string()
+            .contains("it dialled 127.0.0.1:9"));
+        // The dialer got nothing back: no nonce, no MAC.
+        assert!(matches!(d, Err(AuthError::Io(_))), "{d:?}");
+    }
+
+    #[test]
+    fn each_mac_covers_both_names() {
+        let s = Secret::new(b"0123456789abcdef-one");
+        let n = [7u8; AUTH_NONCE_LEN];
+        let e = Ends {
+            dialer: "127.0.0.1:7001".parse().unwrap(),
+            acceptor: "127.0.0.1:7002".parse().unwrap(),
+        };
+        let swapped = Ends {
+            dialer: e.acceptor,
+            acceptor: e.dialer,
+        };
+        let mac = |ends| s.mac(DIALER_LABEL, &n, &n, ends);
+        assert_ne!(mac(e), mac(swapped));
+        assert_ne!(s.mac(ACCEPTOR_LABEL, &n, &n, e), mac(e));
     }
 
     #[test]
@@ -299,7 +416,8 @@ mod tests {
         let s1 = Secret::new(b"0123456789abcdef-one");
         let s2 = Secret::new(b"0123456789abcdef-two");
         let (d, a) = pair(&s1, &s1);
-        assert!(d.is_ok() && a.is_ok(), "{d:?} {a:?}");
+        assert!(d.is_ok(), "{d:?}");
+        assert_eq!(a.unwrap(), DIALER.parse().unwrap(), "the dialer's name");
         // The dialer finds out first (from the answer's MAC) and hangs up without a proof.
         let (d, a) = pair(&s1, &s2);
         assert!(matches!(d, Err(AuthError::WrongSecret)), "{d:?}");

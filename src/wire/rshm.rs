@@ -91,24 +91,33 @@
 //!
 //! ```text
 //!   dialer                                         acceptor
-//!     ── CHALLENGE  nonce_d ──────────────────────▶
-//!     ◀───────────── ANSWER  nonce_a, mac_a ──────   mac_a = HMAC(secret, "rshm acceptor" ‖ nonce_d ‖ nonce_a)
-//!     ── PROOF  mac_d ────────────────────────────▶   mac_d = HMAC(secret, "rshm dialer" ‖ nonce_a ‖ nonce_d)
+//!     ── CHALLENGE  ends, nonce_d ────────────────▶   ends.acceptor must be the acceptor's name
+//!     ◀───────────── ANSWER  ends, nonce_a, mac_a ──   mac_a = HMAC(secret, "rshm acceptor" ‖ nonce_d ‖ nonce_a ‖ ends)
+//!     ── PROOF  ends, mac_d ──────────────────────▶   mac_d = HMAC(secret, "rshm dialer" ‖ nonce_a ‖ nonce_d ‖ ends)
 //!     ── HELLO ... (frames, below) ───────────────▶   only once mac_d checked out
 //! ```
 //!
-//! | offset | size | field   | encoding                                                   |
-//! |--------|------|---------|------------------------------------------------------------|
-//! | 0      | 4    | magic   | `RSHA`                                                     |
-//! | 4      | 2    | version | u16, [`AUTH_VERSION`]                                      |
-//! | 6      | 1    | kind    | u8: 1 CHALLENGE, 2 ANSWER, 3 PROOF                         |
-//! | 7      | 1    | zero    | must be 0                                                  |
-//! | 8      | 32   | nonce   | 32 random bytes (CHALLENGE, ANSWER); zeros in a PROOF      |
-//! | 40     | 32   | mac     | HMAC-SHA256 (ANSWER, PROOF); zeros in a CHALLENGE          |
+//! `ends` is who talks to whom: the dialer's name (its listen address) and the name of the
+//! node it dialled (its `--peer`). Every message carries them, and the acceptor first checks
+//! that the node dialled is itself.
+//!
+//! | offset | size | field    | encoding                                                  |
+//! |--------|------|----------|-----------------------------------------------------------|
+//! | 0      | 4    | magic    | `RSHA`                                                    |
+//! | 4      | 2    | version  | u16, [`AUTH_VERSION`]                                     |
+//! | 6      | 1    | kind     | u8: 1 CHALLENGE, 2 ANSWER, 3 PROOF                        |
+//! | 7      | 1    | zero     | must be 0                                                 |
+//! | 8      | 32   | nonce    | 32 random bytes (CHALLENGE, ANSWER); zeros in a PROOF     |
+//! | 40     | 32   | mac      | HMAC-SHA256 (ANSWER, PROOF); zeros in a CHALLENGE         |
+//! | 72     | 6    | dialer   | the dialer's name: IPv4 (u32) and port (u16)              |
+//! | 78     | 6    | acceptor | the name of the node it dialled: IPv4 (u32), port (u16)   |
 //!
 //! Always [`AUTH_LEN`] bytes. The two labels differ, so neither end's MAC can be reflected
 //! back as the other's; each MAC covers the other end's fresh nonce, so an old one cannot be
-//! replayed.
+//! replayed; and each covers both names, so a stranger who passes the messages on between two
+//! nodes of the group (a relay: B dials the stranger, on a peer's port that is free, and the
+//! stranger dials A) cannot use them: A sees that B dialled someone else, and a stranger who
+//! changes the names in between breaks both MACs.
 //!
 //! # Peer frame (server <-> server, TCP)
 //!
@@ -221,9 +230,9 @@ pub const REPLY_MAGIC: &[u8; 4] = b"RSHR";
 pub const FRAME_MAGIC: &[u8; 4] = b"RSHP";
 /// Magic and version of the authentication messages (see "Authentication").
 pub const AUTH_MAGIC: &[u8; 4] = b"RSHA";
-pub const AUTH_VERSION: u16 = 1;
+pub const AUTH_VERSION: u16 = 2;
 /// An authentication message is always this long.
-pub const AUTH_LEN: usize = 72;
+pub const AUTH_LEN: usize = 84;
 /// The length of a nonce and of a MAC in an authentication message.
 pub const AUTH_NONCE_LEN: usize = 32;
 /// A request is always this long.
@@ -316,15 +325,21 @@ mod tests {
             kind: AuthKind::Answer,
             nonce: [0x11; AUTH_NONCE_LEN],
             mac: [0x22; AUTH_NONCE_LEN],
+            dialer: "127.0.0.1:7001".parse().unwrap(),
+            acceptor: "10.0.0.2:7002".parse().unwrap(),
         };
         let b = a.encode();
         assert_eq!(b.len(), AUTH_LEN);
-        assert_eq!(&b[..8], b"RSHA\x01\x00\x02\x00");
+        assert_eq!(&b[..8], b"RSHA\x02\x00\x02\x00");
         assert_eq!(&b[8..40], &[0x11; 32]);
-        assert_eq!(&b[40..], &[0x22; 32]);
+        assert_eq!(&b[40..72], &[0x22; 32]);
+        assert_eq!(
+            &b[72..],
+            b"\x01\x00\x00\x7f\x59\x1b\x02\x00\x00\x0a\x5a\x1b"
+        );
         assert_eq!(Auth::decode(&b).unwrap(), a);
-        assert_eq!(Auth::decode(&b[..71]), Err(DecodeError::NeedMore(1)));
-        for (at, v) in [(0, b'X'), (4, 2), (6, 4), (6, 0), (7, 1)] {
+        assert_eq!(Auth::decode(&b[..83]), Err(DecodeError::NeedMore(1)));
+        for (at, v) in [(0, b'X'), (4, 1), (6, 4), (6, 0), (7, 1)] {
             let mut bad = b.clone();
             bad[at] = v;
             assert!(

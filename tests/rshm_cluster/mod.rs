@@ -251,14 +251,18 @@ impl Cluster {
         child.wait().unwrap();
     }
 
-    /// A TCP connection to node `i` that has passed the handshake with the group's secret:
-    /// what a real peer has before its HELLO.
-    pub fn authed(&self, i: usize) -> std::net::TcpStream {
+    /// A TCP connection to node `i` that has passed the handshake with the group's secret, as
+    /// the node named `me`: what a real peer has before its HELLO.
+    pub fn authed(&self, i: usize, me: std::net::SocketAddrV4) -> std::net::TcpStream {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).unwrap();
         s.set_read_timeout(Some(LIMIT)).unwrap();
         s.set_write_timeout(Some(LIMIT)).unwrap();
         let (secret, _) = ipclab::rshm::auth::Secret::load(&self.secret, false).unwrap();
-        ipclab::rshm::auth::dial(&mut s, &secret).expect("handshake");
+        let ends = ipclab::rshm::auth::Ends {
+            dialer: me,
+            acceptor: format!("127.0.0.1:{}", self.ports[i]).parse().unwrap(),
+        };
+        ipclab::rshm::auth::dial(&mut s, &secret, ends).expect("handshake");
         s
     }
 

@@ -114,7 +114,11 @@ pub(super) fn talk_to(shared: &Shared, peer: SocketAddrV4, mut s: TcpStream) -> 
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
     // First, both ends prove they know the secret; until then we send nothing but a nonce.
-    auth::dial(&mut s, &shared.secret).map_err(Refused)?;
+    let ends = auth::Ends {
+        dialer: shared.me,
+        acceptor: peer,
+    };
+    auth::dial(&mut s, &shared.secret, ends).map_err(Refused)?;
     crate::trace!("tcp -> {peer}: authenticated (both ways)");
     // Buffered: a frame, or several ACKs, usually arrive in one read(2), not two per frame.
     let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);

@@ -257,12 +257,13 @@ impl Row {
     }
 }
 
-/// The acceptor's half: the first frame must be a HELLO from a configured peer, from its own
+/// The acceptor's half: the first frame must be a HELLO from the peer that authenticated
+/// (`dialer`), a configured peer, from its own
 /// IP; it is merged and answered with our table and every row's contents. Returns the peer's
 /// name, or `None` if it was refused (logged).
 pub(super) fn answer(
     shared: &Shared,
-    from: SocketAddrV4,
+    (from, dialer): (SocketAddrV4, SocketAddrV4),
     s: &mut TcpStream,
     rd: &mut impl Read,
     buf: &mut Vec<u8>,
@@ -278,8 +279,16 @@ pub(super) fn answer(
             return Ok(None);
         }
     };
-    // The peer names itself by its listen address; believe it only if that address is
-    // configured here and the connection really comes from its IP.
+    // The peer names itself by its listen address; believe it only if that is the name it
+    // authenticated with, the address is configured here, and the connection really comes
+    // from its IP.
+    if h.node != dialer {
+        log!(
+            "refused connection from {from}: its HELLO names {}, but it authenticated as {dialer}",
+            h.node
+        );
+        return Ok(None);
+    }
     let configured = lock(shared).peers.iter().any(|p| p.addr == h.node);
     if !configured || h.node.ip() != from.ip() {
         log!(

@@ -120,19 +120,22 @@ pub(super) fn serve_peer(
     s.set_nodelay(true)?;
     s.set_write_timeout(Some(RSHM_WRITE_TIMEOUT))?;
     s.set_read_timeout(Some(RSHM_HELLO_TIMEOUT))?;
-    // Before anything else: the caller proves it knows the secret. One that does not gets our
-    // nonce and a MAC it cannot use, one log line, and a closed connection: no table, no
-    // contents, and nothing it sends is read as a frame.
-    let proved = auth::accept(&mut s, &shared.secret);
+    // Before anything else: the caller proves it knows the secret, and that it dialled this
+    // node. One that does not gets at most our nonce and a MAC it cannot use, one log line,
+    // and a closed connection: no table, no contents, and nothing it sends is read as a frame.
+    let proved = auth::accept(&mut s, &shared.secret, shared.me);
     drop(slot);
-    if let Err(e) = proved {
-        refused(shared, from, &e.to_string());
-        return Ok(());
-    }
-    crate::trace!("tcp <- {from}: authenticated (both ways)");
+    let dialer = match proved {
+        Ok(name) => name,
+        Err(e) => {
+            refused(shared, from, &e.to_string());
+            return Ok(());
+        }
+    };
+    crate::trace!("tcp <- {from}: authenticated (both ways) as {dialer}");
     let mut rd = BufReader::with_capacity(RSHM_READ_BUFFER, s.try_clone()?);
     let mut buf = Vec::new();
-    let Some(peer) = hello::answer(shared, from, &mut s, &mut rd, &mut buf)? else {
+    let Some(peer) = hello::answer(shared, (from, dialer), &mut s, &mut rd, &mut buf)? else {
         return Ok(());
     };
     s.set_read_timeout(None)?;

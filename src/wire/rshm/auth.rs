@@ -4,9 +4,10 @@
 //! # Format
 //! The table "Authentication" in [`crate::wire::rshm`]: always `AUTH_LEN` bytes.
 
-use super::invalid;
+use super::{get_addr, invalid, put_addr};
 use super::{AUTH_LEN, AUTH_MAGIC, AUTH_NONCE_LEN, AUTH_VERSION};
 use crate::wire::{DecodeError, Reader, Writer};
+use std::net::SocketAddrV4;
 
 /// Which of the three authentication messages (see "Authentication" above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,10 @@ pub struct Auth {
     pub kind: AuthKind,
     pub nonce: [u8; AUTH_NONCE_LEN],
     pub mac: [u8; AUTH_NONCE_LEN],
+    /// The dialer's name (its listen address), in every message.
+    pub dialer: SocketAddrV4,
+    /// The name of the node the dialer dialled (its `--peer`), in every message.
+    pub acceptor: SocketAddrV4,
 }
 
 impl Auth {
@@ -36,6 +41,8 @@ impl Auth {
             .u8(0)
             .bytes(&self.nonce)
             .bytes(&self.mac);
+        put_addr(&mut w, self.dialer);
+        put_addr(&mut w, self.acceptor);
         w.finish()
     }
 
@@ -62,12 +69,20 @@ impl Auth {
         nonce.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
         let mut mac = [0u8; AUTH_NONCE_LEN];
         mac.copy_from_slice(r.bytes(AUTH_NONCE_LEN)?);
+        let dialer = get_addr(&mut r)?;
+        let acceptor = get_addr(&mut r)?;
         if r.remaining() != 0 {
             return invalid(format!(
                 "authentication message of {} bytes, expected {AUTH_LEN}",
                 bytes.len()
             ));
         }
-        Ok(Auth { kind, nonce, mac })
+        Ok(Auth {
+            kind,
+            nonce,
+            mac,
+            dialer,
+            acceptor,
+        })
     }
 }
