@@ -14,7 +14,7 @@
 mod common;
 mod rshm_cluster;
 
-use common::{finish, project_dir};
+use common::{finish, have_valgrind, project_dir};
 use rshm_cluster::Cluster;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -74,15 +74,6 @@ fn compile(c: &Cluster, name: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     exe
-}
-
-fn have_valgrind() -> bool {
-    Command::new("valgrind")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Runs the program against node 0, plainly and then (if installed) under valgrind; asserts

@@ -9,10 +9,13 @@
 //!
 //! Every test uses its own key files in a `Scratch` directory, whose guard kills the children
 //! and removes every segment with the test's keys, also when the test fails.
+//!
+//! The checks of every rule of the header also run under valgrind where it is installed
+//! (`--error-exitcode=1`), as the RSHM C programs do in `tests/ffi.rs`.
 
 mod common;
 
-use common::{cmd, finish, run_with_limit, wait_until, Scratch};
+use common::{cmd, finish, have_valgrind, run_with_limit, wait_until, Scratch};
 use ipclab::params::SHMEM_PROJ_ID;
 use ipclab::shmem::{record, Shmem};
 use ipclab::sys::process;
@@ -164,20 +167,31 @@ fn every_rule_of_the_header_holds_from_c() {
     for name in ["a", "race", "zero"] {
         key_file(&s, name);
     }
-    let o = run(&p.api, &["check", path_str(s.dir())]);
-    assert_eq!(
-        stdout(&o),
-        "ok round_trip_keeps_the_tail\n\
+    let all_ok = "ok round_trip_keeps_the_tail\n\
          ok sizes_and_open_existing\n\
          ok bad_arguments_are_errors_with_errno\n\
          ok a_call_inside_update_is_edeadlk_not_a_hang\n\
          ok fork_child_must_open_its_own\n\
          ok close_and_delete_null_the_handle\n\
-         ok one_creator_among_racing_threads\n",
-        "{}",
-        stderr(&o)
-    );
+         ok one_creator_among_racing_threads\n";
+    let o = run(&p.api, &["check", path_str(s.dir())]);
+    assert_eq!(stdout(&o), all_ok, "{}", stderr(&o));
     assert!(o.status.success());
+    // The same checks under valgrind: every call above, on every path (errors, NULLed
+    // handles, shmem_error()'s text read after later calls, the racing threads, the forked
+    // child), is checked for invalid reads and writes.
+    if have_valgrind() {
+        let mut v = Command::new("valgrind");
+        v.args(["-q", "--error-exitcode=1", "--trace-children=no"])
+            .arg(&p.api)
+            .args(["check", path_str(s.dir())])
+            .env_remove(ipclab::params::TRACE_ENV);
+        let o = run_with_limit(&mut v, LIMIT);
+        assert_eq!(stdout(&o), all_ok, "under valgrind: {}", stderr(&o));
+        assert!(o.status.success(), "under valgrind: {}", stderr(&o));
+    } else {
+        println!("skipped: valgrind is not installed, so the checks ran without it");
+    }
     s.assert_no_leftovers();
 }
 

@@ -192,6 +192,16 @@ pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
     finish(child, limit)
 }
 
+/// Whether valgrind is installed (the C tests then run their programs under it too).
+pub fn have_valgrind() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Waits for a child to exit and collects its output; after `limit`, kills it and fails the
 /// test with what it wrote on stderr.
 pub fn finish(mut child: Child, limit: Duration) -> Output {
