@@ -84,7 +84,22 @@ pub struct Section {
 pub struct Snapshot {
     pub sections: Vec<Section>,
     /// Objects no ipclab program claims, one `ipcs` row each.
-    pub raw: Vec<String>,
+    pub raw: Vec<RawRow>,
+    /// The objects the sections account for (kind and id): a raw row that turns into one of
+    /// these (a segment whose header was not written yet) has not gone anywhere.
+    pub claimed: HashSet<(Kind, i32)>,
+}
+
+/// An object of no ipclab program, as one `ipcs`-like row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRow {
+    pub kind: Kind,
+    pub id: i32,
+    /// What names the object while it lives, `  shm key 0x00000000 shmid 32768`: the start of
+    /// the row, without the numbers that change (attaches, messages).
+    pub name: String,
+    /// The whole row.
+    pub line: String,
 }
 
 /// The title of the raw section.
@@ -106,8 +121,8 @@ impl Snapshot {
         if !self.raw.is_empty() {
             out.push_str(RAW_TITLE);
             out.push('\n');
-            for l in &self.raw {
-                out.push_str(l);
+            for r in &self.raw {
+                out.push_str(&r.line);
                 out.push('\n');
             }
             out.push('\n');
@@ -232,32 +247,44 @@ pub fn gather(filter: &Filter) -> io::Result<Snapshot> {
             snap.raw.push(row);
         }
     }
+    snap.claimed = claimed;
     Ok(snap)
 }
 
 /// One `ipcs`-like row; `None` if the object is gone. An object we may not read (no read
 /// permission) is still listed, with what `/proc/sysvipc` tells everybody.
-fn raw_row(o: &Object) -> Option<String> {
+fn raw_row(o: &Object) -> Option<RawRow> {
     let key = o.key as u32;
+    let id_word = match o.kind {
+        Kind::Shm => "shmid",
+        Kind::Sem => "semid",
+        Kind::Msg => "msqid",
+    };
+    let name = format!("  {} key 0x{key:08x} {id_word} {}", o.kind.name(), o.id);
+    let row = |line: String| RawRow {
+        kind: o.kind,
+        id: o.id,
+        name: name.clone(),
+        line,
+    };
     let unreadable = |e: io::Error| {
         (!crate::sys::is_removed(&e)).then(|| {
-            format!(
+            row(format!(
                 "  {} key 0x{key:08x} id {} uid {}: {e}",
                 o.kind.name(),
                 o.id,
                 o.uid
-            )
+            ))
         })
     };
-    Some(match o.kind {
+    let line = match o.kind {
         Kind::Shm => {
             let st = match ShmId(o.id).stat() {
                 Ok(st) => st,
                 Err(e) => return unreadable(e),
             };
             format!(
-                "  shm key 0x{key:08x} shmid {} uid {} mode {:o} size {} attaches {} creator pid {}{}",
-                o.id,
+                "{name} uid {} mode {:o} size {} attaches {} creator pid {}{}",
                 o.uid,
                 st.mode,
                 st.size,
@@ -271,10 +298,7 @@ fn raw_row(o: &Object) -> Option<String> {
                 Ok(st) => st,
                 Err(e) => return unreadable(e),
             };
-            format!(
-                "  sem key 0x{key:08x} semid {} uid {} mode {:o} nsems {}",
-                o.id, o.uid, st.mode, st.nsems
-            )
+            format!("{name} uid {} mode {:o} nsems {}", o.uid, st.mode, st.nsems)
         }
         Kind::Msg => {
             let st = match crate::sys::msg::MsgId(o.id).stat() {
@@ -282,9 +306,10 @@ fn raw_row(o: &Object) -> Option<String> {
                 Err(e) => return unreadable(e),
             };
             format!(
-                "  msg key 0x{key:08x} msqid {} uid {} mode {:o} messages {} bytes {}",
-                o.id, o.uid, st.mode, st.messages, st.bytes
+                "{name} uid {} mode {:o} messages {} bytes {}",
+                o.uid, st.mode, st.messages, st.bytes
             )
         }
-    })
+    };
+    Some(row(line))
 }

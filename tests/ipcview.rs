@@ -5,8 +5,8 @@
 //! Values that move (a waiter between two slices of its timed wait, say) are checked by running
 //! `--once` again until every expected line is there, within a bound ([`until_lines`]). Also
 //! pinned down: `--key` and `--port` narrow the view, unknown objects are raw rows, nothing is
-//! changed by looking, the live view marks a vanished object `gone` and gives the terminal back
-//! on SIGTERM, and usage errors.
+//! changed by looking, the live view marks a vanished object `gone` (a decoded one and a raw
+//! row) and gives the terminal back on SIGTERM, and usage errors.
 
 mod common;
 
@@ -584,6 +584,53 @@ fn the_live_view_marks_a_vanished_device_gone_and_restores_the_terminal() {
         String::from_utf8_lossy(&o.stdout).matches("\x1b[H").count(),
         2
     );
+}
+
+#[test]
+fn the_live_view_marks_a_vanished_raw_row_gone_and_keeps_the_others() {
+    use ipclab::sys::Removable;
+    // Objects of no ipclab program: a segment and a semaphore set under one key of the test's
+    // own. The segment is removed while the live view runs; the set stays.
+    let s = Scratch::new("view-live-raw");
+    let f = s.key_file("raw");
+    let key = s.key(&f, b'R');
+    let seg = shmget(key, 100, Get::Create(0o600)).unwrap();
+    let set = semget(key, 2, Get::Create(0o600)).unwrap();
+    let screen = s.dir().join("screen");
+    let view = s.spawn(
+        cmd("ipcview")
+            .args(["--interval", "0.05", "--key", &hex(key)])
+            .stdin(Stdio::null())
+            .stdout(File::create(&screen).unwrap()),
+    );
+    let read = || std::fs::read_to_string(&screen).unwrap_or_default();
+    let row = format!("  shm key {} shmid {} uid ", hex(key), seg.0);
+    assert!(wait_until(LIMIT, || read().contains(&row)), "{}", read());
+    seg.remove().unwrap();
+    let gone = format!("\x1b[2m  shm key {} shmid {}: gone\x1b[0m", hex(key), seg.0);
+    assert!(wait_until(LIMIT, || read().contains(&gone)), "{}", read());
+    kill(view as i32, SIGTERM).unwrap();
+    let mut child = s.take(view);
+    assert!(wait_until(LIMIT, || child.try_wait().unwrap().is_some()));
+    assert!(child.wait().unwrap().success());
+    // The last frame: the set still a live row, then the segment gone, under the raw title.
+    let text = read();
+    let last = text.rsplit("\x1b[H").next().unwrap();
+    let rows: Vec<String> = last
+        .split("\x1b[K\n")
+        .skip_while(|l| !l.contains("other System V objects"))
+        .map(norm)
+        .collect();
+    assert_eq!(
+        rows[..3],
+        [
+            "\x1b[1mother System V objects (ipcs)\x1b[0m".to_string(),
+            format!("  sem key {} semid N uid 0 mode 600 nsems 2", hex(key)),
+            format!("\x1b[2m  shm key {} shmid N: gone\x1b[0m", hex(key)),
+        ],
+        "{last:?}"
+    );
+    set.remove().unwrap();
 }
 
 #[test]

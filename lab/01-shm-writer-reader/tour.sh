@@ -1,6 +1,7 @@
 # lab/01-shm-writer-reader/tour.sh: the tour's steps for lab 01 (shm_writer / shm_reader).
-# Sourced by lab/tour.sh, which provides say, quoted, run, run_bg, wait_bg, expect_output, tour_failed,
-# new_key_file, track_key, track_pid and $IPCLAB_WORK. Takes about 3 s; leaves nothing behind.
+# Sourced by lab/tour.sh, which provides say, quoted, run, run_bg, wait_bg, expect_output,
+# expect_lines, wait_for, tour_failed, new_key_file, track_key, track_pid and $IPCLAB_WORK. Takes
+# about 3 s; leaves nothing behind.
 
 # xfr_bg_to FILE COMMAND...: like run_bg, with the command's stdout going to FILE.
 xfr_bg_to() {
@@ -36,11 +37,21 @@ xfr_expect_status() {
 
 XFR_KEY=$(new_key_file xfr.key)
 track_key "$(ftok_key "$XFR_KEY" 65)"
+XFR_HEX=$(printf '0x%08x' $(( $(ftok_key "$XFR_KEY" 65) & 0xffffffff )))
 
 say "A message through a segment. The writer creates the segment and a semaphore set on the key" \
     "ftok($XFR_KEY, 65), prints them, and waits for a reader (up to --timeout, 10 s)."
 run_bg shm_writer -k "$XFR_KEY" hello world
 run sleep 0.3
+
+say "ipcview --once: the writer's objects decoded: the message waiting, FULL posted, the writer asleep on EMPTY (in class, run ipcview --key $XFR_HEX in a second terminal and watch the reader take it)"
+xfr_published() { ipcview --once --key "$XFR_HEX" | grep -q 'waiting for the reader'; }
+wait_for 5 xfr_published || tour_failed "the writer never published its message"
+expect_lines ipcview --once --key "$XFR_HEX" -- \
+    "  writer pid $BG_PID alive, reader none yet" \
+    "  message of 12 bytes, waiting for the reader" \
+    "  sem 3 FULL       value 1     ncnt 0   zcnt 0   last pid $BG_PID alive" \
+    "  sem 4 EMPTY      value 0     ncnt 1   zcnt 0   last pid -"
 expect_output "hello world" shm_reader -k "$XFR_KEY"
 wait_bg
 

@@ -1,10 +1,11 @@
 # lab/03-shmem-flock/tour.sh: the shmem library (seed 004), driven through shmem_tool, then the
 # seed's example server and client in C (server.c, client.c). Sourced by lab/tour.sh, which
-# provides say, run, run_bg, wait_bg, expect_output, wait_for, new_key_file, track_key and
-# $IPCLAB_WORK. About 5 seconds; removes what it creates.
+# provides say, run, run_bg, wait_bg, expect_output, expect_lines, wait_for, new_key_file,
+# track_key and $IPCLAB_WORK. About 5 seconds; removes what it creates.
 
 SHMEM_KEY=$(new_key_file shmem.key)
 track_key "$(ftok_key "$SHMEM_KEY" 77)" # 77 = 'M', SHMEM_PROJ_ID
+SHMEM_HEX=$(printf '0x%08x' $(( $(ftok_key "$SHMEM_KEY" 77) & 0xffffffff )))
 
 say "A segment named by a key file: write creates both (64 bytes), read copies it all out"
 run shmem_tool write "$SHMEM_KEY" --size 64 hello from the tour
@@ -22,6 +23,12 @@ wait_bg
 say "A holder killed with SIGKILL: the kernel drops its lock, nobody stays blocked"
 run_bg shmem_tool hold "$SHMEM_KEY" --exclusive
 wait_for 5 locked || tour_failed "the holder never took the lock"
+
+say "ipcview --once: the holder, found in /proc/locks by the key file's device and inode, next to the segment it guards (in class, run ipcview --key $SHMEM_HEX in a second terminal and watch the flock line as the holder dies)"
+expect_lines ipcview --once --key "$SHMEM_HEX" -- \
+    "  key file $(realpath "$SHMEM_KEY")" \
+    "  flock LOCK_EX held by pid $BG_PID shmem_tool" \
+    "  content: text \"hello from the tour\""
 run kill -KILL "$BG_PID"
 wait "$BG_PID" 2>/dev/null
 run shmem_tool write "$SHMEM_KEY" survived the crash!

@@ -24,14 +24,18 @@
 //! A line that differs from every line of the last frame is drawn in cyan for one frame: a
 //! semaphore's value or waiter count that moved, a ring cell that filled. An object seen in one
 //! frame and missing in the next is shown as `gone` (dim) for [`IPCVIEW_GONE_FOR`], so that a
-//! demo can see a writer's segment vanish when it finishes.
+//! demo can see a writer's segment vanish when it finishes: a decoded section under its title,
+//! a raw `ipcs` row under its kind, key and id ([`Departures`]). A raw object that turns into a
+//! section (a segment seen before its creator wrote the header) has not gone.
 
 use super::{gather, Filter, Snapshot, RAW_TITLE};
 use crate::params::{IPCVIEW_GONE_FOR, IPCVIEW_KEY_SLICE};
+use crate::sys::ipcs::Kind;
 use crate::sys::poll;
 use crate::sys::signal::TermSignals;
 use crate::sys::tty::KeyInput;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -76,20 +80,30 @@ pub fn run(filter: &Filter, opts: &Options, sigs: &TermSignals) -> io::Result<()
         None
     };
     let _screen = Screen::enter()?;
-    let mut shown: HashSet<String> = HashSet::new();
-    let mut gone: Vec<(String, Instant)> = Vec::new();
+    let mut sections: Departures<String> = Departures::default();
+    let mut raw: Departures<(Kind, i32)> = Departures::default();
     // Every line of the last frame, so that what changed since can be shown in colour.
     let mut before: HashSet<String> = HashSet::new();
     let mut frames = 0u64;
     loop {
         let snap = gather(filter)?;
-        let now: HashSet<String> = snap.sections.iter().map(|s| s.title.clone()).collect();
-        for t in shown.difference(&now) {
-            gone.push((t.clone(), Instant::now()));
-        }
-        gone.retain(|(t, at)| !now.contains(t) && at.elapsed() < IPCVIEW_GONE_FOR);
-        shown = now;
-        draw(&snap, &gone, &before, opts.interval)?;
+        sections.update(
+            snap.sections
+                .iter()
+                .map(|s| (s.title.clone(), s.title.clone())),
+            |_| false,
+        );
+        raw.update(
+            snap.raw.iter().map(|r| ((r.kind, r.id), r.name.clone())),
+            |k| snap.claimed.contains(k),
+        );
+        draw(
+            &snap,
+            &sections.labels(),
+            &raw.labels(),
+            &before,
+            opts.interval,
+        )?;
         before = snap
             .sections
             .iter()
@@ -105,12 +119,55 @@ pub fn run(filter: &Filter, opts: &Options, sigs: &TermSignals) -> io::Result<()
     }
 }
 
-/// One frame, drawn over the last.
+/// What the last frame showed, and what has gone since: each object by a key that stays the
+/// same while it lives (a section's title, a raw row's kind and id), with the label to show.
+struct Departures<K> {
+    shown: HashMap<K, String>,
+    /// Label and when it went, for at most [`IPCVIEW_GONE_FOR`].
+    gone: Vec<(K, String, Instant)>,
+}
+
+impl<K> Default for Departures<K> {
+    fn default() -> Self {
+        Departures {
+            shown: HashMap::new(),
+            gone: Vec::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Departures<K> {
+    /// Takes this frame's objects. One shown last time and missing now has gone, unless
+    /// `elsewhere` says it is still there in another form.
+    fn update(&mut self, now: impl Iterator<Item = (K, String)>, elsewhere: impl Fn(&K) -> bool) {
+        let now: HashMap<K, String> = now.collect();
+        for (k, label) in &self.shown {
+            if !now.contains_key(k) && !elsewhere(k) {
+                self.gone.push((k.clone(), label.clone(), Instant::now()));
+            }
+        }
+        // One that is back (a server restarted with the same objects' title) is no longer gone.
+        self.gone
+            .retain(|(k, _, at)| !now.contains_key(k) && at.elapsed() < IPCVIEW_GONE_FOR);
+        self.shown = now;
+    }
+
+    /// The labels of those gone, oldest first.
+    fn labels(&self) -> Vec<&str> {
+        self.gone
+            .iter()
+            .map(|(_, label, _)| label.as_str())
+            .collect()
+    }
+}
+
 /// One frame, drawn over the last; a line that was not in the last frame (`before`) is cyan,
-/// unless this is the first frame.
+/// unless this is the first frame. Gone sections come after the live ones, gone raw rows after
+/// the live raw rows.
 fn draw(
     snap: &Snapshot,
-    gone: &[(String, Instant)],
+    gone: &[&str],
+    gone_raw: &[&str],
     before: &HashSet<String>,
     interval: Duration,
 ) -> io::Result<()> {
@@ -140,19 +197,22 @@ fn draw(
         }
         line("", "");
     }
-    for (t, _) in gone {
+    for t in gone {
         line(&format!("{t}: gone"), "\x1b[2m");
     }
     if !gone.is_empty() {
         line("", "");
     }
-    if snap.sections.is_empty() && snap.raw.is_empty() && gone.is_empty() {
+    if snap.sections.is_empty() && snap.raw.is_empty() && gone.is_empty() && gone_raw.is_empty() {
         line("no System V objects to show", "");
     }
-    if !snap.raw.is_empty() {
+    if !snap.raw.is_empty() || !gone_raw.is_empty() {
         line(RAW_TITLE, "\x1b[1m");
-        for l in &snap.raw {
-            line(l, "");
+        for r in &snap.raw {
+            line(&r.line, "");
+        }
+        for name in gone_raw {
+            line(&format!("{name}: gone"), "\x1b[2m");
         }
     }
     f.push_str("\x1b[J");
