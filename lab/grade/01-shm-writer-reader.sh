@@ -26,6 +26,9 @@
 #     stream: exit 1, "stopped by SIG...", its objects gone, the peer exits 1  -> signals-clean-up (4)
 #   the reader attaches read-only, the writer read-write                       -> reader-attaches-read-only (1)
 #   a new writer or a reader removes a killed writer's orphans and says so     -> orphans-removed (2)
+#   ipcrm under a waiting writer: its segment (writer stopped): the reader exits
+#     1 at once, the writer when it goes on; its set: the writer exits 1 at
+#     once; each says the object was removed by someone else; nothing is left  -> ipcrm-under-a-waiting-writer (2)
 #   a reader of the wrong mode and a second reader are refused                 -> wrong-mode-second-reader (2)
 #   -i/--proj-id, -m/--mode and -s/--size (both spellings) reach the kernel
 #     objects (key, permissions of both, size); without --mode both are 0600  -> proj-id-and-mode (1)
@@ -439,6 +442,59 @@ check_orphans() {
     nothing_on "$kf"
 }
 
+# published KEYFILE: the writer's objects are there and it has posted on its set (the last step
+# before it waits for a reader: a semop sets the set's otime, column 9 of /proc/sysvipc/sem).
+published() {
+    writer_up "$1" &&
+        awk -v k="$(ftok_key "$1" 65)" 'NR > 1 && $1 == k && $9 != 0 { f = 1 } END { exit !f }' /proc/sysvipc/sem
+}
+
+# ipcrm takes a waiting writer's objects. The segment (the writer stopped first, so that the
+# reader looks before the writer can notice): the reader must not take a writer without a
+# segment for no writer at all (and wait for its --timeout), and the writer, once it goes on,
+# must notice the mark (ipcrm -m wakes nobody). The set: the writer must say so at once, not
+# take it for a reader that never came. Both exit 1; nothing is left.
+check_ipcrm_under_writer() {
+    local kf key hex w shm sem line
+    kf=$(key_for rmw)
+    key=$(ftok_key "$kf" 65)
+    hex=$(printf '0x%08x' $(((key + 4294967296) % 4294967296)))
+    "$W" -k "$kf" -t 20 hello >/dev/null 2>rmw.werr &
+    w=$!
+    track_pid "$w"
+    wait_for 5 published "$kf" || fail "shm_writer never made and published its objects: $(cat rmw.werr)"
+    shm=$(objects_with_key "$key" | awk '$1 == "shm" { print $2 }')
+    sem=$(objects_with_key "$key" | awk '$1 == "sem" { print $2 }')
+    freeze "$w" || fail "shm_writer did not stop on SIGSTOP"
+    ipcrm -m "$shm" || fail "ipcrm -m $shm failed"
+    bg_reader rmw -k "$kf" --timeout 10
+    exit_within "$RPID" 5 || fail "shm_reader --timeout 10 still waits 5 s after the writer's segment was removed (a writer without a segment taken for no writer?)"
+    [ "$RC" = 1 ] || fail "shm_reader exited $RC when the writer's segment was gone, expected 1"
+    printf 'shm_reader: the writer on key %s (semid %s) has no segment: it was removed by someone else (ipcrm?)\n' "$hex" "$sem" >rmw.want
+    cmp -s rmw.err rmw.want || fail "shm_reader, the writer's segment removed by ipcrm, said '$(cat rmw.err)', expected '$(cat rmw.want)'"
+    [ ! -s rmw.out ] || fail "shm_reader printed something on stdout without a segment"
+    kill -CONT "$w"
+    exit_within "$w" 5 || fail "shm_writer -t 20 still runs 5 s after it went on with its segment removed (ipcrm -m wakes nobody: it must look)"
+    [ "$RC" = 1 ] || fail "shm_writer exited $RC after its segment was removed, expected 1"
+    line=$(tail -n 1 rmw.werr)
+    [ "$line" = "shm_writer: our segment $shm was removed by someone else (ipcrm?)" ] ||
+        fail "shm_writer, its segment $shm removed by ipcrm, said last: '$line'"
+    nothing_on "$kf"
+    # The set, under a writer that waits.
+    "$W" -k "$kf" -t 20 hello >/dev/null 2>rmw.werr &
+    w=$!
+    track_pid "$w"
+    wait_for 5 published "$kf" || fail "shm_writer never made and published its objects: $(cat rmw.werr)"
+    sem=$(objects_with_key "$key" | awk '$1 == "sem" { print $2 }')
+    ipcrm -s "$sem" || fail "ipcrm -s $sem failed"
+    exit_within "$w" 5 || fail "shm_writer -t 20 still runs 5 s after its semaphore set was removed"
+    [ "$RC" = 1 ] || fail "shm_writer exited $RC after its semaphore set was removed, expected 1"
+    line=$(tail -n 1 rmw.werr)
+    [ "$line" = "shm_writer: our semaphore set $sem was removed by someone else (ipcrm?)" ] ||
+        fail "shm_writer, its semaphore set $sem removed by ipcrm, said last: '$line'"
+    nothing_on "$kf"
+}
+
 check_wrong_mode_second_reader() {
     local kf w r1 rc
     kf=$(key_for wm)
@@ -564,6 +620,7 @@ check peer-death 3 check_peer_death
 check signals-clean-up 4 check_signals
 check reader-attaches-read-only 1 check_reader_read_only
 check orphans-removed 2 check_orphans
+check ipcrm-under-a-waiting-writer 2 check_ipcrm_under_writer
 check wrong-mode-second-reader 2 check_wrong_mode_second_reader
 check proj-id-and-mode 1 check_proj_id_and_mode
 check usage 1 check_usage

@@ -29,6 +29,9 @@
 #     limits, and each semaphore's value under its name, at rest and while a
 #     command waits for a frozen device (slot=0 cmd=1)                        -> detach-stat-values (3)
 #   detach removes the objects; the device exits 0, its watcher exits 1      -> detach-removal (2)
+#   ipcrm -s or -m under a running device: the device exits 0 saying they
+#     were removed by someone else, its watcher exits 1 saying so; neither
+#     blames detach; nothing is left on the key                               -> objects-removed-under-it (2)
 #   SIGTERM and SIGINT to the device itself: exit 0, "signal N: removed",
 #     nothing left on its key, a waiting watcher learns it stopped            -> signal-cleanup (3)
 #   Ctrl-C ends a watch quietly (exit 130), the device none the worse         -> watch-ctrl-c (1)
@@ -428,6 +431,35 @@ detach_removal() {
     [ "$rc" = 1 ] || fail "detach with no device objects exited $rc, expected 1"
 }
 
+# ipcrm, not detach, removes a device's set, then (another device) its segment: the device must
+# tell the two apart (detach writes "removed" in the status word first; ipcrm leaves it
+# "running"), and so must a watcher waiting on it.
+objects_removed_under_it() {
+    local flag kind id w line
+    for flag in -s -m; do
+        start_device "ipcrm$flag" --period 20
+        "$BIN/device_client" -k "$KF" watch 0 >/dev/null 2>"$KF.watch" &
+        w=$!
+        track_pid "$w"
+        wait_attached 2
+        kind=$([ "$flag" = -s ] && echo sem || echo shm)
+        id=$(objects_with_key "$KEY" | awk -v k="$kind" '$1 == k { print $2 }')
+        [ -n "$id" ] || fail "no $kind object on the device's key"
+        ipcrm "$flag" "$id" || fail "ipcrm $flag $id failed"
+        exit_within "$DEV_PID" 5 || fail "the device still runs 5 s after ipcrm $flag $id"
+        [ "$RC" = 0 ] || fail "the device exited $RC after ipcrm $flag, expected 0"
+        line=$(tail -n 1 "$KF.out")
+        [[ "$line" == "device: "*" was removed by someone else (ipcrm?); stopping" && "$line" != *detach* ]] ||
+            fail "after ipcrm $flag the device said last: '$line', expected '... was removed by someone else (ipcrm?); stopping'"
+        exit_within "$w" 5 || fail "the watcher still runs 5 s after ipcrm $flag under its device"
+        [ "$RC" = 1 ] || fail "the watcher exited $RC after ipcrm $flag under its device, expected 1"
+        [[ "$(cat "$KF.watch")" == "device_client: watch: the device's (pid $DEV_PID) objects were removed by someone else (ipcrm?)"* ]] ||
+            fail "after ipcrm $flag the watcher said: $(cat "$KF.watch")"
+        ! grep -q detach "$KF.watch" || fail "after ipcrm $flag the watcher blamed detach: $(cat "$KF.watch")"
+        nothing_left
+    done
+}
+
 signal_cleanup() {
     local sig num w
     for sig in TERM INT; do
@@ -513,6 +545,7 @@ check killed-client-mid-command 3 killed_client
 check device-death 2 device_death
 check detach-stat-values 3 detach_stat
 check detach-removal 2 detach_removal
+check objects-removed-under-it 2 objects_removed_under_it
 check signal-cleanup 3 signal_cleanup
 check watch-ctrl-c 1 watch_ctrl_c
 check no-torn-channel 1 no_torn_channel
