@@ -150,7 +150,18 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Raw TCP between two threads of this process: 4 KiB each way per round trip.
+/// The calling thread on `cpu` while the result lives, where the machine has two CPUs or more
+/// (a machine with one has nothing to choose).
+fn pin(cpu: usize) -> Option<ipclab::sys::cpu::Pin> {
+    (ipclab::sys::cpu::available() >= 2)
+        .then(|| ipclab::sys::cpu::Pin::to(cpu).ok())
+        .flatten()
+}
+
+/// Raw TCP between two threads of this process: 4 KiB each way per round trip, the two ends
+/// on two different CPUs, as two nodes' ends are on two machines. (Left to the scheduler, the
+/// two threads sometimes share one CPU for a whole run; a round trip then skips the wake-ups
+/// across CPUs and costs 5 to 9 us instead of about 20 here, and R swung from 1.3 to 6.)
 struct PingPong {
     s: TcpStream,
     echo: Option<std::thread::JoinHandle<()>>,
@@ -162,6 +173,8 @@ impl PingPong {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let echo = std::thread::spawn(move || {
+            // The echo end on CPU 1, the timing end on CPU 0 ([`PingPong::run`]).
+            let _pin = pin(1);
             let (mut s, _) = listener.accept().unwrap();
             s.set_nodelay(true).unwrap();
             let mut buf = vec![0u8; SIZE];
@@ -182,8 +195,9 @@ impl PingPong {
         p
     }
 
-    /// `n` round trips, each timed.
+    /// `n` round trips, each timed, from CPU 0 (the echo runs on CPU 1).
     fn run(&mut self, n: usize) -> Vec<Duration> {
+        let _pin = pin(0);
         (0..n)
             .map(|_| {
                 let t = Instant::now();

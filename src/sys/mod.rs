@@ -34,9 +34,11 @@
 //! - [`ipcs`]: list the objects in this IPC namespace, as `ipcs` does, and find them by key.
 //! - [`daemon`]: fork, setsid, stdio on /dev/null, waitpid, and waking a blocked accept.
 //! - [`alloc_probe`]: a counting global allocator, so tests can prove a decoder's memory bound.
+//! - [`cpu`]: pin a thread to one CPU for the rounds a benchmark times.
 
 pub mod advise;
 pub mod alloc_probe;
+pub mod cpu;
 pub mod daemon;
 pub mod flock;
 pub mod ipcs;
