@@ -7,7 +7,7 @@ mod common;
 
 mod rshm_cluster;
 
-use common::{cmd, run_with_limit, wait_until};
+use common::{cmd, finish, run_with_limit, wait_until};
 use ipclab::rshm::{queue_key, Node};
 use ipclab::sys::shm::ShmId;
 use rshm_cluster::{shared_columns, Cluster, LIMIT};
@@ -60,7 +60,7 @@ fn written_on_one_node_read_on_every_node() {
         .unwrap()
         .write_all(b"write 0x5f typed in\nbogus\nread 0x5f\nread 0x51\nquit\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = finish(child, LIMIT);
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let prompt = format!("rshm:{}> ", c.ports[1]);

@@ -8,7 +8,7 @@
 mod common;
 mod rshm_cluster;
 
-use common::{cmd, wait_until};
+use common::{cmd, finish, wait_until};
 use ipclab::rshm::{queue_key, Node};
 use ipclab::sys::msg::msgget;
 use ipclab::sys::shm::Get;
@@ -219,7 +219,7 @@ fn a_frozen_or_killed_peer_is_named_and_converges_when_back() {
         >= 6));
     let t = Instant::now();
     c.kill(2);
-    let out = writer.wait_with_output().unwrap();
+    let out = finish(writer, LIMIT);
     assert!(t.elapsed() < LIMIT);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", stderr(&out), c.log(0));
     assert!(stderr(&out).contains(&peer_c), "{}", stderr(&out));
