@@ -64,15 +64,18 @@ fn build() -> Option<Progs> {
     assert!(lib.exists(), "{} was not built", lib.display());
     // The lab's command, but for the paths and the warnings (any warning fails the test):
     //   cc -Iinclude server.c target/debug/libipclab.a -lpthread -ldl -lm -o server_c
+    // Each program is built under a name of this run's own, then renamed into place: a run of
+    // these tests beside another then never rewrites a program the other is starting.
     let cc = |src: &str, exe: &str| -> Option<PathBuf> {
         let exe = debug.join(exe);
+        let fresh = exe.with_extension(format!("new-{}", std::process::id()));
         let o = match Command::new("cc")
             .arg(format!("-I{}", root.join("include").display()))
             .args(["-Wall", "-Wextra", "-Werror"])
             .arg(root.join(src))
             .arg(&lib)
             .args(["-lpthread", "-ldl", "-lm", "-o"])
-            .arg(&exe)
+            .arg(&fresh)
             .output()
         {
             Ok(o) => o,
@@ -86,6 +89,7 @@ fn build() -> Option<Progs> {
             "cc {src}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        std::fs::rename(&fresh, &exe).expect("rename the program into place");
         Some(exe)
     };
     Some(Progs {
