@@ -258,9 +258,9 @@ impl Row {
 }
 
 /// The acceptor's half: the first frame must be a HELLO from the peer that authenticated
-/// (`dialer`), a configured peer, from its own
-/// IP; it is merged and answered with our table and every row's contents. Returns the peer's
-/// name, or `None` if it was refused (logged).
+/// (`dialer`), which must be a configured peer calling from its own IP; it is merged and
+/// answered with our table and every row's contents. Returns the peer's name, or `None` if it
+/// was refused (logged).
 pub(super) fn answer(
     shared: &Shared,
     (from, dialer): (SocketAddrV4, SocketAddrV4),
