@@ -287,11 +287,15 @@ fn get_addr(r: &mut Reader<'_>) -> Result<SocketAddrV4, DecodeError> {
     Ok(SocketAddrV4::new(ip, r.u16()?))
 }
 
+/// A text of `n` bytes. Bytes that are not UTF-8 become U+FFFD, which takes three bytes, so a
+/// hostile text can grow in the decoding: it is cut back to [`MAX_TEXT`] bytes, so that what
+/// decodes always encodes again as it is (no message is ever longer than a sender may send).
 fn get_text(r: &mut Reader<'_>, n: usize) -> Result<String, DecodeError> {
     if n > MAX_TEXT {
         return invalid(format!("text of {n} bytes, at most {MAX_TEXT} allowed"));
     }
-    Ok(String::from_utf8_lossy(r.bytes(n)?).into_owned())
+    let text = String::from_utf8_lossy(r.bytes(n)?).into_owned();
+    Ok(clip(&text).to_string())
 }
 
 /// Cuts a message to [`MAX_TEXT`] bytes on a character boundary.
@@ -318,6 +322,15 @@ pub use queue::{GateRef, LsEntry, LsPeer, Op, Reply, Request, SEMVMX};
 mod tests {
     use super::*;
     use crate::params::RSHM_MAX_SEGMENT;
+
+    #[test]
+    fn a_text_that_is_not_utf8_decodes_within_the_limit() {
+        // 256 bytes that are not UTF-8: 256 U+FFFD, 768 bytes, before the cut.
+        let bytes = [0xffu8; MAX_TEXT];
+        let text = get_text(&mut Reader::new(&bytes), MAX_TEXT).unwrap();
+        assert_eq!(text.len(), MAX_TEXT / 3 * 3);
+        assert_eq!(clip(&text), text, "encodes again as it is");
+    }
 
     #[test]
     fn auth_messages_round_trip_and_bytes_are_as_documented() {
