@@ -846,11 +846,6 @@ fn many_clients_at_once_each_see_their_own_writes() {
     }
 }
 
-#[test]
-fn grader_passes() {
-    common::run_grader("04-dipc.sh");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Faults from outside: ipcrm under a running server, inherited descriptors, squatted keys.
 

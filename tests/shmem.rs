@@ -724,8 +724,3 @@ fn trace_shows_the_lock_steps() {
     }
     assert!(tool(&["delete", path_str(&k)]).status.success());
 }
-
-#[test]
-fn the_grader_passes() {
-    common::run_grader("03-shmem-flock.sh");
-}

@@ -273,53 +273,6 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// Runs a lab's grading script against this build's binaries and asserts that all checks pass,
-/// with full marks in its `score:` line and in the Gradescope file its `--json` wrote.
-pub fn run_grader(script: &str) {
-    let path = project_dir().join("lab/grade").join(script);
-    let json = std::env::temp_dir().join(format!(
-        "ipclab-grade-{}-{}.json",
-        std::process::id(),
-        script.trim_end_matches(".sh")
-    ));
-    let out = run_with_limit(
-        Command::new("bash")
-            .arg(&path)
-            .arg(bin_dir())
-            .arg("--json")
-            .arg(&json)
-            .env_remove(ipclab::params::TRACE_ENV),
-        Duration::from_secs(240),
-    );
-    let results = std::fs::read_to_string(&json).unwrap_or_default();
-    let _ = std::fs::remove_file(&json);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success()
-            && stdout
-                .lines()
-                .last()
-                .is_some_and(|l| l.ends_with(" 0 failed")),
-        "grader {script} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(!stdout.contains("FAIL "), "{stdout}");
-    // Full marks, in the summary and in the Gradescope file.
-    let score = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("score: "))
-        .unwrap_or_else(|| panic!("no 'score: S/T' line:\n{stdout}"));
-    let (got, total) = score.split_once('/').expect("score: S/T");
-    assert_eq!(got, total, "{stdout}");
-    assert!(
-        results.starts_with(&format!(
-            "{{\"score\": {got}, \"max_score\": {total}, \"tests\": ["
-        )),
-        "{results}"
-    );
-}
-
 /// Reads one line (up to and with its `\n`) from a child's pipe, a byte at a time, so that
 /// nothing after it is taken from the pipe: a server's status line on stderr, with the rest of
 /// stderr left for later. A child that stays silent fails the test after 20 s, not hangs it.
