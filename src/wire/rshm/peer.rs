@@ -404,29 +404,7 @@ impl Frame {
 
     /// One whole frame from the front of `bytes`: `(seq, frame, bytes used)`.
     pub fn decode(bytes: &[u8]) -> Result<(u32, Frame, usize), DecodeError> {
-        if bytes.len() < FRAME_HEADER_LEN {
-            return Err(short_header(bytes));
-        }
-        let (kind, len, seq) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
-        let total = FRAME_HEADER_LEN + len;
-        if bytes.len() < total {
-            return Err(DecodeError::NeedMore(total - bytes.len()));
-        }
-        let mut r = Reader::new(&bytes[FRAME_HEADER_LEN..total]);
-        // Inside a complete body, running short is the sender's fault, not a reason to wait.
-        let frame = Frame::decode_body(kind, &mut r).map_err(|e| match e {
-            DecodeError::NeedMore(_) => DecodeError::Invalid(format!(
-                "frame kind {kind}: body of {len} bytes is too short"
-            )),
-            e => e,
-        })?;
-        if r.remaining() != 0 {
-            return invalid(format!(
-                "frame kind {kind}: {} stray bytes after the body",
-                r.remaining()
-            ));
-        }
-        Ok((seq, frame, total))
+        decode_framed(bytes, Frame::decode_body)
     }
 
     fn decode_body(kind: u8, r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
@@ -656,9 +634,41 @@ impl fmt::Display for Frame {
     }
 }
 
+/// The framing that every reader of a whole frame shares: the header, then the body of the
+/// length it gives, handed to `body` with the frame's kind. Returns `(seq, what body made,
+/// bytes used)`. Inside a complete body, running short is the sender's fault, not a reason to
+/// wait; and a body must use every byte of it.
+pub(super) fn decode_framed<'a, T>(
+    bytes: &'a [u8],
+    body: impl FnOnce(u8, &mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<(u32, T, usize), DecodeError> {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return Err(short_header(bytes));
+    }
+    let (kind, len, seq) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
+    let total = FRAME_HEADER_LEN + len;
+    if bytes.len() < total {
+        return Err(DecodeError::NeedMore(total - bytes.len()));
+    }
+    let mut r = Reader::new(&bytes[FRAME_HEADER_LEN..total]);
+    let made = body(kind, &mut r).map_err(|e| match e {
+        DecodeError::NeedMore(_) => DecodeError::Invalid(format!(
+            "frame kind {kind}: body of {len} bytes is too short"
+        )),
+        e => e,
+    })?;
+    if r.remaining() != 0 {
+        return invalid(format!(
+            "frame kind {kind}: {} stray bytes after the body",
+            r.remaining()
+        ));
+    }
+    Ok((seq, made, total))
+}
+
 /// Bytes too short for a frame header: more are needed, unless they cannot begin the magic,
 /// in which case they are garbage already.
-pub(super) fn short_header(bytes: &[u8]) -> DecodeError {
+fn short_header(bytes: &[u8]) -> DecodeError {
     let n = bytes.len().min(4);
     if bytes[..n] != FRAME_MAGIC[..n] {
         return DecodeError::Invalid(format!(

@@ -5,14 +5,17 @@
 //!   receiver: socket ──read──▶ frame bytes ──one copy──▶ replica, twin
 //! ```
 //!
-//! [`Frame::State`] owns its runs (a `Vec<u8>` each): decoding one copies every byte once more,
-//! and so does building one from a twin. A late joiner takes in a whole segment this way (1 GiB
-//! in 1024 frames), so the server encodes a STATE straight from its twin ([`StateRef::encode`])
-//! and merges one straight from the buffer it read ([`StateRef::decode`]). The layout and the
-//! checks are those of [`Frame::State`] (see [`crate::wire::rshm`], "Peer frame").
+//! [`super::Frame::State`] owns its runs (a `Vec<u8>` each): decoding one copies every byte once
+//! more, and so does building one from a twin. A late joiner takes in a whole segment this way
+//! (1 GiB in 1024 frames), so the server encodes a STATE straight from its twin
+//! ([`StateRef::encode`]) and merges one straight from the buffer it read ([`StateRef::decode`]).
+//! The layout and the checks are those of [`super::Frame::State`] (see [`crate::wire::rshm`],
+//! "Peer frame"), and so is the framing (`decode_framed`).
 
-use super::{check_run, Frame, FRAME_HEADER_LEN, FRAME_MAGIC, STATE_RUN_HEADER_LEN, VERSION};
-use super::{get_addr, invalid, put_addr, short_header};
+use super::{
+    check_run, decode_framed, FRAME_HEADER_LEN, FRAME_MAGIC, STATE_RUN_HEADER_LEN, VERSION,
+};
+use super::{get_addr, invalid, put_addr};
 use crate::params::RSHM_MAX_RUNS;
 use crate::wire::{DecodeError, Reader, Writer};
 use std::fmt;
@@ -36,7 +39,7 @@ pub struct StampedRunRef<'a> {
     pub data: &'a [u8],
 }
 
-/// The trace line, as [`Frame::State`] shows it.
+/// The trace line, as [`super::Frame::State`] shows it.
 impl fmt::Display for StateRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "STATE rshmid={} runs=[", self.rshmid)?;
@@ -60,38 +63,20 @@ impl fmt::Display for StateRef<'_> {
 
 impl<'a> StateRef<'a> {
     /// The STATE in `bytes`, one whole frame (header included); `None` if it is another kind
-    /// of frame (decode it with [`Frame::decode`]).
+    /// of frame (decode it with [`super::Frame::decode`]).
     pub fn decode(bytes: &'a [u8]) -> Result<Option<StateRef<'a>>, DecodeError> {
-        if bytes.len() < FRAME_HEADER_LEN {
-            return Err(short_header(bytes));
-        }
-        let (kind, len, _) = Frame::decode_header(&bytes[..FRAME_HEADER_LEN])?;
-        if kind != 11 {
-            return Ok(None);
-        }
-        let total = FRAME_HEADER_LEN + len;
-        if bytes.len() < total {
-            return Err(DecodeError::NeedMore(total - bytes.len()));
-        }
-        let mut r = Reader::new(&bytes[FRAME_HEADER_LEN..total]);
-        // Inside a complete body, running short is the sender's fault, not a reason to wait.
-        let state = StateRef::decode_from(&mut r).map_err(|e| match e {
-            DecodeError::NeedMore(_) => {
-                DecodeError::Invalid(format!("STATE: body of {len} bytes is too short"))
+        let (_, state, _) = decode_framed(bytes, |kind, r| {
+            if kind != 11 {
+                r.bytes(r.remaining())?; // another kind's body: Frame::decode reads it
+                return Ok(None);
             }
-            e => e,
+            StateRef::decode_from(r).map(Some)
         })?;
-        if r.remaining() != 0 {
-            return invalid(format!(
-                "STATE: {} stray bytes after the body",
-                r.remaining()
-            ));
-        }
-        Ok(Some(state))
+        Ok(state)
     }
 
-    /// Header and body, as [`Frame::State`] encodes them: each run's bytes copied once, from
-    /// where they lie (a sender encodes straight from its twin).
+    /// Header and body, as [`super::Frame::State`] encodes them: each run's bytes copied once,
+    /// from where they lie (a sender encodes straight from its twin).
     pub fn encode(&self, seq: u32) -> Vec<u8> {
         let data: usize = self.runs.iter().map(|r| r.data.len()).sum();
         let body = 9 + self.runs.len() * STATE_RUN_HEADER_LEN + data;
@@ -148,6 +133,7 @@ impl<'a> StateRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::rshm::Frame;
 
     #[test]
     fn a_state_read_in_place_is_the_frame_it_encodes() {
