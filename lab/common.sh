@@ -27,6 +27,12 @@ ftok_key() {
     echo "$key"
 }
 
+# key_hex KEY: a key (decimal, maybe negative, as ftok_key gives it) as the programs print it,
+# 0x and eight hex digits: the same 32 bits read as unsigned.
+key_hex() {
+    printf '0x%08x' $(( $1 & 0xffffffff ))
+}
+
 # new_key_file NAME: an empty file in the work directory, for -k/--key-path.
 new_key_file() {
     local f="$IPCLAB_WORK/$1"

@@ -37,7 +37,7 @@ xfr_expect_status() {
 
 XFR_KEY=$(new_key_file xfr.key)
 track_key "$(ftok_key "$XFR_KEY" 65)"
-XFR_HEX=$(printf '0x%08x' $(( $(ftok_key "$XFR_KEY" 65) & 0xffffffff )))
+XFR_HEX=$(key_hex "$(ftok_key "$XFR_KEY" 65)")
 
 say "A message through a segment. The writer creates the segment and a semaphore set on the key" \
     "ftok($XFR_KEY, 65), prints them, and waits for a reader (up to --timeout, 10 s)."

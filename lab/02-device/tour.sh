@@ -5,7 +5,7 @@
 say "02: a simulated I/O device. Its registers are a shared memory segment; a semaphore set guards them and carries commands. The device owns both and removes them on exit."
 DEV_KEY=$(new_key_file device.key)
 track_key "$(ftok_key "$DEV_KEY" 68)"
-DEV_HEX=$(printf '0x%08x' $(( $(ftok_key "$DEV_KEY" 68) & 0xffffffff )))
+DEV_HEX=$(key_hex "$(ftok_key "$DEV_KEY" 68)")
 run_bg device -k "$DEV_KEY" --channels 2 --ramp 20 --period 50
 wait_for 5 bash -c "device_client -k '$DEV_KEY' get 0 >/dev/null 2>&1" || tour_failed "device did not start"
 

@@ -158,6 +158,18 @@ check_exact_bytes() {
     nothing_on "$kf"
 }
 
+# shm_writer refuses sb.in on stdin as too large for its segment: exit 1, "message too large",
+# and nothing left on the key. Arguments: the key file, what the case is, shm_writer's options.
+refused_as_too_large() {
+    local kf=$1 what=$2 rc
+    shift 2
+    timeout 10 "$W" -k "$kf" --timeout 2 "$@" <sb.in >/dev/null 2>sb.err
+    rc=$?
+    [ "$rc" = 1 ] || fail "$what: shm_writer exited $rc, expected 1"
+    grep -q "^shm_writer: message too large" sb.err || fail "$what said: $(cat sb.err)"
+    nothing_on "$kf"
+}
+
 check_size_boundaries() {
     local kf rc n
     kf=$(key_for sb)
@@ -167,11 +179,7 @@ check_size_boundaries() {
         same sb.out sb.in "$n bytes with --size 1000"
     done
     head -c 1001 /dev/urandom >sb.in
-    timeout 10 "$W" -k "$kf" --size 1000 --timeout 2 <sb.in >/dev/null 2>sb.err
-    rc=$?
-    [ "$rc" = 1 ] || fail "1001 bytes with --size 1000: shm_writer exited $rc, expected 1"
-    grep -q "^shm_writer: message too large" sb.err || fail "1001 bytes with --size 1000 said: $(cat sb.err)"
-    nothing_on "$kf"
+    refused_as_too_large "$kf" "1001 bytes with --size 1000" --size 1000
     timeout 10 "$W" -k "$kf" --size 8 --timeout 2 12345678 >/dev/null 2>sb.err
     rc=$?
     [ "$rc" = 1 ] || fail "the 9-byte message '12345678\\n' with --size 8: exit $rc, expected 1"
@@ -180,21 +188,13 @@ check_size_boundaries() {
     message_via_stdin sb sb.in "$kf"
     same sb.out sb.in "4096 bytes with the default size"
     head -c 4097 /dev/zero >sb.in
-    timeout 10 "$W" -k "$kf" --timeout 2 <sb.in >/dev/null 2>sb.err
-    rc=$?
-    [ "$rc" = 1 ] || fail "4097 bytes on stdin with the default size: exit $rc, expected 1"
-    grep -q "^shm_writer: message too large" sb.err || fail "4097 bytes said: $(cat sb.err)"
-    nothing_on "$kf"
+    refused_as_too_large "$kf" "4097 bytes on stdin with the default size"
     # --size above the default: stdin is limited by --size, not by 4096.
     head -c 6000 /dev/urandom >sb.in
     message_via_stdin sb sb.in "$kf" --size 6000
     same sb.out sb.in "6000 bytes from stdin with --size 6000"
     head -c 6001 /dev/urandom >sb.in
-    timeout 10 "$W" -k "$kf" --size 6000 --timeout 2 <sb.in >/dev/null 2>sb.err
-    rc=$?
-    [ "$rc" = 1 ] || fail "6001 bytes on stdin with --size 6000: exit $rc, expected 1"
-    grep -q "^shm_writer: message too large" sb.err || fail "6001 bytes with --size 6000 said: $(cat sb.err)"
-    nothing_on "$kf"
+    refused_as_too_large "$kf" "6001 bytes on stdin with --size 6000" --size 6000
 }
 
 check_timeout() {
@@ -342,7 +342,8 @@ check_slow_peer() {
 check_reader_read_only() {
     local key perms
     start_flowing ro || return 1
-    key=$(printf 'SYSV%08x' $(((KF_KEY = $(ftok_key "$KF" 65)) < 0 ? KF_KEY + 4294967296 : KF_KEY)))
+    key=$(key_hex "$(ftok_key "$KF" 65)")
+    key=SYSV${key#0x}
     perms=$(awk -v k="/$key" '$6 == k { print $2 }' "/proc/$RPID/maps" | sort -u | tr '\n' ' ')
     [ "$perms" = "r--s " ] || fail "the reader maps the segment with '$perms', expected read-only 'r--s'"
     perms=$(awk -v k="/$key" '$6 == k { print $2 }' "/proc/$WPID/maps" | sort -u | tr '\n' ' ')
@@ -458,7 +459,7 @@ check_ipcrm_under_writer() {
     local kf key hex w shm sem line
     kf=$(key_for rmw)
     key=$(ftok_key "$kf" 65)
-    hex=$(printf '0x%08x' $(((key + 4294967296) % 4294967296)))
+    hex=$(key_hex "$key")
     "$W" -k "$kf" -t 20 hello >/dev/null 2>rmw.werr &
     w=$!
     track_pid "$w"

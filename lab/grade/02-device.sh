@@ -105,7 +105,7 @@ start_line() {
     line=$(grep -m 1 '^device: key' "$KF.out")
     [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\ shmid\ [0-9]+\ semid\ [0-9]+\ channels\ 3\ period\ 50\ ms\ ramp\ 2\ units/s\ pid\ ([0-9]+)$ ]] ||
         fail "device's first line: '$line'"
-    [ "$((16#${BASH_REMATCH[1]}))" = "$(((KEY + 4294967296) % 4294967296))" ] || fail "the key printed is not ftok(-k, 68): $line"
+    [ "0x${BASH_REMATCH[1]}" = "$(key_hex "$KEY")" ] || fail "the key printed is not ftok(-k, 68): $line"
     [ "${BASH_REMATCH[2]}" = "$DEV_PID" ] || fail "the pid printed is not the device's ($DEV_PID): $line"
     [ -n "$(objects_with_key "$KEY")" ] || fail "no object on the key the device printed"
     stop_device
@@ -118,7 +118,7 @@ start_line() {
     track_pid "$DEV_PID"
     wait_for 10 grep -q '^device: key 0x' "$KF.out7" || fail "device -i 7 did not start: $(cat "$KF.out7")"
     line=$(grep -m 1 '^device: key' "$KF.out7")
-    [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\  ]] && [ "$((16#${BASH_REMATCH[1]}))" = "$(((key7 + 4294967296) % 4294967296))" ] ||
+    [[ "$line" =~ ^device:\ key\ 0x([0-9a-f]{8})\  ]] && [ "0x${BASH_REMATCH[1]}" = "$(key_hex "$key7")" ] ||
         fail "device -i 7 printed '$line', not the key ftok(-k, 7)"
     [ -n "$(objects_with_key "$key7")" ] || fail "device -i 7 made no object with the key ftok(-k, 7)"
     [ -z "$(objects_with_key "$KEY")" ] || fail "device -i 7 made objects with the key of -i 68"

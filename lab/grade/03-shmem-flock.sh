@@ -340,7 +340,7 @@ check_delete() {
     [ -n "$(objects_with_key "$key")" ] || fail "no segment with the key file's key after write"
     out=$(T delete "$k") || fail "delete failed"
     [[ $out =~ ^deleted\ key=0x([0-9a-f]{8})\ shmid=[0-9]+$ ]] || fail "delete printed '$out'"
-    [ "$((16#${BASH_REMATCH[1]}))" = "$(((key + 4294967296) % 4294967296))" ] || fail "delete named another key: $out"
+    [ "0x${BASH_REMATCH[1]}" = "$(key_hex "$key")" ] || fail "delete named another key: $out"
     [ -z "$(objects_with_key "$key")" ] || fail "the segment is still there after delete"
     if out=$(T read "$k" 2>&1 >"$IPCLAB_WORK/err.stdout"); then fail "read after delete succeeded"; fi
     quiet_stdout "read after delete"
