@@ -167,7 +167,15 @@ impl Secret {
     }
 
     fn mac(&self, label: &[u8], first: &[u8], second: &[u8], ends: Ends) -> [u8; AUTH_NONCE_LEN] {
-        hmac_sha256(&self.0, &[label, first, second, &ends.bytes()])
+        hmac_sha256(
+            &self.0,
+            &[
+                label,
+                first,
+                second,
+                &Auth::names(ends.dialer, ends.acceptor),
+            ],
+        )
     }
 }
 
@@ -177,18 +185,6 @@ impl Secret {
 pub struct Ends {
     pub dialer: SocketAddrV4,
     pub acceptor: SocketAddrV4,
-}
-
-impl Ends {
-    /// The names as the MACs cover them: each address as its 4 IPv4 bytes and 2 port bytes.
-    fn bytes(self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        for (at, a) in [(0, self.dialer), (6, self.acceptor)] {
-            b[at..at + 4].copy_from_slice(&a.ip().octets());
-            b[at + 4..at + 6].copy_from_slice(&a.port().to_be_bytes());
-        }
-        b
-    }
 }
 
 /// Our effective uid, without a system call of our own: `/proc/self` belongs to it.

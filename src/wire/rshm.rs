@@ -99,7 +99,8 @@
 //!
 //! `ends` is who talks to whom: the dialer's name (its listen address) and the name of the
 //! node it dialled (its `--peer`). Every message carries them, and the acceptor first checks
-//! that the node dialled is itself.
+//! that the node dialled is itself. In the MACs, `ends` is the same 12 bytes as at offset 72
+//! ([`Auth::names`]); the labels are `ipclab rshm acceptor` and `ipclab rshm dialer`.
 //!
 //! | offset | size | field    | encoding                                                  |
 //! |--------|------|----------|-----------------------------------------------------------|

@@ -40,9 +40,17 @@ impl Auth {
             .u8(self.kind as u8)
             .u8(0)
             .bytes(&self.nonce)
-            .bytes(&self.mac);
-        put_addr(&mut w, self.dialer);
-        put_addr(&mut w, self.acceptor);
+            .bytes(&self.mac)
+            .bytes(&Auth::names(self.dialer, self.acceptor));
+        w.finish()
+    }
+
+    /// The names as both MACs cover them: the message's last 12 bytes, `dialer` then
+    /// `acceptor` (see "Authentication" in [`crate::wire::rshm`]).
+    pub fn names(dialer: SocketAddrV4, acceptor: SocketAddrV4) -> Vec<u8> {
+        let mut w = Writer::with_capacity(12);
+        put_addr(&mut w, dialer);
+        put_addr(&mut w, acceptor);
         w.finish()
     }
 
