@@ -506,20 +506,23 @@ fn attach_counts_are_exact_after_an_attached_program_is_killed() {
 /// on its way, as a relay that hides where it was dialled would do.
 fn pump(mut from: TcpStream, mut to: TcpStream, rename: Option<SocketAddrV4>) -> Vec<u8> {
     from.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let (mut seen, mut buf) = (Vec::new(), [0u8; 65536]);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    // How much of `seen` has gone on to `to`.
     let mut forwarded = 0;
-    while let Ok(n @ 1..) = from.read(&mut buf) {
-        seen.extend_from_slice(&buf[..n]);
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break, // closed, or quiet for a second
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
         let mut out = seen[forwarded..].to_vec();
-        if let Some(name) = rename {
-            if forwarded == 0 && seen.len() < AUTH_LEN {
-                continue; // the whole first message, then rename it
+        if let (Some(name), 0) = (rename, forwarded) {
+            if seen.len() < AUTH_LEN {
+                continue; // wait for the whole first message, then rename it
             }
-            if forwarded == 0 {
-                let mut m = Auth::decode(&seen[..AUTH_LEN]).unwrap();
-                m.acceptor = name;
-                out.splice(..AUTH_LEN, m.encode());
-            }
+            let mut m = Auth::decode(&seen[..AUTH_LEN]).unwrap();
+            m.acceptor = name;
+            out.splice(..AUTH_LEN, m.encode());
         }
         forwarded = seen.len();
         if to.write_all(&out).is_err() {
