@@ -194,13 +194,29 @@ fn a_restarted_node_streams_a_large_segment_back_exactly() {
     c.start(1);
     c.connected(1);
     let b = Node::open(c.ports[1]).unwrap();
-    let got = read_all(&b, b.rshmget(0x1702, 0).unwrap(), BIG);
+    let bid = b.rshmget(0x1702, 0).unwrap();
+    let got = read_all(&b, bid, BIG);
     assert!(
         got == want,
         "first difference at {:?}",
         first_difference(&got, &want)
     );
     assert_eq!(c.rows(1)[0][6], "2", "version");
+    // B held only the replica until that rshmat, which made B's twin from it: so a word
+    // changed there now is found as one word (a twin that missed the STATE would make it the
+    // whole 64 MiB), and A gets exactly that.
+    let batt = b.rshmat(bid).unwrap();
+    batt.write_at(BIG / 2 + 8, &[0xab; 8]).unwrap();
+    let (_, wire) = b.rshm_changed_wire(bid).unwrap();
+    b.rshmdt(batt).unwrap();
+    assert!(wire <= 64, "{wire} bytes on the wire for one word");
+    want[BIG / 2 + 8..BIG / 2 + 16].fill(0xab);
+    let got = read_all(&a, id, BIG);
+    assert!(
+        got == want,
+        "A: first difference at {:?}",
+        first_difference(&got, &want)
+    );
     // The STATE went as many frames (at least one per MiB written), none above a frame's
     // run bytes.
     let log = c.log(0);
@@ -417,4 +433,47 @@ fn a_change_made_while_a_rejoining_peer_is_half_connected_reaches_it() {
         }
         other => panic!("expected the catch-up UPDATE after HELLO, got {other}"),
     }
+}
+
+/// Nodes on different machines may have different `shmmax`. A segment that one of them cannot
+/// hold is refused at `rshmget`, with that node and its limit named, and not made anywhere
+/// (it would fail on that node at every later call); one that fits every node is made at once.
+#[test]
+fn a_segment_one_node_cannot_hold_is_refused_with_its_limit_and_not_made() {
+    let _one = one_at_a_time();
+    let mut c = Cluster::new("rshm-large-shmmax", 2);
+    c.start(0);
+    // B's kernel allows 1 MiB segments; A's the machine's default, far more.
+    if let Err(why) = c.start_with_shmmax(1, 1 << 20) {
+        println!("skipped: no IPC namespace of its own for node B here: {why}");
+        return;
+    }
+    c.connected(0);
+    let a = Node::open(c.ports[0]).unwrap();
+    let e = a.rshmget(0x1703, 2 << 20).unwrap_err();
+    let text = e.to_string();
+    assert_eq!(ipclab::sys::errno(&e), Some(libc::EINVAL), "{text}");
+    for part in [
+        format!("peer 127.0.0.1:{} refused", c.ports[1]),
+        "larger than this node's kernel shmmax, 1048576 bytes".into(),
+        "the segment was not made".into(),
+    ] {
+        assert!(text.contains(&part), "{part:?} in {text:?}");
+    }
+    assert!(c.rows(0).is_empty(), "A keeps no row: {:?}", c.rows(0));
+    assert!(
+        c.log(1).contains("cannot hold rshmid"),
+        "B says why: {}",
+        c.log(1)
+    );
+    // Nothing is stuck: the same key, at a size both can hold, is made, and B takes its
+    // change (rshmChanged waits for B's ACK).
+    let id = a.rshmget(0x1703, 1 << 20).unwrap();
+    let att = a.rshmat(id).unwrap();
+    att.write_at(0, &pattern(3, 1 << 20)).unwrap();
+    a.rshm_changed(id).unwrap();
+    a.rshmdt(att).unwrap();
+    a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+    c.stop(1);
+    c.stop(0);
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! For each segment the server keeps a *twin*: a private copy of the contents as they were last
-//! sent to, or received from, the other nodes. On rshmChanged it compares the replica with the
+//! sent to, or received from, the other nodes (made when a program first attaches on this node,
+//! [`Twin::copy_of`]: before that, nothing here can differ from what was published). On rshmChanged it compares the replica with the
 //! twin, 8-byte word by 8-byte word, and sends only the *runs* of words that differ, each as
 //! (offset, length, bytes). A 1-byte change in a 1 MiB segment costs one word, a 63-byte frame,
 //! instead of a megabyte.
@@ -52,6 +53,8 @@
 //!
 //! The comparison goes through a buffer of at most [`CHUNK`] bytes, never a copy of the segment.
 
+use crate::params::RSHM_POPULATE_MIN;
+use crate::sys::advise::populate_write;
 use std::io;
 use std::ops::{Deref, Index, IndexMut, Range};
 
@@ -211,16 +214,7 @@ pub fn diff_range(
             Some(r) => r[p - first] || twin.may_be_nonzero(p),
             None => true,
         };
-        // The pages to read, as stretches of consecutive pages.
-        let mut p = first;
-        while p < first + pages {
-            if !read(p) {
-                p += 1;
-                continue;
-            }
-            let q = (p..first + pages)
-                .find(|&q| !read(q))
-                .unwrap_or(first + pages);
+        for (p, q) in stretches(first..first + pages, read) {
             let (a, b) = ((p * BLOCK).max(at), (q * BLOCK).min(stop));
             let live = &mut buf[..b - a];
             replica.read(a, live)?;
@@ -228,11 +222,51 @@ pub fn diff_range(
             if runs.0.len() > max_runs {
                 return Ok(None);
             }
-            p = q;
         }
         at = stop;
     }
     Ok(Some(runs.0))
+}
+
+/// The pages of `pages` that `keep` picks, as stretches `[p, q)` of consecutive pages.
+fn stretches(
+    pages: Range<usize>,
+    keep: impl Fn(usize) -> bool,
+) -> impl Iterator<Item = (usize, usize)> {
+    let end = pages.end;
+    let mut p = pages.start;
+    std::iter::from_fn(move || {
+        p = (p..end).find(|&p| keep(p))?;
+        let q = (p..end).find(|&q| !keep(q)).unwrap_or(end);
+        let stretch = (p, q);
+        p = q;
+        Some(stretch)
+    })
+}
+
+impl Twin {
+    /// A twin that holds what `live` (a replica of `size` bytes) holds now: made when the first
+    /// program attaches on this node (see `table::Segment`). Only the pages that have memory
+    /// are copied, one chunk at a time; the others read as zeros, as the zeroed twin does, and
+    /// keep its "certainly zero" bits. (Without the `mincore` answer, every page is copied.)
+    pub fn copy_of(live: &impl Live, size: usize) -> io::Result<Twin> {
+        let mut twin = Twin::zeroed(size);
+        let pages = size.div_ceil(BLOCK);
+        for first in (0..pages).step_by(CHUNK / BLOCK) {
+            let n = (CHUNK / BLOCK).min(pages - first);
+            let resident = live.resident(first, n);
+            let has = |p: usize| resident.as_ref().is_none_or(|r| r[p - first]);
+            for (p, q) in stretches(first..first + n, has) {
+                let (a, b) = (p * BLOCK, (q * BLOCK).min(size));
+                let bytes = &mut twin[a..b];
+                if bytes.len() >= RSHM_POPULATE_MIN {
+                    populate_write(bytes.as_ptr() as usize, bytes.len());
+                }
+                live.read(a, bytes)?;
+            }
+        }
+        Ok(twin)
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! cluster-wide count is the sum. A number can be repeated or merged twice without harm.
 //!
 //! Contents: each row also holds the *twin* (the contents last sent or received, see
-//! [`super::diff`]), the *stamp* `(version, origin)` of the newest update applied, and a stamp
+//! [`super::diff`]; made at the first `rshmat` on this node, [`Segment::twin`]), the *stamp* `(version, origin)` of the newest update applied, and a stamp
 //! per 8-byte word: the update that last wrote that word (kept per page where the page's words
 //! share one, see [`stamps`]). [`Segment::apply_update`] writes a
 //! word only if the update's stamp is higher than the word's, which is the whole consistency
@@ -37,8 +37,9 @@ use crate::params::{
 };
 use crate::sys::advise::populate_write;
 use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
-use crate::sys::{Owner, IPC_PRIVATE};
+use crate::sys::{kernel_limit, Owner, IPC_PRIVATE};
 use crate::wire::rshm::{Entry, LsEntry, Run};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -97,8 +98,14 @@ pub struct Segment {
     /// Each node's attach count, as that node last announced it.
     pub counts: BTreeMap<SocketAddrV4, u32>,
     pub replica: Replica,
-    /// The contents last sent or received: what a diff compares against.
-    pub twin: Twin,
+    /// The contents last sent or received: what a diff compares against. `None` until the
+    /// first `rshmat` on this node ([`Segment::ensure_twin`]): until then only the server has
+    /// written the replica (a program gets its shmid from `rshmat` alone), so the replica
+    /// itself holds what was published, and nothing here can differ from it. A node that only
+    /// holds a copy (a late joiner, a node whose programs use other segments) keeps one
+    /// copy of the contents, not two. Once made, the twin stays for the row's life: a
+    /// program that detached may have left unpublished bytes behind.
+    twin: Option<Twin>,
     /// Per word: the version, and the index in `origins`, of the update that last wrote it.
     stamps: Stamps,
     /// The nodes that appear in word stamps (index 0: none). At most one per node.
@@ -119,21 +126,30 @@ pub struct Segment {
     pub local: BTreeMap<i32, u32>,
 }
 
-/// A fresh replica, its twin and its word stamps, all zero.
-type Fresh = (Replica, Twin, Stamps);
+/// A fresh replica and its word stamps, all zero (no twin yet: see [`Segment::twin`]).
+type Fresh = (Replica, Stamps);
 
 fn fresh(size: usize) -> io::Result<Fresh> {
+    fits_shmmax(size as u64)?;
     let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
     let att = shm.attach(Access::ReadWrite)?;
     // Marked at once: from now on our attachment alone keeps it (see `Replica`).
     let shmid = shm.get();
     shm.remove()?;
     let words = size.div_ceil(WORD);
-    Ok((
-        Replica { att, shmid },
-        Twin::zeroed(size),
-        Stamps::zeroed(words),
-    ))
+    Ok((Replica { att, shmid }, Stamps::zeroed(words)))
+}
+
+/// EINVAL, with the limit named, for a replica larger than this kernel's largest segment
+/// (`shmmax`, which may differ from node to node); `shmget` alone would say only EINVAL.
+pub fn fits_shmmax(size: u64) -> io::Result<()> {
+    match kernel_limit("shmmax") {
+        Ok(shmmax) if size > shmmax => Err(err(
+            libc::EINVAL,
+            format!("{size} bytes is larger than this node's kernel shmmax, {shmmax} bytes (/proc/sys/kernel/shmmax)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Segment {
@@ -289,17 +305,35 @@ impl Segment {
         Ok(written)
     }
 
-    /// `bytes` at `a` into the replica and the twin. A large write (a late joiner's STATE goes
-    /// into fresh memory, where the kernel's page faults cost more than the copy) first asks
-    /// for its pages in one call each ([`populate_write`]).
+    /// `bytes` at `a` into the replica and the twin, if there is one. A large write (a late
+    /// joiner's STATE goes into fresh memory, where the kernel's page faults cost more than the
+    /// copy) first asks for its pages in one call each ([`populate_write`]).
     fn write_both(&mut self, a: usize, bytes: &[u8]) -> io::Result<()> {
-        let twin = &mut self.twin[a..a + bytes.len()];
-        if bytes.len() >= RSHM_POPULATE_MIN {
-            populate_write(self.replica.att.addr() + a, bytes.len());
-            populate_write(twin.as_ptr() as usize, twin.len());
+        let big = bytes.len() >= RSHM_POPULATE_MIN;
+        if let Some(twin) = &mut self.twin {
+            let twin = &mut twin[a..a + bytes.len()];
+            if big {
+                populate_write(twin.as_ptr() as usize, twin.len());
+            }
+            twin.copy_from_slice(bytes);
         }
-        twin.copy_from_slice(bytes);
+        if big {
+            populate_write(self.replica.att.addr() + a, bytes.len());
+        }
         self.replica.att.write_at(a, bytes)
+    }
+
+    /// Bytes `[a, b)` as last published: the twin's, or while there is none, the replica's
+    /// (which then only the server has written: see [`Segment::twin`]).
+    pub fn published(&self, a: usize, b: usize) -> io::Result<Cow<'_, [u8]>> {
+        match &self.twin {
+            Some(twin) => Ok(Cow::Borrowed(&twin[a..b])),
+            None => {
+                let mut bytes = vec![0; b - a];
+                self.replica.att.read_at(a, &mut bytes)?;
+                Ok(Cow::Owned(bytes))
+            }
+        }
     }
 
     /// The lab's wrong way (`RSHM_UNORDERED=1`): every run written whole, whatever its stamp;
@@ -319,7 +353,9 @@ impl Segment {
         for run in runs {
             let (a, b) = (run.offset as usize, run.offset as usize + run.data.len());
             self.replica.att.write_at(a, &run.data)?;
-            self.twin[a..b].copy_from_slice(&run.data);
+            if let Some(twin) = &mut self.twin {
+                twin[a..b].copy_from_slice(&run.data);
+            }
             self.stamp_words(a, b, stamp.version, org);
             written += b - a;
         }
@@ -508,10 +544,10 @@ impl Table {
         }
         if row.size as u64 != e.size {
             let size = e.size as usize;
-            let (replica, twin, stamps) = fresh(size)?;
+            let (replica, stamps) = fresh(size)?;
             row.size = size;
             row.replica = replica;
-            row.twin = twin;
+            row.twin = None;
             row.stamps = stamps;
             row.stamp = Stamp::ZERO;
         }
@@ -578,7 +614,7 @@ impl Table {
             ));
         }
         let size = e.size as usize;
-        let (replica, twin, stamps) = fresh(size)?;
+        let (replica, stamps) = fresh(size)?;
         let shmid = replica.shmid;
         let mut counts: BTreeMap<SocketAddrV4, u32> =
             e.counts.iter().take(RSHM_MAX_PEERS + 1).copied().collect();
@@ -603,7 +639,7 @@ impl Table {
                 stamp: Stamp::ZERO,
                 counts,
                 replica,
-                twin,
+                twin: None,
                 stamps,
                 origins: vec![Stamp::ZERO.origin],
                 sent: 0,

@@ -104,6 +104,19 @@ pub fn errno(e: &io::Error) -> Option<i32> {
         .and_then(|s| s.os.raw_os_error())
 }
 
+/// The text of an error from this layer without the errno text its `Display` ends with (a
+/// [`SysError`]'s `call`): for a message whose errno travels apart, as in an RSHM reply, and
+/// is printed once by whoever reports it. Any other error: its whole text.
+pub fn message(e: &io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<SysError>())
+    {
+        Some(s) => s.call.clone(),
+        None => e.to_string(),
+    }
+}
+
 /// True when the error means "the object was removed while we were using it" (`EIDRM`).
 pub fn is_removed(e: &io::Error) -> bool {
     errno(e) == Some(libc::EIDRM)

@@ -8,7 +8,7 @@
 use crate::common::{self, cmd, run_with_limit, wait_until, Scratch};
 use ipclab::rshm::{node_keys, queue_key, Node};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -78,8 +78,8 @@ impl Cluster {
         self.start_with(i, &[]);
     }
 
-    pub fn start_with(&mut self, i: usize, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.log_path(i)).unwrap();
+    /// Node `i`'s command: its port, the secret, every other node as a peer.
+    fn command(&self, i: usize) -> Command {
         let mut c = cmd("rshm_server");
         c.arg("--listen").arg(self.ports[i].to_string());
         c.arg("--secret").arg(&self.secret);
@@ -91,6 +91,12 @@ impl Cluster {
         for p in &self.extra_peers {
             c.arg("--peer").arg(format!("127.0.0.1:{p}"));
         }
+        c
+    }
+
+    pub fn start_with(&mut self, i: usize, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
+        let mut c = self.command(i);
         c.envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
@@ -104,6 +110,40 @@ impl Cluster {
             "node {i} did not start: {}",
             self.log(i)
         );
+    }
+
+    /// Starts node `i` in an IPC namespace of its own whose `kernel.shmmax` is `shmmax`: a
+    /// machine whose largest segment is smaller. (`unshare --ipc`; without root, in a user
+    /// namespace of its own too, which most kernels allow.) Its queue is in there with it, so
+    /// only its log and its peers see it, and its objects go with the namespace. `Err` with
+    /// the reason if this machine cannot make one.
+    pub fn start_with_shmmax(&mut self, i: usize, shmmax: u64) -> Result<(), String> {
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
+        let server = self.command(i);
+        let mut c = Command::new("unshare");
+        if ipclab::rshm::auth::euid().unwrap() != 0 {
+            c.args(["--user", "--map-root-user"]);
+        }
+        c.args(["--ipc", "--", "sh", "-c"])
+            .arg(r#"echo "$0" > /proc/sys/kernel/shmmax && exec "$@""#)
+            .arg(shmmax.to_string())
+            .arg(server.get_program())
+            .args(server.get_args())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let pid = self.s.spawn(&mut c);
+        self.pids[i] = Some(pid);
+        let started = wait_until(LIMIT, || {
+            self.log(i).contains(" serving queue key ")
+                || ipclab::sys::process::state(pid as i32).is_none_or(|s| s == 'Z')
+        });
+        if started && self.log(i).contains(" serving queue key ") {
+            return Ok(());
+        }
+        let mut child = self.s.take(self.pids[i].take().expect("spawned"));
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(self.log(i))
     }
 
     pub fn log_path(&self, i: usize) -> std::path::PathBuf {

@@ -325,8 +325,8 @@ pub(super) fn answer(
     Ok(Some(h.node))
 }
 
-/// The contents of every row of the HELLO_REPLY (the twin: what was last published, with the
-/// stamp of each word), one chunk at a time: take the lock, copy one chunk
+/// The contents of every row of the HELLO_REPLY (what was last published, with the stamp of
+/// each word), one chunk at a time: take the lock, copy one chunk
 /// ([`crate::rshm::table::Segment::state_chunk`], at most `RSHM_MAX_FRAME_DATA` bytes),
 /// release it, write the frame, repeat. Every row of the reply gets its `last` frame, even one
 /// destroyed meanwhile (empty), because the peer counts them.
@@ -353,18 +353,24 @@ fn stream_states(
             // So the peer ends with what a snapshot taken at the end of the stream would give,
             // and no chunk can undo a newer word, since a chunk never carries a stamp newer
             // than what the peer may have from an UPDATE of the same word.
-            // Encoded under the lock, straight from the twin (one copy), and written after.
+            // Encoded under the lock, straight from the twin (one copy; two where there is no
+            // twin yet and the bytes come from the replica), and written after.
             let (frame, next, last) = match lock(shared).table.get(rshmid) {
                 Some(seg) => {
                     let (spans, next) = seg.state_spans(at);
                     let last = next >= seg.size;
+                    let bytes = spans
+                        .iter()
+                        .map(|&(_, a, b)| seg.published(a, b))
+                        .collect::<io::Result<Vec<_>>>()?;
                     let runs = spans
                         .iter()
-                        .map(|&(stamp, a, b)| StampedRunRef {
+                        .zip(&bytes)
+                        .map(|(&(stamp, a, _), data)| StampedRunRef {
                             version: stamp.version,
                             origin: stamp.origin,
                             offset: a as u64,
-                            data: &seg.twin[a..b],
+                            data,
                         })
                         .collect();
                     let state = StateRef { rshmid, last, runs };
@@ -457,7 +463,7 @@ fn catch_up(
                     more: false,
                     runs: vec![Run {
                         offset: a as u64,
-                        data: seg.twin[a..b].to_vec(),
+                        data: seg.published(a, b)?.into_owned(),
                     }],
                 };
                 crate::trace!("tcp -> {peer} {frame} (catch-up)");

@@ -11,10 +11,11 @@
 //! - Reading a frame never buffers more than `MAX_BODY` ([`read_frame`]).
 
 use super::queue::reply;
+use super::rshmctl::destroy;
 use super::rshmget::adopt;
 use super::state::{lock, Pending, Shared, State, Then};
 use crate::params::{RSHM_ACK_BYTES_PER_SEC, RSHM_ACK_TIMEOUT};
-use crate::rshm::table::Stamp;
+use crate::rshm::table::{Segment, Stamp};
 use crate::wire::rshm::{Entry, Frame, Op, Reply, Request, UpdatePart, FRAME_HEADER_LEN};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4};
@@ -164,7 +165,7 @@ pub(super) fn await_acks_sized(
     };
     if p.waiting.is_empty() {
         let mut p = p;
-        settle(st, &mut p);
+        settle(shared, st, &mut p);
         finish(shared, p);
     } else {
         st.pending.insert(seq, p);
@@ -173,8 +174,14 @@ pub(super) fn await_acks_sized(
 
 /// Before answering: a GET whose row was renamed meanwhile (it lost a race for its key)
 /// answers with the name that won, and that row's size.
-pub(super) fn settle(st: &State, p: &mut Pending) {
-    if let Then::Reply(r) = &mut p.then {
+///
+/// And a NEW that a peer refused (it cannot hold the row: a smaller shmmax there, a full
+/// table) is undone, here and on the peers that took it: a segment that one node cannot hold
+/// would fail there at every later call. (Only if the row is still ours, under this name: one
+/// that lost a race for its key belongs to the winner.) A peer that did not answer is not a
+/// refusal: it gets the row by HELLO when it is back, and says there if it cannot hold it.
+pub(super) fn settle(shared: &Shared, st: &mut State, p: &mut Pending) {
+    if let Then::Reply(r) | Then::Created(r) = &mut p.then {
         if r.rshmid != 0 {
             r.rshmid = st.table.resolve(r.rshmid);
             if matches!(p.req.op, Op::Get { .. }) {
@@ -182,6 +189,14 @@ pub(super) fn settle(st: &State, p: &mut Pending) {
                     r.size = seg.size as u64;
                 }
             }
+        }
+    }
+    if let Then::Created(r) = &p.then {
+        let ours = |s: &Segment| s.rshmid == r.rshmid && s.owner == shared.me;
+        if p.status.0 != 0 && st.table.get(r.rshmid).is_some_and(ours) {
+            let rshmid = r.rshmid;
+            log!("rshmid {rshmid} undone: {}", p.failures.join("; "));
+            destroy(shared, st, rshmid);
         }
     }
 }
@@ -195,10 +210,33 @@ pub(super) fn finish(shared: &Shared, p: Pending) {
             }
             r
         }
+        Then::Created(r) if p.status.0 == 0 => {
+            for f in &p.failures {
+                log!("{}: {f}", p.req.op);
+            }
+            r
+        }
+        Then::Created(_) => {
+            let call = match p.req.op {
+                Op::Get { key, size } => format!("rshmget(key=0x{key:08x}, size={size})"),
+                ref op => op.to_string(),
+            };
+            let why = p.failures.join("; ");
+            Reply::error(
+                &p.req,
+                p.status.0,
+                format!("{call}: {why}; the segment was not made"),
+            )
+        }
         Then::Changed(r) if p.failures.is_empty() => r,
+        // A peer's refusal has its own errno; silence is a time-out.
         Then::Changed(r) => Reply::error(
             &p.req,
-            libc::ETIMEDOUT,
+            if p.status.0 != 0 {
+                p.status.0
+            } else {
+                libc::ETIMEDOUT
+            },
             format!(
                 "rshmChanged(rshmid={}): {}",
                 r.rshmid,
@@ -253,7 +291,7 @@ pub(super) fn on_ack(
     }
     if p.waiting.is_empty() {
         let mut p = st.pending.remove(&seq).expect("present");
-        settle(&st, &mut p);
+        settle(shared, &mut st, &mut p);
         drop(st);
         finish(shared, p);
     }
@@ -284,7 +322,7 @@ pub(super) fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
         }
     }
     for p in &mut done {
-        settle(&st, p);
+        settle(shared, &mut st, p);
     }
     drop(st);
     for p in done {

@@ -39,6 +39,7 @@ use super::state::{Shared, State, Then};
 use super::wait::{changed, seen_reply};
 use crate::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_RUNS};
 use crate::rshm::table::Stamp;
+use crate::sys;
 use crate::wire::rshm::{update_parts, Entry, Reply, Request, Run};
 use std::net::SocketAddrV4;
 
@@ -74,7 +75,7 @@ pub(super) fn local(
     };
     let (stamp, runs) = match found {
         Ok(x) => x,
-        Err(e) => return fail(errno_text(&e), format!("{call}: {e}")),
+        Err(e) => return fail(errno_text(&e), format!("{call}: {}", sys::message(&e))),
     };
     // A large change travels as several bounded frames (`update_parts`: at most
     // RSHM_MAX_FRAME_DATA run bytes each, long runs cut, nothing copied), all with one seq;
@@ -276,7 +277,7 @@ pub(super) fn remote(
             // Refused whole (a run outside the segment, a version past the limit): nothing
             // was written, the peer hears why in the ACK, and we keep serving.
             log!("peer {peer}: UPDATE of rshmid {rshmid} refused: {e}");
-            ((errno_text(&e), e.to_string(), None), None)
+            ((errno_text(&e), sys::message(&e), None), None)
         }
     }
 }

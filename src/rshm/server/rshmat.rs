@@ -8,8 +8,10 @@
 //! 1. **The program** ([`crate::rshm::api::Node::rshmat`]) sends `Op::At`, then calls `shmat`
 //!    itself on the replica's shmid the reply names (an address means nothing in another
 //!    process: see [`crate::rshm`], "Why `rshmat` cannot return the server's address").
-//! 2. **The local server** ([`local`]): counts the caller's attach (per process), answers with
-//!    the replica's shmid and what the caller has now seen, and sends COUNT to every peer.
+//! 2. **The local server** ([`local`]): at the first attach on this node, makes the twin (the
+//!    copy a diff compares against, `Segment::ensure_twin`); counts the caller's attach (per
+//!    process), answers with the replica's shmid and what the caller has now seen, and sends
+//!    COUNT to every peer.
 //! 3. **The remote servers** ([`remote`]): set this node's count in their row. (COUNT carries
 //!    the new count, not +1: a repeated frame changes nothing.) `rshmdt` uses the same frame.
 //!
@@ -17,12 +19,13 @@
 //! In [`crate::wire::rshm`]: `Op::At`, the [`Reply`] (`shmid`, `size`, `changes`, `gate`),
 //! `Frame::Count { rshmid, node, count }` and its `Frame::Ack`.
 
-use super::inbound;
 use super::peers::{await_acks, broadcast};
 use super::queue;
 use super::rshmctl::destroy_if_done;
 use super::state::{Shared, State, Then};
 use super::wait::seen_reply;
+use super::{errno_text, inbound};
+use crate::sys;
 use crate::wire::rshm::{Entry, Frame, Reply, Request};
 use std::net::SocketAddrV4;
 
@@ -47,6 +50,16 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, rshmid: i32) 
         );
     }
     let rshmid = seg.rshmid;
+    // The twin, before the program can write: the first attach here makes it.
+    if let Err(e) = seg.ensure_twin() {
+        return fail(
+            errno_text(&e),
+            format!(
+                "rshmat(rshmid={rshmid}): making the twin: {}",
+                sys::message(&e)
+            ),
+        );
+    }
     let count = seg.attach(me, req.pid);
     let (shmid, size) = (seg.replica.shmid.0, seg.size as u64);
     let r = Reply {

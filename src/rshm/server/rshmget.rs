@@ -24,7 +24,7 @@ use super::queue::{self, reply};
 use super::state::{Shared, State, Then};
 use super::wait::retire_gate;
 use crate::params::RSHM_MAX_SEGMENT;
-use crate::rshm::table::Adopted;
+use crate::rshm::table::{fits_shmmax, Adopted};
 use crate::sys;
 use crate::wire::rshm::{Entry, Frame, Reply, Request};
 use std::io;
@@ -62,18 +62,21 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
             format!("rshmget(key=0x{key:08x}, size={size}): larger than {RSHM_MAX_SEGMENT} bytes (RSHM_MAX_SEGMENT)"),
         );
     }
-    // The other cap: the kernel's own largest segment (every node's replica is one).
-    if let Ok(shmmax) = sys::kernel_limit("shmmax") {
-        if size > shmmax {
-            return fail(
-                libc::EINVAL,
-                format!("rshmget(key=0x{key:08x}, size={size}): larger than the kernel's shmmax, {shmmax} bytes (/proc/sys/kernel/shmmax)"),
-            );
-        }
+    // The other cap: the kernel's own largest segment (every node's replica is one; a peer
+    // whose kernel allows less refuses the NEW, and the row is undone: `Then::Created`).
+    if let Err(e) = fits_shmmax(size) {
+        let why = sys::message(&e);
+        return fail(
+            libc::EINVAL,
+            format!("rshmget(key=0x{key:08x}, size={size}): {why}"),
+        );
     }
     let entry = match st.table.create(key, size as usize) {
         Ok(seg) => seg.entry(),
-        Err(e) => return fail(errno_text(&e), format!("rshmget(key=0x{key:08x}): {e}")),
+        Err(e) => {
+            let why = sys::message(&e);
+            return fail(errno_text(&e), format!("rshmget(key=0x{key:08x}): {why}"));
+        }
     };
     log!(
         "created rshmid {} (key 0x{key:08x}, {size} bytes)",
@@ -85,7 +88,7 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
         ..Reply::to(&req)
     };
     let (seq, peers) = broadcast(st, &Frame::New(entry));
-    await_acks(shared, st, seq, peers, req, Then::Reply(r));
+    await_acks(shared, st, seq, peers, req, Then::Created(r));
 }
 
 /// A remote server's `rshmget`: a peer's NEW, adopted. The ACK names the winning row if the
@@ -93,7 +96,10 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
 pub(super) fn remote(st: &mut State, e: &Entry) -> (i32, String, Option<Entry>) {
     match adopt(st, e) {
         Ok(winner) => (0, String::new(), winner),
-        Err(x) => (errno_text(&x), x.to_string(), None),
+        Err(x) => {
+            log!("cannot hold rshmid {} (key 0x{:08x}): {x}", e.rshmid, e.key);
+            (errno_text(&x), sys::message(&x), None)
+        }
     }
 }
 

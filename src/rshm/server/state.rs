@@ -36,6 +36,10 @@ pub(super) enum Then {
     /// Send this reply; peers that did not acknowledge are only logged (the change is made
     /// here, and they get the table again by HELLO when they reconnect).
     Reply(Reply),
+    /// rshmget's NEW: as `Reply`, but if a peer *refused* the row (it cannot hold it: a
+    /// smaller shmmax there, a full table), the row is destroyed again and the program gets
+    /// the peer's reason ([`super::peers::settle`]).
+    Created(Reply),
     /// rshmChanged: send this reply, or an error naming every peer that did not acknowledge.
     Changed(Reply),
     /// RMID forwarded to the owner: its ACK status is the answer.

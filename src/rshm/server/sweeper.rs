@@ -64,7 +64,7 @@ pub(super) fn sweep_loop(shared: &Shared) {
                     p.patience.as_millis()
                 ));
             }
-            settle(&st, &mut p);
+            settle(shared, &mut st, &mut p);
             done.push(p);
         }
         let mut timed_out = Vec::new();

@@ -2,8 +2,8 @@
 //! merges them.
 //!
 //! ```text
-//!   sender:   twin + word stamps ──state_spans(from)──▶ runs (stamp, start, end), <= 1 MiB
-//!   receiver: each run ──apply_state_run──▶ replica, twin, stamps, word by word where newer
+//!   sender:   published + word stamps ──state_spans(from)──▶ runs (stamp, start, end), <= 1 MiB
+//!   receiver: each run ──apply_state_run──▶ replica (twin), stamps, word by word where newer
 //! ```
 //!
 //! A STATE run is a stretch of words written by one update, sent with that update's stamp, so
@@ -19,32 +19,33 @@ use crate::wire::rshm::{Run, StampedRun};
 use std::io;
 
 impl Segment {
-    /// One STATE frame's worth of the contents, from byte `from` (a multiple of 8): the twin
-    /// (what was last published), cut into runs of consecutive words written by the same
+    /// One STATE frame's worth of the contents, from byte `from` (a multiple of 8): what was
+    /// last published ([`Segment::published`]), cut into runs of consecutive words written by the same
     /// update, each with that update's stamp, until `RSHM_MAX_FRAME_DATA` bytes or
     /// `RSHM_MAX_RUNS` runs. Words never written are zeros on every node, and are left out.
     /// Returns the runs and where the next chunk starts (the segment's size: done).
     ///
     /// Only this chunk is copied, never the whole segment: the caller holds the state lock
     /// for one chunk at a time (see `hello::stream_states`).
-    pub fn state_chunk(&self, from: usize) -> (Vec<StampedRun>, usize) {
+    pub fn state_chunk(&self, from: usize) -> io::Result<(Vec<StampedRun>, usize)> {
         let (spans, next) = self.state_spans(from);
-        let runs = spans
-            .into_iter()
-            .map(|(stamp, a, b)| StampedRun {
+        let mut runs = Vec::with_capacity(spans.len());
+        for (stamp, a, b) in spans {
+            runs.push(StampedRun {
                 version: stamp.version,
                 origin: stamp.origin,
                 run: Run {
                     offset: a as u64,
-                    data: self.twin[a..b].to_vec(),
+                    data: self.published(a, b)?.into_owned(),
                 },
-            })
-            .collect();
-        (runs, next)
+            });
+        }
+        Ok((runs, next))
     }
 
-    /// [`Segment::state_chunk`] without the copies: each run as `(stamp, start, end)` of the
-    /// twin, for a caller that encodes the frame straight from the twin (still under the lock).
+    /// [`Segment::state_chunk`] without the copies: each run as `(stamp, start, end)`, for a
+    /// caller that encodes the frame straight from [`Segment::published`] (still under the
+    /// lock).
     pub fn state_spans(&self, from: usize) -> (Vec<(Stamp, usize, usize)>, usize) {
         let mut out = Vec::new();
         let words = self.stamps.len();
@@ -78,7 +79,9 @@ impl Segment {
     pub fn state_runs(&self) -> Vec<StampedRun> {
         let (mut out, mut at) = (Vec::new(), 0);
         while at < self.size {
-            let (runs, next) = self.state_chunk(at);
+            let (runs, next) = self
+                .state_chunk(at)
+                .expect("a replica reads inside its size");
             out.extend(runs);
             at = next;
         }

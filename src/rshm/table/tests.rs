@@ -14,6 +14,20 @@ fn bytes(seg: &Segment) -> Vec<u8> {
     b
 }
 
+/// What a program's `rshmat` does to the row before the program writes: the twin is made.
+fn attach(seg: &mut Segment) -> &mut Segment {
+    seg.ensure_twin().unwrap();
+    seg
+}
+
+fn twin(seg: &Segment) -> Vec<u8> {
+    seg.twin.as_ref().expect("a program attached").to_vec()
+}
+
+fn published(seg: &Segment) -> Vec<u8> {
+    seg.published(0, seg.size).unwrap().into_owned()
+}
+
 #[test]
 fn versions_from_peers_are_checked_and_never_overflow() {
     let (a, b) = (node(1), node(2));
@@ -75,10 +89,10 @@ fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
     let e = ta.get(id).unwrap().entry();
     let mut tb = Table::new(b).unwrap();
     tb.adopt(&e).unwrap();
-    let sa = ta.get_mut(id).unwrap();
+    let sa = attach(ta.get_mut(id).unwrap());
     sa.replica.att.write_at(0, &[0xaa; 16]).unwrap();
     let (stamp_a, runs_a) = sa.local_change(a).unwrap();
-    let sb = tb.get_mut(id).unwrap();
+    let sb = attach(tb.get_mut(id).unwrap());
     sb.replica.att.write_at(8, &[0xbb; 16]).unwrap();
     let (stamp_b, runs_b) = sb.local_change(b).unwrap();
     assert_eq!(stamp_a.version, stamp_b.version);
@@ -109,11 +123,16 @@ fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
     for (t, name) in [(&ta, "A"), (&tb, "B"), (&tc, "C")] {
         let seg = t.get(id).unwrap();
         assert_eq!(bytes(seg), want, "node {name}");
-        assert_eq!(seg.twin, want, "node {name}'s twin");
+        assert_eq!(published(seg), want, "node {name}'s published bytes");
         assert_eq!(seg.stamp, stamp_b);
     }
-    // The next change anywhere is numbered above both, and sends only what changed.
-    let sc = tc.get_mut(id).unwrap();
+    assert!(
+        tc.get(id).unwrap().twin.is_none(),
+        "no program attached on C"
+    );
+    // The next change anywhere is numbered above both, and sends only what changed (C's
+    // twin, made at the attach, is a copy of the replica).
+    let sc = attach(tc.get_mut(id).unwrap());
     sc.replica.att.write_at(31, &[1]).unwrap();
     let (s3, r3) = sc.local_change(c).unwrap();
     assert_eq!(s3.version, 2);
@@ -138,7 +157,7 @@ fn concurrent_updates_converge_in_any_order_and_repeats_change_nothing() {
 fn too_many_runs_become_one_run_of_the_whole_segment() {
     let mut t = Table::new(node(1)).unwrap();
     let id = t.create(0x98, 1 << 20).unwrap().rshmid;
-    let seg = t.get_mut(id).unwrap();
+    let seg = attach(t.get_mut(id).unwrap());
     // One changed word in every three: far more runs than RSHM_MAX_RUNS.
     for w in (0..(1 << 20) / 8).step_by(3) {
         seg.replica.att.write_at(w * 8, &[1]).unwrap();
@@ -236,7 +255,7 @@ fn a_ranged_change_compares_and_publishes_its_range_only() {
     let me = node(1);
     let mut t = Table::new(me).unwrap();
     let id = t.create(0x99, 100).unwrap().rshmid;
-    let seg = t.get_mut(id).unwrap();
+    let seg = attach(t.get_mut(id).unwrap());
     seg.replica.att.write_at(3, &[1]).unwrap();
     seg.replica.att.write_at(50, &[2]).unwrap();
     seg.replica.att.write_at(99, &[3]).unwrap();
@@ -245,8 +264,8 @@ fn a_ranged_change_compares_and_publishes_its_range_only() {
     assert_eq!(stamp.version, 1);
     assert_eq!(runs.len(), 1);
     assert_eq!((runs[0].offset, runs[0].data.len()), (48, 8));
-    assert_eq!(seg.twin[48..56], [0, 0, 2, 0, 0, 0, 0, 0]);
-    assert_eq!(seg.twin[0..8], [0; 8], "byte 3 is not published");
+    assert_eq!(twin(seg)[48..56], [0, 0, 2, 0, 0, 0, 0, 0]);
+    assert_eq!(twin(seg)[0..8], [0; 8], "byte 3 is not published");
     // The last byte: a word cut short by the segment's end.
     let (_, runs) = seg.local_change_range(me, 99, 1).unwrap();
     assert_eq!(
@@ -273,7 +292,7 @@ fn a_ranged_change_compares_and_publishes_its_range_only() {
     // The whole segment, as a range: finds byte 3, left unpublished until now.
     let (_, runs) = seg.local_change_range(me, 0, 100).unwrap();
     assert_eq!((runs.len(), runs[0].offset), (1, 0));
-    assert_eq!(bytes(seg), seg.twin.to_vec());
+    assert_eq!(bytes(seg), twin(seg));
 }
 
 #[test]
@@ -283,7 +302,7 @@ fn a_large_state_travels_in_bounded_chunks_that_rebuild_it_exactly() {
     let mut ta = Table::new(a).unwrap();
     let id = ta.create(0x97, size).unwrap().rshmid;
     let e = ta.get(id).unwrap().entry();
-    let sa = ta.get_mut(id).unwrap();
+    let sa = attach(ta.get_mut(id).unwrap());
     let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
     sa.replica.att.write_at(0, &pattern).unwrap();
     sa.local_change(a).unwrap();
@@ -303,7 +322,7 @@ fn a_large_state_travels_in_bounded_chunks_that_rebuild_it_exactly() {
     tb.adopt(&e).unwrap();
     let (mut at, mut chunks, mut all) = (0, 0, Vec::new());
     while at < size {
-        let (runs, next) = ta.get(id).unwrap().state_chunk(at);
+        let (runs, next) = ta.get(id).unwrap().state_chunk(at).unwrap();
         assert!(next > at && next <= size);
         let bytes: usize = runs.iter().map(|r| r.run.data.len()).sum();
         assert!(bytes <= RSHM_MAX_FRAME_DATA && runs.len() <= RSHM_MAX_RUNS);
@@ -359,6 +378,10 @@ fn stamps_per_page_decide_as_stamps_per_word() {
     let mut model = vec![0u8; size];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for i in 0..600u64 {
+        if i == 300 {
+            // A program attaches half-way: the updates after it go to the twin too.
+            attach(seg);
+        }
         let r = rng.next();
         // Whole pages, page-crossing runs, and single words; unaligned starts and ends.
         let len = match r % 4 {
@@ -392,7 +415,7 @@ fn stamps_per_page_decide_as_stamps_per_word() {
         }
     }
     assert_eq!(bytes(seg), model, "replica");
-    assert!(seg.twin == model, "twin");
+    assert!(twin(seg) == model, "twin");
     // And the STATE says the same: each run's words have the run's stamp, the rest are zero.
     let mut seen = vec![Stamp::ZERO; words];
     for r in seg.state_runs() {
@@ -404,4 +427,40 @@ fn stamps_per_page_decide_as_stamps_per_word() {
         });
     }
     assert_eq!(seen, model_stamp, "STATE stamps");
+}
+
+#[test]
+fn the_twin_is_made_at_the_first_attach_as_a_copy_of_the_pages_with_memory() {
+    let (a, b) = (node(1), node(2));
+    let mut t = Table::new(a).unwrap();
+    let id = t.create(0x96, 64 * 4096).unwrap().rshmid;
+    let seg = t.get_mut(id).unwrap();
+    // A peer's update lands in the replica alone: no program here, no twin.
+    let update = Run {
+        offset: 3 * 4096,
+        data: vec![7; 4096],
+    };
+    let stamp = Stamp {
+        version: 1,
+        origin: b,
+    };
+    seg.apply_update(stamp, &[update]).unwrap();
+    assert!(seg.twin.is_none());
+    // rshmChanged from a program that never attached here finds nothing, and still counts.
+    let (s, runs) = seg.local_change(a).unwrap();
+    assert!(runs.is_empty());
+    assert_eq!(s.version, 2);
+    attach(seg);
+    assert_eq!(twin(seg), bytes(seg));
+    let skips = crate::sys::shm::swap_total().is_ok_and(|s| s == 0);
+    if skips {
+        // Only the page with memory was copied: the others are still certainly zeros.
+        let t = seg.twin.as_ref().unwrap();
+        let copied: Vec<usize> = (0..64).filter(|&p| t.may_be_nonzero(p)).collect();
+        assert_eq!(copied, [3]);
+    }
+    // A program's write is found against it, and only that.
+    seg.replica.att.write_at(5, &[1]).unwrap();
+    let (_, runs) = seg.local_change(a).unwrap();
+    assert_eq!((runs.len(), runs[0].offset, runs[0].data.len()), (1, 0, 8));
 }
