@@ -225,7 +225,6 @@ impl Drop for PingPong {
 }
 
 fn main() {
-
     let (pa, pb) = (free_port(), free_port());
     let secret = secret_file();
     let _servers = Servers(

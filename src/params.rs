@@ -340,6 +340,11 @@ pub const RSHM_BACKOFF_MAX: Duration = Duration::from_millis(800);
 /// How long a new connection may take to say HELLO before it is dropped.
 pub const RSHM_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most bytes that may wait to be sent to one peer (`rshm::server::outbox`): one change
+/// of the largest segment, and 64 MiB of other frames behind it. A peer that falls further
+/// behind is dropped, and brought up to date by HELLO when it is back.
+pub const RSHM_OUTBOX: usize = RSHM_MAX_SEGMENT + (64 << 20);
+
 /// How long a write to a peer may block (its buffers full) before the peer is dropped.
 pub const RSHM_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -34,6 +34,8 @@
 //!   caller is a configured peer and knows the cluster secret, answers its HELLO, then
 //!   applies each frame it sends (`inbound::apply` only routes each to its call's `remote`)
 //!   and answers with an ACK. This connection carries the *peer's* requests.
+//! - `outbox`, one per connection we dialled: writes, in order, what the peer's socket did not
+//!   take at once, so that no thread holding the state lock ever waits for a peer.
 //! - `sweeper`: time limits, a queue nobody can jam, and the counts of dead programs.
 //! - **main**: waits for SIGINT/SIGTERM, then shuts down (see [`Server::shutdown`]).
 //!
@@ -66,16 +68,17 @@ use super::auth::Secret;
 use super::gate::Gates;
 use super::queue_key;
 use super::table::Table;
-use crate::params::{RSHM_MAX_PEERS, RSHM_UNORDERED_ENV};
+use crate::params::{RSHM_MAX_PEERS, RSHM_UNORDERED_ENV, RSHM_WRITE_TIMEOUT};
 use crate::sys::msg::MsgId;
 use crate::sys::signal::TermSignals;
 use crate::sys::{self, Owner};
 use crate::wire::rshm::{Frame, Reply};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddrV4, TcpListener};
+use std::io;
+use std::net::{SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What `rshm_server` was asked to be.
 #[derive(Clone, Debug)]
@@ -109,6 +112,7 @@ mod wait;
 // The threads, and what they share.
 mod dialer;
 mod inbound;
+mod outbox;
 mod peers;
 mod queue;
 mod state;
@@ -240,14 +244,16 @@ impl Server {
             return; // done already
         }
         self.shared.stop.store(true, Ordering::SeqCst);
+        let mut leaving = Vec::new();
         {
             let mut st = lock(&self.shared);
             let bye = Frame::Bye.encode(0);
             for p in &mut st.peers {
-                if let Some(mut s) = p.out.take() {
+                if let Some(out) = p.out.take() {
                     crate::trace!("tcp -> {} BYE", p.addr);
-                    let _ = s.write_all(&bye);
-                    let _ = s.shutdown(Shutdown::Both);
+                    if out.send(&bye).is_ok() {
+                        leaving.push(out);
+                    }
                 }
             }
             let pending: Vec<Pending> = st.pending.drain().map(|(_, p)| p).collect();
@@ -271,6 +277,11 @@ impl Server {
             if let Err(e) = st.gates.remove() {
                 log!("removing the change gates: {e}");
             }
+        }
+        // The BYEs, and whatever waits before them, get one write time-out in all.
+        let until = Instant::now() + RSHM_WRITE_TIMEOUT;
+        for out in leaving {
+            out.close(until.saturating_duration_since(Instant::now()));
         }
         // Removing the queue wakes the queue thread and every program waiting on it.
         drop(self.queue.take());

@@ -27,6 +27,7 @@
 //! - [`msg`]: msgget, msgsnd/msgrcv of typed messages, a receive with a deadline, msgctl.
 //! - [`msg_wait`]: a msgrcv asleep in the kernel until a message or a deadline (timer signal).
 //! - [`flock`]: advisory whole-file locks.
+//! - [`net`]: a send to a socket that never waits (`MSG_DONTWAIT`).
 //! - [`poll`]: wait, in bounded slices, until an fd can be read or written.
 //! - [`signal`]: termination signals taken synchronously, so that owners get to clean up.
 //! - [`tty`]: one-key terminal input without echo, restored on drop (`ipcview`'s `q`).
@@ -44,6 +45,7 @@ pub mod flock;
 pub mod ipcs;
 pub mod msg;
 pub mod msg_wait;
+pub mod net;
 pub mod poll;
 pub mod process;
 pub mod sem;

@@ -36,6 +36,7 @@
 //!   dialer greets it; the greeting sends it our own changes made since its STATE snapshot
 //!   ([`catch_up`]), in the critical section that makes our broadcasts reach it.
 
+use super::outbox::Outbox;
 use super::peers::{read_frame, read_raw};
 use super::rshmctl::destroy;
 use super::rshmget::adopt;
@@ -64,13 +65,13 @@ pub(super) fn greet(
         let mut st = lock(shared);
         let frame = Frame::Hello(hello(shared, &st));
         crate::trace!("tcp -> {peer} {frame}");
-        s.write_all(&frame.encode(0))?;
-        let writer = s.try_clone()?;
-        if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
-            p.out = Some(writer);
-        }
+        let out = Outbox::new(s, peer)?;
+        out.send(&frame.encode(0))?;
         if let Some(since) = st.streamed.remove(&peer) {
-            catch_up(shared.me, &st, peer, &since, s)?;
+            catch_up(shared.me, &st, peer, &since, &out)?;
+        }
+        if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
+            p.out = Some(out);
         }
     }
     let h = match read_frame(rd, buf)? {
@@ -441,7 +442,7 @@ fn catch_up(
     st: &State,
     peer: SocketAddrV4,
     since: &HashMap<i32, u64>,
-    s: &mut TcpStream,
+    out: &Outbox,
 ) -> io::Result<()> {
     for seg in st.table.rows() {
         let since = since.get(&seg.rshmid).copied().unwrap_or(0);
@@ -467,7 +468,7 @@ fn catch_up(
                     }],
                 };
                 crate::trace!("tcp -> {peer} {frame} (catch-up)");
-                s.write_all(&frame.encode(0))?;
+                out.send(&frame.encode(0))?;
             }
             at = next;
         }

@@ -1,9 +1,10 @@
 //! Frames to peers, and the ACKs that come back: how a call waits for the group.
 //!
 //! # Rules
-//! - Frames are written with the state lock held ([`broadcast`], [`send_to`]): every peer
-//!   sees our frames in the order our table changed. A peer whose write fails is dropped; its
-//!   dialer reconnects.
+//! - Frames are handed to each peer's outbox with the state lock held ([`broadcast`],
+//!   [`send_to`]): every peer sees our frames in the order our table changed, and handing
+//!   over never waits for a peer ([`super::outbox`]). A peer whose outbox breaks (a failed
+//!   write, too much waiting) is dropped; its dialer reconnects.
 //! - A request that sent frames waits as a `Pending` until every peer it reached has
 //!   acknowledged ([`on_ack`]), its connection went down ([`peer_down`]) or the deadline
 //!   passed (the sweeper); then [`finish`] answers the program, once.
@@ -17,8 +18,8 @@ use super::state::{lock, Pending, Shared, State, Then};
 use crate::params::{RSHM_ACK_BYTES_PER_SEC, RSHM_ACK_TIMEOUT};
 use crate::rshm::table::{Segment, Stamp};
 use crate::wire::rshm::{Entry, Frame, Op, Reply, Request, UpdatePart, FRAME_HEADER_LEN};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddrV4};
+use std::io::{self, Read};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 /// Writes `frame` to every connected peer. Returns the seq and the peers it reached; a peer
@@ -52,19 +53,14 @@ pub(super) fn broadcast_parts(
         }
         let bytes = part.encode(rshmid, stamp.version, stamp.origin, seq);
         for p in st.peers.iter_mut().filter(|p| reached.contains(&p.addr)) {
-            let Some(s) = p.out.as_mut() else { continue };
+            let Some(out) = &p.out else { continue };
             crate::trace!(
                 "tcp -> {} #{seq} {}",
                 p.addr,
                 part_line(rshmid, stamp, part)
             );
-            if let Err(e) = s.write_all(&bytes) {
-                log!(
-                    "peer {}: write failed: {e}; dropping the connection",
-                    p.addr
-                );
-                let _ = s.shutdown(Shutdown::Both);
-                p.out = None;
+            if out.send(&bytes).is_err() {
+                p.out = None; // broken, and logged, in the outbox
             }
         }
         reached.retain(|a| st.peers.iter().any(|p| p.addr == *a && p.out.is_some()));
@@ -114,18 +110,11 @@ pub(super) fn send_to(
     let bytes = frame.encode(seq);
     let mut reached = Vec::new();
     for p in st.peers.iter_mut().filter(|p| targets.contains(&p.addr)) {
-        let Some(s) = p.out.as_mut() else { continue };
+        let Some(out) = &p.out else { continue };
         crate::trace!("tcp -> {} #{seq} {frame}", p.addr);
-        match s.write_all(&bytes) {
+        match out.send(&bytes) {
             Ok(()) => reached.push(p.addr),
-            Err(e) => {
-                log!(
-                    "peer {}: write failed: {e}; dropping the connection",
-                    p.addr
-                );
-                let _ = s.shutdown(Shutdown::Both);
-                p.out = None;
-            }
+            Err(_) => p.out = None, // broken, and logged, in the outbox
         }
     }
     (seq, reached)
@@ -302,8 +291,8 @@ pub(super) fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
     let mut st = lock(shared);
     if let Some(p) = st.peers.iter_mut().find(|p| p.addr == peer) {
         p.synced = false;
-        if let Some(s) = p.out.take() {
-            let _ = s.shutdown(Shutdown::Both);
+        if let Some(out) = p.out.take() {
+            out.close(Duration::ZERO);
         }
     }
     let seqs: Vec<u32> = st

@@ -3,9 +3,10 @@
 //! # Rules
 //! - One mutex, `Shared::state`, guards the table, the peers' outgoing streams, the pendings,
 //!   the waits and the change gates. Take it with [`lock`]; every field of [`State`] is behind it.
-//! - Frames to peers are written while it is held, so every peer sees our frames in the order
-//!   our table changed. (A write can block only while a peer's socket buffer is full, and gives
-//!   up after `RSHM_WRITE_TIMEOUT`, dropping that peer.) The one exception is the STATE that
+//! - Frames to peers are handed over while it is held, so every peer sees our frames in the
+//!   order our table changed. Handing over never waits for the peer: what its socket does
+//!   not take at once waits in its outbox for a writer thread ([`super::outbox`]). The one
+//!   exception is the STATE that
 //!   answers a HELLO, on the connection that HELLO came in on: it is written one bounded chunk
 //!   per hold of the lock, the lock released between chunks, so that a large segment's
 //!   transfer never stalls the node (why that is consistent: `hello::stream_states`).
@@ -18,6 +19,7 @@
 //!   thread that takes the last ACK (or the sweeper, at the deadline) answers it
 //!   ([`super::peers::finish`]).
 
+use super::outbox::Outbox;
 use super::queue::Sent;
 use super::sweeper::Drained;
 use crate::rshm::auth::Secret;
@@ -26,7 +28,7 @@ use crate::rshm::table::Table;
 use crate::sys::msg::MsgId;
 use crate::wire::rshm::{Reply, Request};
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -74,8 +76,9 @@ pub(super) struct Waiter {
 /// One configured peer, as this node sees it.
 pub(super) struct Peer {
     pub(super) addr: SocketAddrV4,
-    /// Our connection to it, while up: where our requests go.
-    pub(super) out: Option<TcpStream>,
+    /// Our connection to it, while up: where our requests go, through its outbox (so that
+    /// handing a frame over never waits for the peer).
+    pub(super) out: Option<Outbox>,
     /// Set when the peer dialled us while our connection to it was down: it is back, so the
     /// dialer stops waiting out its backoff and connects at once.
     pub(super) kick: bool,
