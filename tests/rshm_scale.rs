@@ -171,7 +171,7 @@ fn ls_pages_through_a_table_of_more_rows_than_one_reply_holds() {
         assert!(lines[0].starts_with("node 127.0.0.1:"), "{}", lines[0]);
         assert_eq!(
             lines[1],
-            "rshmid      key            size owner                 attaches    shmid  version     sent status"
+            "rshmid      key              size owner                 attaches    shmid  version       sent status"
         );
         let listed: Vec<i32> = lines[2..]
             .iter()

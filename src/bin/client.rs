@@ -15,8 +15,8 @@
 //! hello from A
 //! $ client --port 7003 ls
 //! node 127.0.0.1:7003 peers 127.0.0.1:7001 up, 127.0.0.1:7002 up
-//! rshmid      key            size owner                 attaches    shmid  version     sent status
-//! 1702349821  0x00000010     4096 127.0.0.1:7001               0    32792        1        0
+//! rshmid      key              size owner                 attaches    shmid  version       sent status
+//! 1702349821  0x00000010       4096 127.0.0.1:7001               0    32792        1          0
 //! $ client --port 7002 rm 0x10
 //! $ client --port 7002 read 0x10
 //! client: rshmget(key=0x00000010): no segment with this key in the group: No such file or directory (os error 2)

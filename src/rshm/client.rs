@@ -61,13 +61,13 @@ pub fn format_ls(l: &Listing) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:<11} {:<10} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8} status",
+        "{:<11} {:<10} {:>10} {:<21} {:>8} {:>8} {:>8} {:>10} status",
         "rshmid", "key", "size", "owner", "attaches", "shmid", "version", "sent"
     );
     for e in &l.entries {
         let _ = writeln!(
             out,
-            "{:<11} 0x{:08x} {:>8} {:<21} {:>8} {:>8} {:>8} {:>8}{}",
+            "{:<11} 0x{:08x} {:>10} {:<21} {:>8} {:>8} {:>8} {:>10}{}",
             e.rshmid,
             e.key,
             e.size,
