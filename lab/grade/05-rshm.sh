@@ -12,7 +12,8 @@
 # this node sent for the segment, per peer). What `read` prints is compared as exact bytes.
 #
 # What is graded (behaviour -> check, points):
-#   a late node reads what was written before it started, at once            -> late-joiner-reads-at-once (2)
+#   a late node reads what was written before it started, at once, and its
+#     next change is a diff against what it received                         -> late-joiner-reads-at-once (2)
 #   every node sees every peer up                                            -> start (1)
 #   written on one node, read byte for byte on every node; a shorter write
 #     ends at its NUL                                                        -> write-read (3)
@@ -286,6 +287,15 @@ check_late_joiner() {
     done
     got=$(cl "$PC" read 0x75) || fail "read on the late node C failed"
     [ "$got" = "there before C" ] || fail "the late node C read '$got' at once, expected 'there before C'"
+    # What C publishes next is a diff against what it received: one byte, one word (and back).
+    local text sent
+    for text in "there before D" "there before C"; do
+        cl "$PC" write 0x75 "$text" >/dev/null || fail "a write on the late node C failed"
+        sent=$(row "$PC" 0x00000075 | awk '{print $8}')
+        [ -n "$sent" ] && [ "$sent" -gt 0 ] && [ "$sent" -le 64 ] ||
+            fail "a 1-byte change on the late node C put '$sent' bytes on the wire, expected at most 64 (a diff against what C received)"
+        [ "$(cl "$PA" read 0x75)" = "$text" ] || fail "A did not get the late node's change to '$text'"
+    done
 }
 
 check_restart_after_kill() {
