@@ -446,6 +446,13 @@ fn the_twin_is_made_at_the_first_attach_as_a_copy_of_the_pages_with_memory() {
     };
     seg.apply_update(stamp, &[update]).unwrap();
     assert!(seg.twin.is_none());
+    // Without a twin, a STATE (to a late joiner) is read from the replica: the update's bytes.
+    let runs = seg.state_runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].run.offset, runs[0].run.data.clone()),
+        (3 * 4096, vec![7; 4096])
+    );
     // rshmChanged from a program that never attached here finds nothing, and still counts.
     let (s, runs) = seg.local_change(a).unwrap();
     assert!(runs.is_empty());
