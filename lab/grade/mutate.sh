@@ -2,7 +2,7 @@
 # lab/grade/mutate.sh: grades the graders. Each patch in lab/grade/mutants/ plants one
 # realistic student bug; a grader must fail the build it makes.
 #
-#     lab/grade/mutate.sh                  # every mutant of every lab (62 builds: long)
+#     lab/grade/mutate.sh                  # every mutant of every lab (63 builds: long)
 #     lab/grade/mutate.sh 03 05            # the mutants of labs 03 and 05
 #     lab/grade/mutate.sh 04-mailbox-off-by-one   # one mutant, by name
 #
