@@ -68,12 +68,13 @@
 //!   per 4 KiB page where its words share one, are 4.3 MiB, and B holds one frame at a time);
 //! - B's first rshmat after the join, which makes B's twin: a copy of the 1 GiB.
 //!
-//! Measured there (2 cores, 24 GiB, a virtual machine shared with other jobs; six whole runs,
-//! medians of three joins each): R = 0.16 to 0.31, the joiner 0.7 to 2.1 GB/s against raw
-//! TCP's 4.5 to 7.2 GB/s, while the floor took 0.29 to 0.76 s, an R of 0.27 to 0.54 for a
-//! joiner that did nothing but get its pages. Most of B's time is that: fresh memory costs this
-//! virtual machine 0.3 to 0.8 s per GiB (`clear_page` in a profile), against raw TCP's 0.15 to
-//! 0.23 s for the GiB. (While B also filled a twin, 2 GiB of fresh memory, R was 0.10 to 0.18.)
+//! Measured there (2 cores, 24 GiB, a virtual machine shared with other jobs; eleven whole
+//! runs, medians of three joins each): R = 0.16 to 0.42, most near 0.27, the joiner 0.7 to 2.1
+//! GB/s against raw TCP's 3.3 to 7.2 GB/s, while the floor took 0.29 to 0.77 s, itself an R of
+//! 0.28 to 0.70 (most near 0.5) for a joiner that did nothing but get its pages. Most of B's
+//! time is that: fresh memory costs this virtual machine 0.3 to 0.8 s per GiB (`clear_page` in
+//! a profile), against raw TCP's 0.15 to 0.32 s for the GiB. (While B also filled a twin, 2 GiB
+//! of fresh memory, R was 0.10 to 0.18.)
 //! The whole bench takes about 40 s.
 
 use ipclab::rshm::{node_keys, Node};
