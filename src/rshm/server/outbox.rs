@@ -74,15 +74,14 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
         });
-        let (mut out, theirs) = (stream.try_clone()?, line.clone());
+        // Both clones first: a writer started for an outbox that then failed to be made
+        // would wait for ever.
+        let (mut out, stream) = (stream.try_clone()?, stream.try_clone()?);
+        let theirs = line.clone();
         std::thread::Builder::new()
             .name(format!("to {peer}"))
             .spawn(move || write_queued(&theirs, &mut out, peer))?;
-        Ok(Outbox {
-            stream: stream.try_clone()?,
-            peer,
-            line,
-        })
+        Ok(Outbox { stream, peer, line })
     }
 
     /// Hands `frame` over: sent now as far as the socket takes it, the rest queued. Never
