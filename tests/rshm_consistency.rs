@@ -396,3 +396,85 @@ fn bad_frames_from_a_peer_drop_its_connection_and_nothing_else() {
     // The server and the data survive.
     assert_eq!(c.read(0, "0x68"), "survives\n");
 }
+
+/// A node that learned of a row from its creator passes the row on before it sends anything
+/// about it: frames on one connection arrive in order, frames on two connections need not
+/// (`rshmget::remote`). Node C here is the test itself, so it sees each connection's frames
+/// in the order they were sent: on B's connection, the NEW of A's row must come before B's
+/// COUNT for it, whenever A's own NEW reaches C.
+#[test]
+fn a_node_passes_a_row_on_before_it_says_anything_about_it() {
+    use ipclab::rshm::auth::{self, Secret};
+    use rshm_cluster::read_frame;
+    use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+    let mut c = Cluster::new("rshm-pass-on", 3);
+    let me = SocketAddrV4::new(Ipv4Addr::LOCALHOST, c.ports[2]);
+    let listener = TcpListener::bind(me).unwrap();
+    c.start(0);
+    c.start(1);
+    let (secret, _) = Secret::load(&c.secret, false).unwrap();
+    // A's and B's dialers: the handshake, their HELLO, an empty HELLO_REPLY; then every
+    // frame is recorded, with the node that sent it, and ACKed.
+    let (seen, frames) = std::sync::mpsc::channel();
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let from = auth::accept(&mut s, &secret, me).expect("a real node's handshake");
+        let mut got = Vec::new();
+        assert!(matches!(
+            read_frame(&mut s, &mut got),
+            Some((_, Frame::Hello(_)))
+        ));
+        let reply = Frame::HelloReply(Hello {
+            node: me,
+            node_id: 7,
+            entries: vec![],
+        });
+        s.write_all(&reply.encode(0)).unwrap();
+        let seen = seen.clone();
+        readers.push(std::thread::spawn(move || {
+            while let Some((seq, f)) = read_frame(&mut s, &mut got) {
+                let ack = Frame::Ack {
+                    status: 0,
+                    text: String::new(),
+                    winner: None,
+                };
+                let _ = s.write_all(&ack.encode(seq));
+                let _ = seen.send((from, f));
+            }
+        }));
+    }
+    drop(seen);
+    c.connected(0);
+    c.connected(1);
+    let (a, b) = (
+        Node::open(c.ports[0]).unwrap(),
+        Node::open(c.ports[1]).unwrap(),
+    );
+    let id = a.rshmget(0x9a55, 64).unwrap();
+    let att = b.rshmat(id).unwrap();
+    b.rshmdt(att).unwrap();
+    a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+    c.stop(1);
+    c.stop(0);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let b_addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, c.ports[1]);
+    let from_b: Vec<String> = frames
+        .iter()
+        .filter(|(from, _)| *from == b_addr)
+        .filter_map(|(_, f)| match f {
+            Frame::New(e) if e.rshmid == id => Some("NEW".to_string()),
+            Frame::Count { rshmid, .. } if rshmid == id => Some("COUNT".to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        from_b.first().map(String::as_str),
+        Some("NEW"),
+        "B's frames about A's row, in order: {from_b:?}"
+    );
+    assert!(from_b.contains(&"COUNT".to_string()), "{from_b:?}");
+}

@@ -12,9 +12,9 @@ mod rshm_cluster;
 use ipclab::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_SEGMENT};
 use ipclab::rshm::Node;
 use ipclab::wire::rshm::{Frame, Hello, Run, MAX_BODY};
-use rshm_cluster::{Cluster, LIMIT};
+use rshm_cluster::{next_frame, Cluster, LIMIT};
 use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::sync::mpsc;
 
 /// 64 MiB: 64 times the largest frame's run bytes, 64 times the old 1 MiB cap.
@@ -222,20 +222,6 @@ fn a_restarted_node_streams_a_large_segment_back_exactly() {
     let log = c.log(0);
     let states = log.matches(&format!("STATE rshmid={id} ")).count();
     assert!(states >= BIG / RSHM_MAX_FRAME_DATA, "{states} STATE frames");
-}
-
-/// Reads one frame from a peer's stream (with whatever bytes came before it in `got`).
-fn next_frame(s: &mut TcpStream, got: &mut Vec<u8>) -> Frame {
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        if let Ok((_, f, used)) = Frame::decode(got) {
-            got.drain(..used);
-            return f;
-        }
-        let n = s.read(&mut buf).expect("a frame in time");
-        assert!(n > 0, "closed before a whole frame");
-        got.extend_from_slice(&buf[..n]);
-    }
 }
 
 #[test]

@@ -317,3 +317,29 @@ impl Cluster {
         self.ok(i, &["read", key])
     }
 }
+
+/// Reads one frame and its seq from a peer's stream (with whatever bytes came before it in
+/// `got`); `None` once the stream ends.
+pub fn read_frame(
+    s: &mut impl Read,
+    got: &mut Vec<u8>,
+) -> Option<(u32, ipclab::wire::rshm::Frame)> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        if let Ok((seq, f, used)) = ipclab::wire::rshm::Frame::decode(got) {
+            got.drain(..used);
+            return Some((seq, f));
+        }
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// As [`read_frame`], for a test that expects a frame.
+pub fn next_frame(s: &mut impl Read, got: &mut Vec<u8>) -> ipclab::wire::rshm::Frame {
+    read_frame(s, got)
+        .expect("a whole frame before the stream ended")
+        .1
+}

@@ -210,7 +210,7 @@ fn apply(
             let change = (rshmid, stamp);
             return rshm_changed::remote_part(shared, st, peer, parts, change, part, more, runs);
         }
-        Frame::New(e) => rshmget::remote(st, &e),
+        Frame::New(e) => rshmget::remote(st, peer, &e),
         Frame::Count {
             rshmid,
             node,

@@ -19,7 +19,7 @@
 //! `size`), the frame `Frame::New` carrying an [`Entry`], and `Frame::Ack` (with `winner`).
 
 use super::errno_text;
-use super::peers::{await_acks, broadcast};
+use super::peers::{await_acks, broadcast, send_to};
 use super::queue::{self, reply};
 use super::state::{Shared, State, Then};
 use super::wait::retire_gate;
@@ -28,6 +28,7 @@ use crate::rshm::table::{fits_shmmax, Adopted};
 use crate::sys;
 use crate::wire::rshm::{Entry, Frame, Reply, Request};
 use std::io;
+use std::net::SocketAddrV4;
 
 /// The local server's `rshmget`: a known key answers at once; a new one is created here
 /// (we own it) and announced with NEW.
@@ -93,9 +94,41 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
 
 /// A remote server's `rshmget`: a peer's NEW, adopted. The ACK names the winning row if the
 /// peer's lost a race for its key.
-pub(super) fn remote(st: &mut State, e: &Entry) -> (i32, String, Option<Entry>) {
+///
+/// A row new here is passed on at once to our other peers, before anything of ours about it
+/// can reach them. Frames on one connection arrive in order; frames on two connections may
+/// not, because two threads read them:
+///
+/// ```text
+///   A ──NEW(X)─────────────────────────────────▶ C   (A's connection to C: late, say)
+///   A ──NEW(X)──▶ B ──NEW(X) ──COUNT(X)─────────▶ C   (B's connection to C)
+/// ```
+///
+/// B learned of X from A, and its program then attached to X. Without the NEW that B passes
+/// on, C could read B's COUNT first, and refuse it ("no segment with rshmid X here"). Each node
+/// passes a row on once, when it is new there, so a NEW costs a frame per pair of nodes.
+pub(super) fn remote(
+    st: &mut State,
+    from: SocketAddrV4,
+    e: &Entry,
+) -> (i32, String, Option<Entry>) {
     match adopt(st, e) {
-        Ok(winner) => (0, String::new(), winner),
+        Ok(Adopted::Lost(winner)) => (0, String::new(), Some(winner)),
+        Ok(Adopted::New | Adopted::Renamed { .. }) => {
+            // To the other connected peers (one that is down gets the row by HELLO).
+            let others: Vec<SocketAddrV4> = st
+                .peers
+                .iter()
+                .filter(|p| p.addr != from && p.out.is_some())
+                .map(|p| p.addr)
+                .collect();
+            let row = st.table.get(e.rshmid).map(|s| s.entry());
+            if let (Some(row), false) = (row, others.is_empty()) {
+                send_to(st, &Frame::New(row), &others);
+            }
+            (0, String::new(), None)
+        }
+        Ok(Adopted::Known) => (0, String::new(), None),
         Err(x) => {
             log!("cannot hold rshmid {} (key 0x{:08x}): {x}", e.rshmid, e.key);
             (errno_text(&x), sys::message(&x), None)
@@ -103,12 +136,15 @@ pub(super) fn remote(st: &mut State, e: &Entry) -> (i32, String, Option<Entry>) 
     }
 }
 
-/// A row another node announced, by the rule of [`crate::rshm::table::Table::adopt`]. Returns the row that beat
-/// it, if it lost. A rename moves the waits on the old name to the new one.
-pub(super) fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Error> {
-    match st.table.adopt(e)? {
-        Adopted::Lost(w) => Ok(Some(w)),
+/// A row another node announced, by the rule of [`crate::rshm::table::Table::adopt`]: what
+/// became of it (`Lost` names the row that beat it). A rename moves the waits on the old name
+/// to the new one.
+pub(super) fn adopt(st: &mut State, e: &Entry) -> Result<Adopted, io::Error> {
+    let adopted = st.table.adopt(e)?;
+    match &adopted {
+        Adopted::Lost(_) | Adopted::New | Adopted::Known => {}
         Adopted::Renamed { from } => {
+            let from = *from;
             log!(
                 "key 0x{:08x} was created on two nodes at once: rshmid {} wins over ours, {from}",
                 e.key,
@@ -119,8 +155,7 @@ pub(super) fn adopt(st: &mut State, e: &Entry) -> Result<Option<Entry>, io::Erro
             }
             // Sleepers on the old name's gate ask again, and learn the new one.
             retire_gate(st, from);
-            Ok(None)
         }
-        Adopted::New | Adopted::Known => Ok(None),
     }
+    Ok(adopted)
 }
