@@ -27,6 +27,15 @@ ftok_key() {
     echo "$key"
 }
 
+# release_dir: where `cargo build --release` run in $IPCLAB_ROOT puts the binaries: target/release,
+# or release/ under $CARGO_TARGET_DIR when the user has set one (relative to $IPCLAB_ROOT if
+# relative, as cargo takes it).
+release_dir() {
+    local t=${CARGO_TARGET_DIR:-target}
+    case $t in /*) ;; *) t="$IPCLAB_ROOT/$t" ;; esac
+    echo "$t/release"
+}
+
 # key_hex KEY: a key (decimal, maybe negative, as ftok_key gives it) as the programs print it,
 # 0x and eight hex digits: the same 32 bits read as unsigned.
 key_hex() {

@@ -19,7 +19,7 @@ cd "$IPCLAB_ROOT" || exit 1
 
 echo "tour: building the release binaries (cargo build --release)"
 cargo build --release --quiet || { echo "tour: the build failed" >&2; exit 1; }
-BIN="$IPCLAB_ROOT/target/release"
+BIN=$(release_dir)
 export PATH="$BIN:$PATH"
 unset IPCLAB_TRACE
 

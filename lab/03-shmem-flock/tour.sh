@@ -42,8 +42,10 @@ run shmem_tool delete "$SHMEM_KEY"
 # The seed is a C library: the same calls from C, through include/shmem.h and libipclab.a.
 if command -v cc >/dev/null; then
     say "The seed's example server and client in C, on include/shmem.h and libipclab.a (cargo build --release made it), built with one cc line each"
-    run cc -Iinclude lab/03-shmem-flock/server.c target/release/libipclab.a -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_server_c"
-    run cc -Iinclude lab/03-shmem-flock/client.c target/release/libipclab.a -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_client_c"
+    # The library where cargo put it: target/release, shown relative to the project (we are there).
+    lib="${BIN#"$IPCLAB_ROOT"/}/libipclab.a"
+    run cc -Iinclude lab/03-shmem-flock/server.c "$lib" -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_server_c"
+    run cc -Iinclude lab/03-shmem-flock/client.c "$lib" -lpthread -ldl -lm -o "$IPCLAB_WORK/shmem_client_c"
     SHMEM_C_KEY=$(new_key_file shmem_c.key)
     track_key "$(ftok_key "$SHMEM_C_KEY" 77)"
 

@@ -69,7 +69,7 @@ grade_init() {
     local dir=${1:-} name
     shift || true
     if [ -z "$dir" ]; then
-        dir="$IPCLAB_ROOT/target/release"
+        dir=$(release_dir)
         local missing=0
         for name in "$@"; do [ -x "$dir/$name" ] || missing=1; done
         if [ "$missing" = 1 ]; then
