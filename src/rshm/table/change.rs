@@ -58,7 +58,7 @@ impl Segment {
     /// The first `rshmat` here: the twin, a copy of the replica as it stands, which is what
     /// was published (see [`Segment::twin`]). Only the replica's pages with memory are copied.
     /// It runs under the state lock, once per row and node, and costs what copying those bytes
-    /// costs (about 0.5 s for a full 1 GiB on the lab machine). Later calls do nothing.
+    /// costs (0.5 to 2.4 s for a full 1 GiB on the lab machine). Later calls do nothing.
     pub fn ensure_twin(&mut self) -> io::Result<()> {
         if self.twin.is_none() {
             let replica = Replica::new(&self.replica.att, true);
