@@ -236,6 +236,12 @@ pub const RSHM_GATE_MORE_KEY_BASE: i32 = 0x6700_0000;
 /// [`RSHM_MAX_FRAME_DATA`] bytes each.
 pub const RSHM_MAX_SEGMENT: usize = 1 << 30;
 
+/// A replica of at least this many bytes (64 MiB) is put in huge pages when the node's pool
+/// has room for it (`rshm::table`, `fresh`): there, filling it costs one fault per 2 MiB, not
+/// per 4 KiB, and a pool reserved ahead of time is memory the kernel already holds. Below it,
+/// a replica is not worth a share of a pool that root set aside.
+pub const RSHM_HUGE_MIN: usize = 64 << 20;
+
 /// The most run bytes one UPDATE or STATE frame carries (1 MiB): a larger change travels as
 /// several frames, applied as one when the last arrives; a longer run is cut into runs of at
 /// most this length. It bounds `MAX_BODY`, what one frame can make a peer buffer.

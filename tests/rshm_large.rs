@@ -519,3 +519,120 @@ fn large_changes_made_on_two_nodes_at_once_both_go_through_and_agree() {
     }
     a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
 }
+
+/// As root, huge pages for the test that needs them: `pages` more in the kernel's pool, the
+/// old size put back on drop (on failure too). The pool is memory, not an IPC object: the
+/// kernel frees a segment's huge pages back into it when the segment goes.
+struct HugePool {
+    before: String,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+impl HugePool {
+    fn add(pages: u64) -> Result<HugePool, String> {
+        let before = std::fs::read_to_string(NR_HUGEPAGES).map_err(|e| e.to_string())?;
+        let n: u64 = before
+            .trim()
+            .parse()
+            .map_err(|_| "not a number".to_string())?;
+        std::fs::write(NR_HUGEPAGES, (n + pages).to_string()).map_err(|e| e.to_string())?;
+        let pool = HugePool { before };
+        let (free, page) = ipclab::sys::shm::huge_pages_free();
+        if page == 0 || free < pages * page {
+            return Err(format!("the kernel found only {} MiB", free >> 20));
+        }
+        Ok(pool)
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        let _ = std::fs::write(NR_HUGEPAGES, self.before.trim());
+    }
+}
+
+/// Whether process `pid` maps a System V segment of at least `size` bytes in huge pages: its
+/// `/proc/PID/smaps` block for a `SYSV` mapping says `KernelPageSize: 2048 kB` (or more).
+fn maps_huge_sysv(pid: i32, size: usize) -> bool {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let field = |block: &str, name: &str| {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    // A block starts at a line with an address range; split before each "/SYSV" header.
+    smaps.split("/SYSV").skip(1).any(|block| {
+        field(block, "Size:") * 1024 >= size && field(block, "KernelPageSize:") >= 2048
+    })
+}
+
+/// With a pool of huge pages (which root reserves), a large replica takes its pages from it:
+/// one fault per 2 MiB instead of per 4 KiB, which is what lets a late joiner fill 1 GiB at
+/// loopback speed (`cargo bench --bench rshm`). A program's writes into pages that the server
+/// never touched are still found by a whole rshmChanged: `mincore` cannot be trusted there,
+/// since for huge pages it answers from the server's own page tables only. A node that joins
+/// late streams the segment into huge pages too, and every node reads back the same bytes.
+#[test]
+fn large_replicas_in_huge_pages_replicate_exactly_and_a_late_joiner_gets_all_of_it() {
+    let _one = one_at_a_time();
+    // Not a whole number of pages of either size: the kernel rounds the segment up to 2 MiB
+    // pages, and every byte up to `size` must still travel.
+    let size = BIG + 5;
+    // Three replicas of 33 huge pages each, and a few to spare.
+    let pool = match HugePool::add(3 * 33 + 4) {
+        Ok(pool) => pool,
+        Err(why) => {
+            println!("skipped: no pool of huge pages could be made here (root reserves it in {NR_HUGEPAGES}): {why}");
+            return;
+        }
+    };
+    let mut c = Cluster::new("rshm-large-huge", 3);
+    c.start(0);
+    c.start(1);
+    c.connected_to(0, 1);
+    c.connected_to(1, 0);
+    let a = Node::open(c.ports[0]).unwrap();
+    let id = a.rshmget(0x1705, size).unwrap();
+    let att = a.rshmat(id).unwrap();
+    let want = pattern(5, size);
+    // Written by this process, through its own mapping: the server has touched none of it.
+    att.write_at(0, &want).unwrap();
+    assert_eq!(a.rshm_changed(id).unwrap(), 1);
+    a.rshmdt(att).unwrap();
+    for i in 0..2 {
+        assert!(
+            maps_huge_sysv(c.pid(i), size),
+            "node {i}'s replica is not in huge pages"
+        );
+    }
+    let b = Node::open(c.ports[1]).unwrap();
+    let got = read_all(&b, id, size);
+    assert!(
+        got == want,
+        "B: first difference at {:?}",
+        first_difference(&got, &want)
+    );
+    // C joins late: the STATE streams into a replica in huge pages.
+    c.start(2);
+    c.connected(2);
+    assert!(
+        maps_huge_sysv(c.pid(2), size),
+        "C's replica is not in huge pages"
+    );
+    let node = Node::open(c.ports[2]).unwrap();
+    let got = read_all(&node, id, size);
+    assert!(
+        got == want,
+        "C: first difference at {:?}",
+        first_difference(&got, &want)
+    );
+    assert_eq!(c.rows(2)[0][6], "1", "C: version");
+    a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
+    for i in 0..3 {
+        c.stop(i);
+    }
+    drop(pool);
+}

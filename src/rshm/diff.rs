@@ -27,6 +27,7 @@
 //!   rshmChanged_range(id, off, len)   reads [off, off+len), rounded out to words:  O(len)
 //!   rshmChanged(id), no swap          reads the resident pages only:      O(resident pages)
 //!   rshmChanged(id), swap present     reads every page:                   O(segment)
+//!     (or the replica in huge pages)
 //!
 //!   page       0        1        2        3        4        5
 //!   resident   yes      no       yes      no       no       yes      (mincore on the replica)
@@ -38,7 +39,8 @@
 //! A page of a System V segment that no process has ever touched has no memory behind it: the
 //! kernel gives it a zeroed page the first time someone writes (or reads) it. `mincore(2)` on
 //! the server's attachment tells which pages have one, whoever touched them, through whichever
-//! mapping. Without swap (checked at each call) a page never leaves memory once it has one, so
+//! mapping (but not for a segment in huge pages: there it sees only the caller's own mappings,
+//! so a huge replica is always read whole). Without swap (checked at each call) a page never leaves memory once it has one, so
 //! a page with none has never been written: it reads as zeros. If the twin's page is zeros too
 //! it cannot differ, and is skipped without being read (reading it would even give it memory).
 //! The twin keeps one bit per page, "may be non-zero", set whenever any code takes a mutable
@@ -248,15 +250,30 @@ impl Twin {
     /// A twin that holds what `live` (a replica of `size` bytes) holds now: made when the first
     /// program attaches on this node (see `table::Segment`). Only the pages that have memory
     /// are copied, one chunk at a time; the others read as zeros, as the zeroed twin does, and
-    /// keep its "certainly zero" bits. (Without the `mincore` answer, every page is copied.)
+    /// keep its "certainly zero" bits.
+    ///
+    /// Without the `mincore` answer (swap, huge pages) every page is read, through a buffer,
+    /// and only the pages that hold a non-zero byte are copied: a sparse segment keeps a
+    /// sparse twin, rather than one whose every page has memory.
     pub fn copy_of(live: &impl Live, size: usize) -> io::Result<Twin> {
         let mut twin = Twin::zeroed(size);
         let pages = size.div_ceil(BLOCK);
+        let mut buf = Vec::new();
         for first in (0..pages).step_by(CHUNK / BLOCK) {
             let n = (CHUNK / BLOCK).min(pages - first);
-            let resident = live.resident(first, n);
-            let has = |p: usize| resident.as_ref().is_none_or(|r| r[p - first]);
-            for (p, q) in stretches(first..first + n, has) {
+            let Some(resident) = live.resident(first, n) else {
+                let (a, b) = (first * BLOCK, ((first + n) * BLOCK).min(size));
+                buf.resize(b - a, 0);
+                live.read(a, &mut buf)?;
+                for (i, page) in buf.chunks(BLOCK).enumerate() {
+                    if page.iter().any(|&x| x != 0) {
+                        let at = a + i * BLOCK;
+                        twin[at..at + page.len()].copy_from_slice(page);
+                    }
+                }
+                continue;
+            };
+            for (p, q) in stretches(first..first + n, |p| resident[p - first]) {
                 let (a, b) = (p * BLOCK, (q * BLOCK).min(size));
                 let bytes = &mut twin[a..b];
                 if bytes.len() >= RSHM_POPULATE_MIN {
@@ -378,6 +395,25 @@ mod tests {
             None
         );
         assert_eq!(r.read.get(), CHUNK, "stopped after the first chunk");
+    }
+
+    #[test]
+    fn a_twin_copied_without_residency_is_exact_and_marks_only_the_pages_with_data() {
+        let size = 300 * BLOCK + 5;
+        let mut live = vec![0u8; size];
+        live[7 * BLOCK + 3] = 1;
+        live[size - 1] = 2;
+        for resident in [None, Some(vec![true; size.div_ceil(BLOCK)])] {
+            let known = resident.is_some();
+            let twin = Twin::copy_of(&fake(live.clone(), resident), size).unwrap();
+            assert!(twin.to_vec() == live, "residency known: {known}");
+            let marked: Vec<usize> = (0..size.div_ceil(BLOCK))
+                .filter(|&p| twin.may_be_nonzero(p))
+                .collect();
+            if !known {
+                assert_eq!(marked, [7, 300], "only the pages with data");
+            }
+        }
     }
 
     #[test]

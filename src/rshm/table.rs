@@ -32,11 +32,11 @@
 use self::stamps::Stamps;
 use super::diff::{Twin, WORD};
 use crate::params::{
-    DEFAULT_MODE, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS, RSHM_MAX_VERSION,
-    RSHM_POPULATE_MIN, RSHM_TOMBSTONES,
+    DEFAULT_MODE, RSHM_HUGE_MIN, RSHM_MAX_PEERS, RSHM_MAX_SEGMENT, RSHM_MAX_SEGMENTS,
+    RSHM_MAX_VERSION, RSHM_POPULATE_MIN, RSHM_TOMBSTONES,
 };
 use crate::sys::advise::populate_write;
-use crate::sys::shm::{shmget, Access, Attachment, Get, ShmId};
+use crate::sys::shm::{huge_pages_free, shmget, shmget_huge, Access, Attachment, Get, ShmId};
 use crate::sys::{kernel_limit, Owner, IPC_PRIVATE};
 use crate::wire::rshm::{Entry, LsEntry, Run};
 use std::borrow::Cow;
@@ -83,6 +83,8 @@ pub struct Replica {
     pub att: Attachment,
     /// The replica's id, what `rshmat` hands to programs.
     pub shmid: ShmId,
+    /// In huge pages (see [`new_replica`]).
+    pub huge: bool,
 }
 
 /// One row.
@@ -131,13 +133,35 @@ type Fresh = (Replica, Stamps);
 
 fn fresh(size: usize) -> io::Result<Fresh> {
     fits_shmmax(size as u64)?;
-    let shm = Owner::new(shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?);
+    let (shm, huge) = new_replica(size)?;
+    let shm = Owner::new(shm);
     let att = shm.attach(Access::ReadWrite)?;
     // Marked at once: from now on our attachment alone keeps it (see `Replica`).
     let shmid = shm.get();
     shm.remove()?;
     let words = size.div_ceil(WORD);
-    Ok((Replica { att, shmid }, Stamps::zeroed(words)))
+    Ok((Replica { att, shmid, huge }, Stamps::zeroed(words)))
+}
+
+/// The replica's segment: in huge pages if it is large ([`RSHM_HUGE_MIN`]) and the pool has
+/// room for all of it, else (or if the kernel refuses: the pool emptied meanwhile, or this
+/// user may not use it) in ordinary pages. Nothing else changes: programs attach either kind
+/// with `shmat`, and the server reads and writes both the same way, except that `mincore`
+/// cannot tell it which pages of a huge one are empty (see `change::Replica`).
+///
+/// Why it matters: a late joiner receives the whole segment into fresh memory, and at 4 KiB a
+/// page that is 262,144 page faults for 1 GiB, each of which (on a virtual machine that hands
+/// free memory back to its host) may be a fault on the host as well. From a pool that root
+/// reserved and that has been used once, it is 512 faults on memory already in hand.
+fn new_replica(size: usize) -> io::Result<(ShmId, bool)> {
+    let (free, page) = huge_pages_free();
+    if size >= RSHM_HUGE_MIN && page > 0 && free >= (size as u64).div_ceil(page) * page {
+        match shmget_huge(size, DEFAULT_MODE) {
+            Ok(id) => return Ok((id, true)),
+            Err(e) => crate::trace!("replica of {size} bytes in ordinary pages: {e}"),
+        }
+    }
+    Ok((shmget(IPC_PRIVATE, size, Get::Create(DEFAULT_MODE))?, false))
 }
 
 /// EINVAL, with the limit named, for a replica larger than this kernel's largest segment

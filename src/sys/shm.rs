@@ -19,7 +19,9 @@
 //! Its length is learnt *after* `shmat`, from the segment actually mapped. Do not copy over a
 //! word that another thread uses as an atomic at the same moment (a mixed-size race).
 
-use super::{answers, cvt, removed_if_gone, removed_if_invalid, sys_error, Key, Removable};
+use super::{
+    answers, cvt, removed_if_gone, removed_if_invalid, sys_error, Key, Removable, IPC_PRIVATE,
+};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -58,6 +60,42 @@ pub fn shmget(key: Key, size: usize, how: Get) -> io::Result<ShmId> {
     let id = cvt(id, || format!("shmget(key=0x{key:08x}, size={size})"))?;
     crate::trace!("shmget(key=0x{key:08x}, size={size}, flags=0{flags:o}) = shmid {id}");
     Ok(ShmId(id))
+}
+
+/// `shmget(IPC_PRIVATE, size, IPC_CREAT | SHM_HUGETLB | mode)`: a new private segment whose
+/// memory comes from the kernel's pool of huge pages (2 MiB on x86-64, reserved by root in
+/// `/proc/sys/vm/nr_hugepages`), not from 4 KiB pages given out one fault at a time.
+///
+/// The kernel sets the pages aside at this call, rounded up to whole huge pages, so a later
+/// write can never find the pool empty; a pool that is too small is ENOMEM here. Without
+/// CAP_IPC_LOCK (or the group in `/proc/sys/vm/hugetlb_shm_group`) it is EPERM, unless the
+/// segment fits the caller's `RLIMIT_MEMLOCK`. Programs attach it with a plain `shmat`.
+pub fn shmget_huge(size: usize, mode: u32) -> io::Result<ShmId> {
+    let flags = libc::IPC_CREAT | libc::SHM_HUGETLB | super::check_mode(mode)?;
+    // SAFETY: shmget takes no pointers.
+    let id = unsafe { libc::shmget(IPC_PRIVATE, size, flags) };
+    let id = cvt(id, || {
+        format!("shmget(IPC_PRIVATE, size={size}, SHM_HUGETLB)")
+    })?;
+    crate::trace!("shmget(IPC_PRIVATE, size={size}, flags=0{flags:o}) = shmid {id}");
+    Ok(ShmId(id))
+}
+
+/// The part of the huge page pool that no segment has yet, in bytes, and the size of one huge
+/// page, read from `/proc/meminfo`. `HugePages_Free` counts the pages set aside for segments
+/// that have not touched them yet (`HugePages_Rsvd`) as free, so those are taken off.
+/// `(0, 0)` if it says nothing.
+pub fn huge_pages_free() -> (u64, u64) {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let page = field("Hugepagesize:") * 1024;
+    let free = field("HugePages_Free:").saturating_sub(field("HugePages_Rsvd:"));
+    (free * page, page)
 }
 
 /// The fields of `struct shmid_ds` that a student learns from `shmctl(IPC_STAT)`.

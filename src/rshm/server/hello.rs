@@ -128,12 +128,13 @@ fn read_rows(
 ) -> io::Result<()> {
     let mut rows_done = 0;
     while rows_done < rows {
-        let fr = read_raw(rd, buf);
+        let n = read_raw(rd, buf)?;
+        let frame = &buf[..n];
         // Decoded in place: the runs borrow `buf`, and go from there into the replica.
-        let state = match fr.and_then(|()| Ok(StateRef::decode(buf)?))? {
+        let state = match StateRef::decode(frame)? {
             Some(state) => state,
             None => {
-                let (_, other, _) = Frame::decode(buf)?;
+                let (_, other, _) = Frame::decode(frame)?;
                 return Err(bad(format!("expected STATE from {peer}, got {other}")));
             }
         };

@@ -326,27 +326,36 @@ pub(super) fn peer_down(shared: &Shared, peer: SocketAddrV4, why: &str) {
 /// The end of the stream between two frames is a close (`UnexpectedEof`); inside a frame it
 /// is a truncated frame (`InvalidData`), which the caller logs.
 pub(super) fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u32, Frame)> {
-    read_raw(s, buf)?;
-    let (seq, frame, _) = Frame::decode(buf)?;
+    let n = read_raw(s, buf)?;
+    let (seq, frame, _) = Frame::decode(&buf[..n])?;
     Ok((seq, frame))
 }
 
-/// One whole frame's bytes into `buf` (header checked, body at most `MAX_BODY`), not decoded:
-/// for a reader that decodes it in place (a STATE, `hello::read_states`).
-pub(super) fn read_raw(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    buf.resize(FRAME_HEADER_LEN, 0);
+/// One whole frame's bytes into `buf[..n]` (header checked, body at most `MAX_BODY`), not
+/// decoded: for a reader that decodes it in place (a STATE, `hello::read_states`). Returns `n`.
+///
+/// `buf` grows to the longest frame read so far and never shrinks: growing a `Vec` writes
+/// zeros into the new part, and doing that for every 1 MiB frame of a large STATE would cost
+/// about as much as receiving it.
+pub(super) fn read_raw(s: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.len() < FRAME_HEADER_LEN {
+        buf.resize(FRAME_HEADER_LEN, 0);
+    }
     match fill(s, &mut buf[..FRAME_HEADER_LEN])? {
         0 => return Err(io::ErrorKind::UnexpectedEof.into()),
         n if n < FRAME_HEADER_LEN => return Err(truncated(n, FRAME_HEADER_LEN)),
         _ => {}
     }
-    let (_, len, _) = Frame::decode_header(buf)?;
-    buf.resize(FRAME_HEADER_LEN + len, 0);
-    let n = fill(s, &mut buf[FRAME_HEADER_LEN..])?;
-    if n < len {
-        return Err(truncated(FRAME_HEADER_LEN + n, FRAME_HEADER_LEN + len));
+    let (_, len, _) = Frame::decode_header(&buf[..FRAME_HEADER_LEN])?;
+    let end = FRAME_HEADER_LEN + len;
+    if buf.len() < end {
+        buf.resize(end, 0);
     }
-    Ok(())
+    let n = fill(s, &mut buf[FRAME_HEADER_LEN..end])?;
+    if n < len {
+        return Err(truncated(FRAME_HEADER_LEN + n, end));
+    }
+    Ok(end)
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -72,16 +72,17 @@ pub(super) fn local(shared: &Shared, st: &mut State, req: Request, key: i32, siz
             format!("rshmget(key=0x{key:08x}, size={size}): {why}"),
         );
     }
-    let entry = match st.table.create(key, size as usize) {
-        Ok(seg) => seg.entry(),
+    let (entry, huge) = match st.table.create(key, size as usize) {
+        Ok(seg) => (seg.entry(), seg.replica.huge),
         Err(e) => {
             let why = sys::message(&e);
             return fail(errno_text(&e), format!("rshmget(key=0x{key:08x}): {why}"));
         }
     };
     log!(
-        "created rshmid {} (key 0x{key:08x}, {size} bytes)",
-        entry.rshmid
+        "created rshmid {} (key 0x{key:08x}, {size} bytes{})",
+        entry.rshmid,
+        if huge { ", in huge pages" } else { "" }
     );
     let r = Reply {
         rshmid: entry.rshmid,

@@ -26,16 +26,26 @@ use std::net::SocketAddrV4;
 /// `mincore` telling which pages have memory, when that tells what they hold.
 struct Replica<'a> {
     att: &'a Attachment,
-    /// Pages may be skipped: no swap (asked at this call), and mincore's page is the twin's.
+    /// Pages may be skipped: no swap (asked at this call), mincore's page is the twin's, and
+    /// the replica is in ordinary pages.
     skip: bool,
 }
 
 impl<'a> Replica<'a> {
-    /// `att`, skipping pages where `mincore` tells what they hold (no swap, and its page is
-    /// the twin's); with `skip` false, every page is read.
-    fn new(att: &'a Attachment, skip: bool) -> Replica<'a> {
-        let skip = skip && page_size() == BLOCK && swap_total().is_ok_and(|s| s == 0);
-        Replica { att, skip }
+    /// `replica`, skipping pages where `mincore` tells what they hold; with `skip` false,
+    /// every page is read.
+    ///
+    /// Where it cannot tell: with swap, a page with no memory may be on disk, not zero. And in
+    /// huge pages, `mincore` answers from the *caller's* page tables only (for ordinary shm it
+    /// asks the segment itself), so a page that a program wrote and the server never touched
+    /// would look empty, and its bytes would never be published.
+    fn new(replica: &'a super::Replica, skip: bool) -> Replica<'a> {
+        let skip =
+            skip && !replica.huge && page_size() == BLOCK && swap_total().is_ok_and(|s| s == 0);
+        Replica {
+            att: &replica.att,
+            skip,
+        }
     }
 }
 
@@ -61,7 +71,7 @@ impl Segment {
     /// costs (0.5 to 2.4 s for a full 1 GiB on the lab machine). Later calls do nothing.
     pub fn ensure_twin(&mut self) -> io::Result<()> {
         if self.twin.is_none() {
-            let replica = Replica::new(&self.replica.att, true);
+            let replica = Replica::new(&self.replica, true);
             self.twin = Some(Twin::copy_of(&replica, self.size)?);
         }
         Ok(())
@@ -145,7 +155,7 @@ impl Segment {
             return Ok((stamp, Vec::new()));
         };
         // Small ranges are read whole: two system calls cost more than reading them.
-        let replica = Replica::new(&self.replica.att, end - start >= RSHM_SKIP_MIN);
+        let replica = Replica::new(&self.replica, end - start >= RSHM_SKIP_MIN);
         let whole = vec![(start, end - start)];
         let changed = match diff_range(twin, &replica, (start, end), RSHM_MAX_RUNS)? {
             Some(runs) => {
