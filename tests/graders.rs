@@ -83,3 +83,45 @@ fn grader_04_dipc() {
 fn grader_05_rshm() {
     run_grader("05-rshm.sh");
 }
+
+/// Every planted bug in `lab/grade/mutants/` still applies to this tree, as `mutate.sh` applies
+/// it: a change to the code a patch touches must rebase the patch in the same commit, or the
+/// graders' own test (`lab/grade/mutate.sh`) silently loses a mutant.
+#[test]
+fn every_planted_mutant_still_applies_to_the_tree() {
+    let dir = project_dir().join("lab/grade/mutants");
+    let mut patches: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
+        .collect();
+    patches.sort();
+    assert!(patches.len() >= 50, "{} mutants", patches.len());
+    let mut broken = Vec::new();
+    for p in &patches {
+        let out = match Command::new("patch")
+            .args(["-p1", "--dry-run", "--quiet", "--forward", "-i"])
+            .arg(p)
+            .current_dir(project_dir())
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                println!("skipped: cannot run patch(1): {e}");
+                return;
+            }
+        };
+        if !out.status.success() {
+            broken.push(format!(
+                "{}: {}",
+                p.file_name().unwrap().to_string_lossy(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "patches that no longer apply:\n{}",
+        broken.join("\n")
+    );
+}
