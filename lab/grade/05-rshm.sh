@@ -30,6 +30,8 @@
 #   rm marks (dest) everywhere; the segment goes at the last detach          -> removal-at-last-detach (2)
 #   a client killed by SIGKILL while attached does not block the removal     -> killed-client-detached (2)
 #   a node that left and came back learns the table by HELLO                 -> hello-merge (2)
+#   a 1.5 MB text (several frames) reaches every node exactly, and again a
+#     node that left and came back                                           -> large-change-exact (2)
 #   a node restarted after SIGKILL recycles what its dead run left (no
 #     manual ipcrm), says so, and reads the current data                     -> restart-after-sigkill (2)
 #   a live node's port is refused to a second server, naming the pid         -> second-server-refused (1)
@@ -263,6 +265,38 @@ check_hello_merge() {
     [ "$got" = "after C is back" ] || fail "C read '$got'"
 }
 
+# big_read_is PORT KEY FILE: `client read KEY` on node PORT prints exactly FILE's bytes (a text
+# and its newline), compared with cmp; a failure says how much came, not the megabytes.
+big_read_is() {
+    cl "$1" read "$2" >"$IPCLAB_WORK/big.out" 2>"$IPCLAB_WORK/big.err" ||
+        fail "read $2 on $1 failed: $(head -c 300 "$IPCLAB_WORK/big.err")"
+    cmp "$IPCLAB_WORK/big.out" "$3" >"$IPCLAB_WORK/big.cmp" 2>&1 ||
+        fail "node $1 read $(wc -c <"$IPCLAB_WORK/big.out") bytes, expected the $(wc -c <"$3") written: $(head -n 1 "$IPCLAB_WORK/big.cmp")"
+}
+
+check_large_change() {
+    local i p pid parts=()
+    # 12 words of 130,000 characters (base64: no spaces, never a leading '-'; one argument
+    # may hold 128 KiB): 1,560,011 bytes with the spaces between them, more than the 1 MiB one
+    # frame carries, so the change travels as several UPDATE frames.
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+        parts+=("$(head -c 97500 /dev/urandom | base64 -w 0)")
+    done
+    printf '%s\n' "${parts[*]}" >"$IPCLAB_WORK/big.want"
+    cl "$PA" write 0x7b "${parts[@]}" --size 2097152 >/dev/null || fail "writing 1.5 MB on A failed"
+    for p in $PB $PC; do big_read_is "$p" 0x7b "$IPCLAB_WORK/big.want"; done
+    # C leaves and comes back: the segment reaches it again, as several STATE frames.
+    pid=$(cat "$IPCLAB_WORK/$PC.pid")
+    kill -TERM "$pid"
+    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not stop on SIGTERM"
+    start_node "$PC" "$PA" "$PB"
+    for p in $PA $PB $PC; do
+        wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
+    done
+    big_read_is "$PC" 0x7b "$IPCLAB_WORK/big.want"
+    cl "$PA" rm 0x7b >/dev/null || fail "rm failed"
+}
+
 check_diffs() {
     local sent v p
     cl "$PA" write 0x74 "hello" --size 1048576 >/dev/null || fail "write of a 1 MiB segment failed"
@@ -407,6 +441,7 @@ check ref-counts 2 check_ref_counts
 check removal-at-last-detach 2 check_removal
 check killed-client-detached 2 check_killed_client
 check hello-merge 2 check_hello_merge
+check large-change-exact 2 check_large_change
 check stranger-with-another-secret 2 check_stranger
 check restart-after-sigkill 2 check_restart_after_kill
 check second-server-refused 1 check_second_server
