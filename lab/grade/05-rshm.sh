@@ -36,6 +36,8 @@
 #     manual ipcrm), says so, and reads the current data                     -> restart-after-sigkill (2)
 #   a live node's port is refused to a second server, naming the pid         -> second-server-refused (1)
 #   a node with another secret gets nothing and changes nothing              -> stranger-with-another-secret (2)
+#   a secret file that group or others may read is refused, with the chmod   -> secret-file-guarded (1)
+#   a node with the secret that no --peer lists gets nothing                 -> unlisted-peer-refused (1)
 #   clear errors: no server, unknown key, usage                              -> clear-errors (1)
 #   SIGTERM: each node says it leaves and removes its queue and gates         -> shutdown (2)
 #   nothing is left on any key the grader used                               -> no-leaks (1)
@@ -393,6 +395,34 @@ check_stranger() {
     [ "$(cl "$PC" read 0x75)" = "there before C" ] || fail "the real C does not read the group's data"
 }
 
+# A secret file that group or others may read would let them join: refused before the node
+# serves anything, with the chmod to run.
+check_secret_file() {
+    local out rc mode port f="$IPCLAB_WORK/open-secret"
+    port=$(free_port 0x52530000 0x52470000 0x52410000)
+    new_secret "$f"
+    for mode in 644 640; do
+        chmod "$mode" "$f"
+        out=$(timeout 5 "$BIN/rshm_server" --listen "$port" --peer "$PA" --secret "$f" 2>&1 </dev/null)
+        rc=$?
+        [ "$rc" = 1 ] || fail "a secret file of mode 0$mode gave exit $rc, expected 1 (refused)"
+        [[ $out == *"chmod 600"* ]] || fail "a secret file of mode 0$mode was refused without the chmod to run: $out"
+    done
+}
+
+# A node with the group's secret but on an address no node lists in its --peer gets nothing.
+check_unlisted_peer() {
+    local port got
+    port=$(free_port 0x52530000 0x52470000 0x52410000)
+    start_node "$port" "$PA" "$PB"
+    wait_for 10 sh -c "'$BIN/client' --port $port ls >/dev/null 2>&1" || fail "the unlisted node never started"
+    sleep 2
+    cl "$port" ls | head -n 1 | grep -q ' up' && fail "a node that no --peer lists saw a peer up: $(cl "$port" ls | head -n 1)"
+    got=$(cl "$port" read 0x75 2>/dev/null) && fail "a node that no --peer lists read '$got'"
+    kill -TERM "$(cat "$IPCLAB_WORK/$port.pid")"
+    wait_for 10 sh -c "! kill -0 $(cat "$IPCLAB_WORK/$port.pid") 2>/dev/null" || fail "the unlisted node did not exit on SIGTERM"
+}
+
 check_errors() {
     local out rc
     out=$("$BIN/client" --port 1 ls 2>&1) && fail "client on a port with no server succeeded"
@@ -443,6 +473,8 @@ check killed-client-detached 2 check_killed_client
 check hello-merge 2 check_hello_merge
 check large-change-exact 2 check_large_change
 check stranger-with-another-secret 2 check_stranger
+check secret-file-guarded 1 check_secret_file
+check unlisted-peer-refused 1 check_unlisted_peer
 check restart-after-sigkill 2 check_restart_after_kill
 check second-server-refused 1 check_second_server
 check clear-errors 1 check_errors
