@@ -17,6 +17,7 @@
 #   every node sees every peer up                                            -> start (1)
 #   written on one node, read byte for byte on every node; a shorter write
 #     ends at its NUL                                                        -> write-read (3)
+#   every object of every node (queue, gates, alive set, replicas) is 0600    -> objects-private (1)
 #   the text and its NUL fit --size exactly; one byte more is refused, on a
 #     new and on an existing segment; --size 0 and over the limit refused    -> size-boundaries (2)
 #   a 1-byte change in 1 MiB is sent as a diff; versions agree               -> diffs-on-the-wire (2)
@@ -39,7 +40,8 @@
 #   a secret file that group or others may read is refused, with the chmod   -> secret-file-guarded (1)
 #   a node with the secret that no --peer lists gets nothing                 -> unlisted-peer-refused (1)
 #   clear errors: no server, unknown key, usage                              -> clear-errors (1)
-#   SIGTERM: each node says it leaves and removes its queue and gates         -> shutdown (2)
+#   SIGTERM: each node says it leaves and removes its queue, gates and
+#     replicas                                                               -> shutdown (2)
 #   nothing is left on any key the grader used                               -> no-leaks (1)
 source "$(dirname "$0")/lib.sh"
 grade_args "$@"
@@ -103,6 +105,22 @@ check_write_read() {
     for p in $PA $PB $PC; do read_is "$p" 0x71 "C replies"; done
     cl "$PB" write 0x71 "  two  spaces  " >/dev/null || fail "write on B failed"
     read_is "$PA" 0x71 "  two  spaces  "
+}
+
+# Another user on the machine must not reach a node's objects: whoever may write its queue can
+# ask it anything (rm, write) in the owner's name. Every object a node makes is 0600: its
+# queue, its gates and alive sets, and its replicas (found by the shmid `client ls` shows).
+check_objects_private() {
+    local p modes shmid perms
+    for p in $PA $PB $PC; do
+        modes="$(modes_with_key $((0x52530000 + p))) $(modes_with_key $((0x52470000 + p))) $(modes_with_key $((0x52410000 + p)))"
+        [ "$modes" = "msg 600 sem 600 sem 600" ] ||
+            fail "node $p's queue, gates and alive set have modes '$modes', expected 'msg 600 sem 600 sem 600'"
+        shmid=$(row "$p" 0x00000071 | awk '{print $6}')
+        # The replica is marked for removal from the start (SHM_DEST, 01000, shows as "1600").
+        perms=$(awk -v id="$shmid" 'NR > 1 && $2 == id { print $3 % 1000 }' /proc/sysvipc/shm)
+        [ "$perms" = 600 ] || fail "node $p's replica (shmid $shmid) has mode '$perms', expected 600"
+    done
 }
 
 check_size_boundaries() {
@@ -443,7 +461,17 @@ check_errors() {
 }
 
 check_shutdown() {
-    local p pid
+    local p pid shmid replicas=()
+    # Each node's replicas have no key (IPC_PRIVATE), so no key-based check sees them: note
+    # each one's shmid and creator (the node's pid), to find any that outlives its node.
+    cl "$PA" write 0x7c "at shutdown" >/dev/null || fail "write on A failed"
+    for p in $PA $PB $PC; do
+        pid=$(cat "$IPCLAB_WORK/$p.pid")
+        for shmid in $(cl "$p" ls | awk 'NR > 2 { print $6 }'); do
+            replicas+=("$shmid:$pid:$p")
+        done
+    done
+    [ ${#replicas[@]} -ge 3 ] || fail "found ${#replicas[@]} replicas on the three nodes, expected one each at least"
     for p in $PA $PB $PC; do
         pid=$(cat "$IPCLAB_WORK/$p.pid")
         kill -TERM "$pid"
@@ -456,11 +484,19 @@ check_shutdown() {
         [ -z "$(objects_with_key $((0x52470000 + p)))" ] || fail "node $p left its change gates"
         [ -z "$(objects_with_key $((0x52410000 + p)))" ] || fail "node $p left its alive set"
     done
+    local r
+    for r in "${replicas[@]}"; do
+        IFS=: read -r shmid pid p <<<"$r"
+        awk -v id="$shmid" -v pid="$pid" 'NR > 1 && $2 == id && $5 == pid { found = 1 } END { exit !found }' /proc/sysvipc/shm &&
+            fail "node $p left its replica (shmid $shmid) after it exited"
+    done
+    return 0
 }
 
 check late-joiner-reads-at-once 2 check_late_joiner
 check start 1 check_start
 check write-read 3 check_write_read
+check objects-private 1 check_objects_private
 check size-boundaries 2 check_size_boundaries
 check diffs-on-the-wire 2 check_diffs
 check frozen-peer-named 3 check_frozen_peer
