@@ -367,11 +367,7 @@ fn idle_rss() -> u64 {
     }
     std::thread::sleep(Duration::from_millis(200));
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let hwm = ipclab::sys::proc_field(&status, "VmHWM:");
     drop(clients);
     hwm
 }

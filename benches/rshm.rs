@@ -78,11 +78,16 @@
 //! costs a fault on the host too: the ceiling's reader took about 0.65 s for the GiB, against
 //! 0.22 to 0.25 s into a reused buffer. A pool of huge pages is memory the guest keeps once it
 //! has been used, and a replica in it fills with 512 faults per GiB instead of 262,144.
-//! ([`HugePool`] uses the pool once before the joins, as a server that ran before would have.)
+//! ([`HugePool::warm`] uses the pool once before the joins, as a server that ran before would
+//! have.)
 //! The whole bench takes about 40 s.
 
+#[path = "../tests/common/huge_pool.rs"]
+mod huge_pool;
+
+use huge_pool::HugePool;
 use ipclab::rshm::{node_keys, Node};
-use ipclab::sys::ipcs;
+use ipclab::sys::{ipcs, proc_field};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -412,12 +417,8 @@ fn wire_bytes(a: &Node) -> u64 {
 
 /// Resident memory of a process, in KiB (VmRSS in /proc/PID/status: its shm pages included).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    proc_field(&status, "VmRSS:")
 }
 
 /// The memory the kernel holds for every System V segment of this size (the `rss` column of
@@ -571,11 +572,7 @@ fn tcp_gib(keep: bool) -> Duration {
 /// A process's peak resident set (VmHWM), in MiB: shared pages it touched count too.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    proc_field(&status, "VmHWM:") / 1024
 }
 
 /// Node B from its start until its replica of `key` is at `version`: the late join. Then
@@ -613,59 +610,6 @@ fn join_once(
     // Stopped with SIGTERM, as by hand: it leaves the group and removes its objects.
     drop(b);
     (took, rss, first_at, huge)
-}
-
-/// As root, a pool of huge pages big enough for B's replica, for the late joins that use it;
-/// the pool's old size is put back on drop. The pool is used once before any join (a segment
-/// in huge pages, written through and removed), as a pool reserved at boot has been by a
-/// server that ran before: this machine hands memory it does not use back to its host, and a
-/// huge page the kernel has just taken for the pool is not backed by the host until written.
-struct HugePool {
-    before: u64,
-}
-
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-impl HugePool {
-    /// `None`, and why, where the pool cannot be made (not root, no huge pages, no memory).
-    fn reserve() -> Result<HugePool, String> {
-        use ipclab::sys::shm::{huge_pages_free, shmget_huge, Access};
-        let read = || -> Result<u64, String> {
-            let text = std::fs::read_to_string(NR_HUGEPAGES)
-                .map_err(|e| format!("{NR_HUGEPAGES}: {e}"))?;
-            text.trim()
-                .parse()
-                .map_err(|e| format!("{NR_HUGEPAGES}: {e}"))
-        };
-        let before = read()?;
-        let (_, page) = huge_pages_free();
-        if page == 0 {
-            return Err("this kernel has no huge pages".into());
-        }
-        // B's replica, and 8 pages to spare.
-        let want = JOIN as u64 / page + 8;
-        std::fs::write(NR_HUGEPAGES, (before + want).to_string())
-            .map_err(|e| format!("{NR_HUGEPAGES}: {e}"))?;
-        let pool = HugePool { before };
-        let (free, _) = huge_pages_free();
-        if free < JOIN as u64 + 8 * page {
-            return Err(format!(
-                "the kernel found only {} MiB for the pool",
-                free >> 20
-            ));
-        }
-        let warm =
-            ipclab::sys::Owner::new(shmget_huge(free as usize, 0o600).map_err(|e| e.to_string())?);
-        let att = warm.attach(Access::ReadWrite).map_err(|e| e.to_string())?;
-        att.fill(0, att.len(), 0).map_err(|e| e.to_string())?;
-        Ok(pool)
-    }
-}
-
-impl Drop for HugePool {
-    fn drop(&mut self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.before.to_string());
-    }
 }
 
 /// Repeats of the late join: raw TCP (the anchor) and the joiner, alternating, and what the
@@ -751,7 +695,8 @@ fn late_join_throughput() {
         kept.push(tcp_gib(true));
         small.run((pa, pb), &secret, (id, version));
     }
-    let pool = HugePool::reserve();
+    // As root, a pool of huge pages for B's replica (8 pages to spare), used once first.
+    let pool = HugePool::add(JOIN as u64 + (16 << 20)).and_then(|p| p.warm().map(|()| p));
     let mut huge = Joins::default();
     if pool.is_ok() {
         for _ in 0..JOIN_REPEATS {

@@ -9,8 +9,10 @@
 mod common;
 mod rshm_cluster;
 
+use common::huge_pool::{HugePool, NR_HUGEPAGES};
 use ipclab::params::{RSHM_MAX_FRAME_DATA, RSHM_MAX_SEGMENT};
 use ipclab::rshm::Node;
+use ipclab::sys::proc_field;
 use ipclab::wire::rshm::{Frame, Hello, Run, MAX_BODY};
 use rshm_cluster::{next_frame, Cluster, LIMIT};
 use std::io::{Read, Write};
@@ -47,6 +49,17 @@ fn read_all(node: &Node, rshmid: i32, size: usize) -> Vec<u8> {
 /// Where the first byte of `a` and `b` differ, for a message that does not print 64 MiB.
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// Asserts that `got` is `want`, byte for byte; the message names `who` and the first byte
+/// that differs.
+#[track_caller]
+fn assert_same_bytes(got: &[u8], want: &[u8], who: &str) {
+    assert!(
+        got == want,
+        "{who}: first difference at {:?}",
+        first_difference(got, want)
+    );
 }
 
 #[test]
@@ -88,11 +101,7 @@ fn a_64_mib_segment_is_replicated_in_bounded_frames_and_reads_back_exactly() {
     for i in 1..3 {
         let node = Node::open(c.ports[i]).unwrap();
         let got = read_all(&node, node.rshmget(0x1700, 0).unwrap(), BIG);
-        assert!(
-            got == want,
-            "node {i}: first difference at {:?}",
-            first_difference(&got, &want)
-        );
+        assert_same_bytes(&got, &want, &format!("node {i}"));
         assert_eq!(c.rows(i)[0][6], "1", "node {i}: version");
     }
     // A small change after the large one is still a small frame: bounded both ways.
@@ -196,11 +205,7 @@ fn a_restarted_node_streams_a_large_segment_back_exactly() {
     let b = Node::open(c.ports[1]).unwrap();
     let bid = b.rshmget(0x1702, 0).unwrap();
     let got = read_all(&b, bid, BIG);
-    assert!(
-        got == want,
-        "first difference at {:?}",
-        first_difference(&got, &want)
-    );
+    assert_same_bytes(&got, &want, "restarted B");
     assert_eq!(c.rows(1)[0][6], "2", "version");
     // B held only the replica until that rshmat, which made B's twin from it: so a word
     // changed there now is found as one word (a twin that missed the STATE would make it the
@@ -212,11 +217,7 @@ fn a_restarted_node_streams_a_large_segment_back_exactly() {
     assert!(wire <= 64, "{wire} bytes on the wire for one word");
     want[BIG / 2 + 8..BIG / 2 + 16].fill(0xab);
     let got = read_all(&a, id, BIG);
-    assert!(
-        got == want,
-        "A: first difference at {:?}",
-        first_difference(&got, &want)
-    );
+    assert_same_bytes(&got, &want, "A");
     // The STATE went as many frames (at least one per MiB written), none above a frame's
     // run bytes.
     let log = c.log(0);
@@ -502,11 +503,7 @@ fn large_changes_made_on_two_nodes_at_once_both_go_through_and_agree() {
     }
     let b = Node::open(c.ports[1]).unwrap();
     let (got_a, got_b) = (read_all(&a, id, BIG), read_all(&b, id, BIG));
-    assert!(
-        got_a == got_b,
-        "first difference at {:?}",
-        first_difference(&got_a, &got_b)
-    );
+    assert_same_bytes(&got_a, &got_b, "A against B");
     let winner = if c.ports[0] > c.ports[1] { 5 } else { 6 };
     assert!(got_a == pattern(winner, BIG), "the higher address wins");
     // And without a stall: no node gave up on the other's connection to get there.
@@ -520,52 +517,14 @@ fn large_changes_made_on_two_nodes_at_once_both_go_through_and_agree() {
     a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
 }
 
-/// As root, huge pages for the test that needs them: `pages` more in the kernel's pool, the
-/// old size put back on drop (on failure too). The pool is memory, not an IPC object: the
-/// kernel frees a segment's huge pages back into it when the segment goes.
-struct HugePool {
-    before: String,
-}
-
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-impl HugePool {
-    fn add(pages: u64) -> Result<HugePool, String> {
-        let before = std::fs::read_to_string(NR_HUGEPAGES).map_err(|e| e.to_string())?;
-        let n: u64 = before
-            .trim()
-            .parse()
-            .map_err(|_| "not a number".to_string())?;
-        std::fs::write(NR_HUGEPAGES, (n + pages).to_string()).map_err(|e| e.to_string())?;
-        let pool = HugePool { before };
-        let (free, page) = ipclab::sys::shm::huge_pages_free();
-        if page == 0 || free < pages * page {
-            return Err(format!("the kernel found only {} MiB", free >> 20));
-        }
-        Ok(pool)
-    }
-}
-
-impl Drop for HugePool {
-    fn drop(&mut self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.before.trim());
-    }
-}
-
 /// Whether process `pid` maps a System V segment of at least `size` bytes in huge pages: its
 /// `/proc/PID/smaps` block for a `SYSV` mapping says `KernelPageSize: 2048 kB` (or more).
 fn maps_huge_sysv(pid: i32, size: usize) -> bool {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let field = |block: &str, name: &str| {
-        block
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-            .unwrap_or(0)
-    };
     // A block starts at a line with an address range; split before each "/SYSV" header.
     smaps.split("/SYSV").skip(1).any(|block| {
-        field(block, "Size:") * 1024 >= size && field(block, "KernelPageSize:") >= 2048
+        proc_field(block, "Size:") * 1024 >= size as u64
+            && proc_field(block, "KernelPageSize:") >= 2048
     })
 }
 
@@ -581,8 +540,8 @@ fn large_replicas_in_huge_pages_replicate_exactly_and_a_late_joiner_gets_all_of_
     // Not a whole number of pages of either size: the kernel rounds the segment up to 2 MiB
     // pages, and every byte up to `size` must still travel.
     let size = BIG + 5;
-    // Three replicas of 33 huge pages each, and a few to spare.
-    let pool = match HugePool::add(3 * 33 + 4) {
+    // Three replicas of 66 MiB each (33 huge pages), and a few pages to spare.
+    let pool = match HugePool::add(3 * (66 << 20) + (8 << 20)) {
         Ok(pool) => pool,
         Err(why) => {
             println!("skipped: no pool of huge pages could be made here (root reserves it in {NR_HUGEPAGES}): {why}");
@@ -610,11 +569,7 @@ fn large_replicas_in_huge_pages_replicate_exactly_and_a_late_joiner_gets_all_of_
     }
     let b = Node::open(c.ports[1]).unwrap();
     let got = read_all(&b, id, size);
-    assert!(
-        got == want,
-        "B: first difference at {:?}",
-        first_difference(&got, &want)
-    );
+    assert_same_bytes(&got, &want, "B");
     // C joins late: the STATE streams into a replica in huge pages.
     c.start(2);
     c.connected(2);
@@ -624,11 +579,7 @@ fn large_replicas_in_huge_pages_replicate_exactly_and_a_late_joiner_gets_all_of_
     );
     let node = Node::open(c.ports[2]).unwrap();
     let got = read_all(&node, id, size);
-    assert!(
-        got == want,
-        "C: first difference at {:?}",
-        first_difference(&got, &want)
-    );
+    assert_same_bytes(&got, &want, "C");
     assert_eq!(c.rows(2)[0][6], "1", "C: version");
     a.rshmctl(id, ipclab::rshm::IPC_RMID).unwrap();
     for i in 0..3 {

@@ -67,6 +67,21 @@ start_node() {
     track_pid $!
     echo $! >"$IPCLAB_WORK/$1.pid"
 }
+# stop_node PORT WHO: SIGTERM to the node on PORT, and wait until it has exited.
+stop_node() {
+    local pid
+    pid=$(cat "$IPCLAB_WORK/$1.pid")
+    kill -TERM "$pid"
+    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "$2 did not exit on SIGTERM"
+}
+# start_c WHO: node C (again), and every node sees every peer up.
+start_c() {
+    local p
+    start_node "$PC" "$PA" "$PB"
+    for p in $PA $PB $PC; do
+        wait_for 10 all_up "$p" || fail "node $p never saw $1 up"
+    done
+}
 start_node "$PA" "$PB" "$PC"
 start_node "$PB" "$PA" "$PC"
 # C starts later, in check_late_joiner.
@@ -268,15 +283,10 @@ check_removal() {
 }
 
 check_hello_merge() {
-    local id pid got p
-    pid=$(cat "$IPCLAB_WORK/$PC.pid")
-    kill -TERM "$pid"
-    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not stop on SIGTERM"
+    local id got
+    stop_node "$PC" "node C"
     id=$(cl "$PA" write 0x72 "while C was away") || fail "write on A with C down failed"
-    start_node "$PC" "$PA" "$PB"
-    for p in $PA $PB $PC; do
-        wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
-    done
+    start_c "the restarted C"
     row "$PC" 0x00000072 | grep -q "^$id " || fail "C did not learn rshmid $id from HELLO"
     got=$(cl "$PC" read 0x72)
     [ "$got" = "while C was away" ] || fail "restarted C read '$got' before any new write, expected the current data"
@@ -295,7 +305,7 @@ big_read_is() {
 }
 
 check_large_change() {
-    local i p pid parts=()
+    local i p parts=()
     # 12 words of 130,000 characters (base64: no spaces, never a leading '-'; one argument
     # may hold 128 KiB): 1,560,011 bytes with the spaces between them, more than the 1 MiB one
     # frame carries, so the change travels as several UPDATE frames.
@@ -306,13 +316,8 @@ check_large_change() {
     cl "$PA" write 0x7b "${parts[@]}" --size 2097152 >/dev/null || fail "writing 1.5 MB on A failed"
     for p in $PB $PC; do big_read_is "$p" 0x7b "$IPCLAB_WORK/big.want"; done
     # C leaves and comes back: the segment reaches it again, as several STATE frames.
-    pid=$(cat "$IPCLAB_WORK/$PC.pid")
-    kill -TERM "$pid"
-    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not stop on SIGTERM"
-    start_node "$PC" "$PA" "$PB"
-    for p in $PA $PB $PC; do
-        wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
-    done
+    stop_node "$PC" "node C"
+    start_c "the restarted C"
     big_read_is "$PC" 0x7b "$IPCLAB_WORK/big.want"
     cl "$PA" rm 0x7b >/dev/null || fail "rm failed"
 }
@@ -353,17 +358,14 @@ check_late_joiner() {
 }
 
 check_restart_after_kill() {
-    local pid got p
+    local pid got
     pid=$(cat "$IPCLAB_WORK/$PC.pid")
     kill -KILL "$pid"
     wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not die on SIGKILL"
     cl "$PA" write 0x76 "written while C was dead" >/dev/null || fail "write on A with C dead failed"
     # SIGKILL left C's queue, gates and alive set: the new C must recycle them by itself.
     [ -n "$(objects_with_key $((0x52530000 + PC)))" ] || fail "C's queue vanished with C: nothing to recycle?"
-    start_node "$PC" "$PA" "$PB"
-    for p in $PA $PB $PC; do
-        wait_for 10 all_up "$p" || fail "node $p never saw the restarted C up"
-    done
+    start_c "the restarted C"
     grep -q "died without cleaning up" "$IPCLAB_WORK/$PC.log" ||
         fail "the restarted C did not say it recycled the dead run's objects"
     got=$(cl "$PC" read 0x76)
@@ -382,12 +384,10 @@ check_second_server() {
 }
 
 check_stranger() {
-    local got p pid
+    local got p
     # C leaves (SIGTERM), and a stranger takes its port and its place in A's and B's peer
     # lists, with everything but the secret.
-    pid=$(cat "$IPCLAB_WORK/$PC.pid")
-    kill -TERM "$pid"
-    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "node C did not exit on SIGTERM"
+    stop_node "$PC" "node C"
     NODE_SECRET="$IPCLAB_WORK/stranger-secret"
     new_secret "$NODE_SECRET"
     start_node "$PC" "$PA" "$PB"
@@ -402,14 +402,9 @@ check_stranger() {
     for p in $PA $PB; do
         [ "$(cl "$p" read 0x75)" = "there before C" ] || fail "the stranger's write reached node $p"
     done
-    pid=$(cat "$IPCLAB_WORK/$PC.pid")
-    kill -TERM "$pid"
-    wait_for 10 sh -c "! kill -0 $pid 2>/dev/null" || fail "the stranger did not exit on SIGTERM"
+    stop_node "$PC" "the stranger"
     # The real C comes back, and the group is whole again for the checks after this one.
-    start_node "$PC" "$PA" "$PB"
-    for p in $PA $PB $PC; do
-        wait_for 10 all_up "$p" || fail "node $p never saw the real C up again"
-    done
+    start_c "the real C again"
     [ "$(cl "$PC" read 0x75)" = "there before C" ] || fail "the real C does not read the group's data"
 }
 
@@ -437,8 +432,7 @@ check_unlisted_peer() {
     sleep 2
     cl "$port" ls | head -n 1 | grep -q ' up' && fail "a node that no --peer lists saw a peer up: $(cl "$port" ls | head -n 1)"
     got=$(cl "$port" read 0x75 2>/dev/null) && fail "a node that no --peer lists read '$got'"
-    kill -TERM "$(cat "$IPCLAB_WORK/$port.pid")"
-    wait_for 10 sh -c "! kill -0 $(cat "$IPCLAB_WORK/$port.pid") 2>/dev/null" || fail "the unlisted node did not exit on SIGTERM"
+    stop_node "$port" "the unlisted node"
 }
 
 check_errors() {

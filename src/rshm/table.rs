@@ -147,7 +147,7 @@ fn fresh(size: usize) -> io::Result<Fresh> {
 /// room for all of it, else (or if the kernel refuses: the pool emptied meanwhile, or this
 /// user may not use it) in ordinary pages. Nothing else changes: programs attach either kind
 /// with `shmat`, and the server reads and writes both the same way, except that `mincore`
-/// cannot tell it which pages of a huge one are empty (see `change::Replica`).
+/// cannot tell it which pages of a huge one are empty (see `change::LiveReplica`).
 ///
 /// Why it matters: a late joiner receives the whole segment into fresh memory, and at 4 KiB a
 /// page that is 262,144 page faults for 1 GiB, each of which (on a virtual machine that hands

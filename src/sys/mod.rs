@@ -295,6 +295,15 @@ pub fn check_mode(mode: u32) -> io::Result<libc::c_int> {
     Ok(mode as libc::c_int)
 }
 
+/// The number on the line `NAME: N kB` (or `NAME: N`) of a `/proc` text such as
+/// `/proc/meminfo` or `/proc/PID/status`; `name` includes its colon. 0 if there is no such line.
+pub fn proc_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads a System V limit from `/proc/sys/kernel/NAME` (shmmax, shmall, shmmni, msgmax, ...):
 /// its first number, so `sem` gives SEMMSL (semaphores per set), the first of its four.
 pub fn kernel_limit(name: &str) -> io::Result<u64> {
@@ -327,6 +336,21 @@ mod tests {
         assert!(
             e.to_string().starts_with("ftok(/nonexistent/ipclab, 1): "),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn proc_fields_are_read_by_name_with_or_without_their_unit() {
+        let text =
+            "MemTotal:       24576000 kB\nHugePages_Free:      12\nHugepagesize:       2048 kB\n";
+        assert_eq!(proc_field(text, "HugePages_Free:"), 12);
+        assert_eq!(proc_field(text, "Hugepagesize:"), 2048);
+        assert_eq!(proc_field(text, "Nothing:"), 0);
+        assert!(
+            proc_field(
+                &std::fs::read_to_string("/proc/self/status").unwrap(),
+                "VmRSS:"
+            ) > 0
         );
     }
 

@@ -54,30 +54,35 @@ impl Get {
 
 /// `shmget(key, size, flags)`. With [`Get::Open`], `size` may be 0 (any size matches).
 pub fn shmget(key: Key, size: usize, how: Get) -> io::Result<ShmId> {
-    let flags = how.flags()?;
-    // SAFETY: shmget takes no pointers.
-    let id = unsafe { libc::shmget(key, size, flags) };
-    let id = cvt(id, || format!("shmget(key=0x{key:08x}, size={size})"))?;
-    crate::trace!("shmget(key=0x{key:08x}, size={size}, flags=0{flags:o}) = shmid {id}");
-    Ok(ShmId(id))
+    get(key, size, how.flags()?)
 }
 
-/// `shmget(IPC_PRIVATE, size, IPC_CREAT | SHM_HUGETLB | mode)`: a new private segment whose
-/// memory comes from the kernel's pool of huge pages (2 MiB on x86-64, reserved by root in
-/// `/proc/sys/vm/nr_hugepages`), not from 4 KiB pages given out one fault at a time.
+/// [`shmget`] of a new private segment whose memory comes from the kernel's pool of huge
+/// pages (`SHM_HUGETLB`; 2 MiB on x86-64, reserved by root in `/proc/sys/vm/nr_hugepages`),
+/// not from 4 KiB pages given out one fault at a time.
 ///
 /// The kernel sets the pages aside at this call, rounded up to whole huge pages, so a later
 /// write can never find the pool empty; a pool that is too small is ENOMEM here. Without
 /// CAP_IPC_LOCK (or the group in `/proc/sys/vm/hugetlb_shm_group`) it is EPERM, unless the
 /// segment fits the caller's `RLIMIT_MEMLOCK`. Programs attach it with a plain `shmat`.
 pub fn shmget_huge(size: usize, mode: u32) -> io::Result<ShmId> {
-    let flags = libc::IPC_CREAT | libc::SHM_HUGETLB | super::check_mode(mode)?;
+    get(
+        IPC_PRIVATE,
+        size,
+        Get::Create(mode).flags()? | libc::SHM_HUGETLB,
+    )
+}
+
+fn get(key: Key, size: usize, flags: libc::c_int) -> io::Result<ShmId> {
+    let huge = if flags & libc::SHM_HUGETLB != 0 {
+        ", SHM_HUGETLB"
+    } else {
+        ""
+    };
     // SAFETY: shmget takes no pointers.
-    let id = unsafe { libc::shmget(IPC_PRIVATE, size, flags) };
-    let id = cvt(id, || {
-        format!("shmget(IPC_PRIVATE, size={size}, SHM_HUGETLB)")
-    })?;
-    crate::trace!("shmget(IPC_PRIVATE, size={size}, flags=0{flags:o}) = shmid {id}");
+    let id = unsafe { libc::shmget(key, size, flags) };
+    let id = cvt(id, || format!("shmget(key=0x{key:08x}, size={size}{huge})"))?;
+    crate::trace!("shmget(key=0x{key:08x}, size={size}, flags=0{flags:o}) = shmid {id}");
     Ok(ShmId(id))
 }
 
@@ -87,12 +92,7 @@ pub fn shmget_huge(size: usize, mode: u32) -> io::Result<ShmId> {
 /// `(0, 0)` if it says nothing.
 pub fn huge_pages_free() -> (u64, u64) {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let field = |name| super::proc_field(&info, name);
     let page = field("Hugepagesize:") * 1024;
     let free = field("HugePages_Free:").saturating_sub(field("HugePages_Rsvd:"));
     (free * page, page)

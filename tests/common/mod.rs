@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod huge_pool;
 pub mod rng;
 
 use ipclab::sys::{ftok, ipcs, Key};

@@ -14,7 +14,7 @@
 //! the program wrote *outside* a ranged call's range are not compared, so they stay as they
 //! were in the twin, unpublished, until a later call (ranged or whole) covers them.
 
-use super::{err, Segment, Stamp};
+use super::{err, Replica, Segment, Stamp};
 use crate::params::{RSHM_MAX_RUNS, RSHM_MAX_VERSION, RSHM_SKIP_MIN};
 use crate::rshm::diff::{diff_range, Live, Twin, BLOCK, WORD};
 use crate::sys::shm::{page_size, swap_total, Attachment};
@@ -24,14 +24,14 @@ use std::net::SocketAddrV4;
 
 /// The replica as [`diff_range`] reads it: through the server's attachment, and with
 /// `mincore` telling which pages have memory, when that tells what they hold.
-struct Replica<'a> {
+struct LiveReplica<'a> {
     att: &'a Attachment,
     /// Pages may be skipped: no swap (asked at this call), mincore's page is the twin's, and
     /// the replica is in ordinary pages.
     skip: bool,
 }
 
-impl<'a> Replica<'a> {
+impl<'a> LiveReplica<'a> {
     /// `replica`, skipping pages where `mincore` tells what they hold; with `skip` false,
     /// every page is read.
     ///
@@ -39,17 +39,17 @@ impl<'a> Replica<'a> {
     /// huge pages, `mincore` answers from the *caller's* page tables only (for ordinary shm it
     /// asks the segment itself), so a page that a program wrote and the server never touched
     /// would look empty, and its bytes would never be published.
-    fn new(replica: &'a super::Replica, skip: bool) -> Replica<'a> {
+    fn new(replica: &'a Replica, skip: bool) -> LiveReplica<'a> {
         let skip =
             skip && !replica.huge && page_size() == BLOCK && swap_total().is_ok_and(|s| s == 0);
-        Replica {
+        LiveReplica {
             att: &replica.att,
             skip,
         }
     }
 }
 
-impl Live for Replica<'_> {
+impl Live for LiveReplica<'_> {
     fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.att.read_at(offset, buf)
     }
@@ -71,7 +71,7 @@ impl Segment {
     /// costs (0.5 to 2.4 s for a full 1 GiB on the lab machine). Later calls do nothing.
     pub fn ensure_twin(&mut self) -> io::Result<()> {
         if self.twin.is_none() {
-            let replica = Replica::new(&self.replica, true);
+            let replica = LiveReplica::new(&self.replica, true);
             self.twin = Some(Twin::copy_of(&replica, self.size)?);
         }
         Ok(())
@@ -155,7 +155,7 @@ impl Segment {
             return Ok((stamp, Vec::new()));
         };
         // Small ranges are read whole: two system calls cost more than reading them.
-        let replica = Replica::new(&self.replica, end - start >= RSHM_SKIP_MIN);
+        let replica = LiveReplica::new(&self.replica, end - start >= RSHM_SKIP_MIN);
         let whole = vec![(start, end - start)];
         let changed = match diff_range(twin, &replica, (start, end), RSHM_MAX_RUNS)? {
             Some(runs) => {
