@@ -644,10 +644,12 @@ impl Joins {
     }
 }
 
+/// MB/s of moving `JOIN` bytes in `d`.
 fn mb_s(d: Duration) -> f64 {
     JOIN as f64 / d.as_secs_f64() / 1e6
 }
 
+/// Each run's MB/s, for the lines that show every run.
 fn list(v: &[Duration]) -> String {
     v.iter()
         .map(|d| format!("{:.0}", mb_s(*d)))
